@@ -1,0 +1,1 @@
+"""analysis: label alignment, recovery scores, ArviZ conversion, figures and the report command."""

@@ -1,0 +1,63 @@
+"""inference: every engine returns one FitResult.
+
+>>> from inference import fit
+>>> result = fit("em", jax.random.PRNGKey(0), x, num_components=2)
+
+Engines: "em" (soft EM), "hard_em" (classification EM), "map" (enumerated MAP), "svi"
+(variational posterior, z enumerated), "nuts" (NUTS with z enumerated out).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import models  # noqa: F401  (turns on x64 before any engine builds arrays)
+
+from .result import FitResult
+from .validate import check_choice
+
+# method name -> (module, function); modules are imported on first use so that
+# `import inference` stays light.
+ENGINES = {
+    "em": ("inference.em", "fit_em"),
+    "hard_em": ("inference.em", "fit_hard_em"),
+    "map": ("inference.numpyro_engines", "fit_map"),
+    "svi": ("inference.numpyro_engines", "fit_svi"),
+    "nuts": ("inference.numpyro_engines", "fit_nuts"),
+}
+METHODS = tuple(ENGINES)
+
+
+def get_engine(method: str):
+    """The fit function registered under ``method``."""
+    check_choice("method", method, METHODS)
+    module_name, function_name = ENGINES[method]
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def fit(method: str, key, x, num_components: int, **options) -> FitResult:
+    """Fit a ``num_components`` GMM to ``x`` (N, D) with the engine named ``method``.
+
+    Parameters
+    ----------
+    method : one of ``METHODS``.
+    key : jax PRNG key (first, as in JAX).
+    x : (N, D) numpy or JAX array, float32 or float64.
+    num_components : K.
+    **options : engine options by keyword (``init=``, ``n_init=``, ``max_iters=``, ``tol=``,
+        ``reg_covar=``, ``covariance_type=``, ``num_steps=``, ``num_chains=``, ...).
+    """
+    return get_engine(method)(key, x, num_components, **options)
+
+
+def fit_em(key, x, num_components, **options) -> FitResult:
+    """Soft EM; see :func:`inference.em.fit_em`."""
+    return get_engine("em")(key, x, num_components, **options)
+
+
+def fit_hard_em(key, x, num_components, **options) -> FitResult:
+    """Hard (classification) EM; see :func:`inference.em.fit_hard_em`."""
+    return get_engine("hard_em")(key, x, num_components, **options)
+
+
+__all__ = ["fit", "FitResult", "METHODS", "ENGINES", "get_engine", "fit_em", "fit_hard_em"]

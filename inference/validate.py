@@ -1,0 +1,68 @@
+"""Input checks shared by every engine: one-line ValueErrors naming the argument."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_SUBSAMPLE = 20_000
+
+
+def check_data(x) -> np.ndarray:
+    """Return ``x`` as a 2-D float32/float64 numpy array, or raise ``ValueError`` naming ``x``."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise ValueError(f"x could not be converted to an array: {exc}") from None
+    if arr.ndim != 2:
+        raise ValueError(f"x must be a 2-D array of shape (num_samples, num_features), got shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"x must have at least one row and one column, got shape {arr.shape}")
+    if arr.dtype not in (np.float32, np.float64):
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise ValueError(f"x must be numeric, got dtype {arr.dtype}")
+        arr = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(f"x contains NaN or inf in {bad.size} row(s), first at row {bad[0]}")
+    return arr
+
+
+def count_distinct_rows(x: np.ndarray, at_least: int) -> int:
+    """Number of distinct rows of ``x``; stops early (on a subsample) once ``at_least`` is certain."""
+    if x.shape[0] > _SUBSAMPLE:
+        sub = np.unique(x[:: max(1, x.shape[0] // _SUBSAMPLE)], axis=0).shape[0]
+        if sub >= at_least:
+            return sub
+    return np.unique(x, axis=0).shape[0]
+
+
+def check_num_components(num_components, x: np.ndarray) -> int:
+    """Validate K against the data: 1 <= K <= N and at least K distinct rows."""
+    if isinstance(num_components, bool) or not isinstance(num_components, (int, np.integer)):
+        raise ValueError(f"num_components must be an integer, got {num_components!r}")
+    num_components = int(num_components)
+    if num_components < 1:
+        raise ValueError(f"num_components must be >= 1, got {num_components}")
+    if num_components > x.shape[0]:
+        raise ValueError(f"num_components ({num_components}) exceeds the number of rows of x ({x.shape[0]})")
+    distinct = count_distinct_rows(x, num_components)
+    if distinct < num_components:
+        raise ValueError(f"x has only {distinct} distinct rows, fewer than num_components ({num_components})")
+    return num_components
+
+
+def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool = False):
+    """A finite positive (or non-negative) scalar option, else ``ValueError`` naming it."""
+    ok_type = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.integer, np.floating))
+    if isinstance(value, bool) or not ok_type or not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        kind = "integer" if integer else "number"
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite {kind} {bound}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value

@@ -1,0 +1,37 @@
+"""models: the GMM parameter pytree, its log-space density and the declared NumPyro model.
+
+Importing this package turns on JAX's 64-bit mode (``jax_enable_x64``) so that float64 data stays
+float64; float32 inputs are kept in float32 by every function here and in ``inference``.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from .density import component_log_prob, log_likelihood, pointwise_log_likelihood, responsibilities  # noqa: E402
+from .gmm import gmm_model, log_prior, params_from_sites, sample, sites_from_params  # noqa: E402
+from .params import GMMParams, covariances, from_covariances, permute, to_numpy, validate_params  # noqa: E402
+
+__all__ = [
+    "GMMParams",
+    "covariances",
+    "from_covariances",
+    "permute",
+    "to_numpy",
+    "validate_params",
+    "component_log_prob",
+    "log_likelihood",
+    "pointwise_log_likelihood",
+    "responsibilities",
+    "gmm_model",
+    "sample",
+    "log_prior",
+    "params_from_sites",
+    "sites_from_params",
+    "seed_problem",
+]
+
+
+def seed_problem():
+    """The seed notebook's truth: weights [0.3, 0.7], means [[1, 1], [-1, -1]], covariances I and 0.5 I."""
+    return from_covariances([0.3, 0.7], [[1.0, 1.0], [-1.0, -1.0]], [[[1.0, 0.0], [0.0, 1.0]], [[0.5, 0.0], [0.0, 0.5]]])

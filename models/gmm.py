@@ -1,0 +1,137 @@
+"""The one declared NumPyro GMM, the map between its sites and GMMParams, and forward sampling.
+
+Sites
+-----
+weights   : (K,) ~ Dirichlet(concentration * 1)
+means     : (K, D) ~ Normal(mean_loc, mean_scale)
+scales    : (K, D) ~ LogNormal(log(scale_loc), scale_log_sd)   (per-dimension standard deviations)
+corr_chol : (K, D, D) ~ LKJCholesky(D, lkj_concentration)         (absent when D == 1)
+z         : (N,) ~ Categorical(weights), marked ``enumerate="parallel"``
+x         : (N, D) ~ MultivariateNormal(means[z], scale_tril=diag(scales[z]) @ corr_chol[z])
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro import handlers
+
+from .params import GMMParams
+
+GLOBAL_SITES = ("weights", "means", "scales", "corr_chol")
+
+
+def gmm_model(
+    x=None,
+    *,
+    num_components: int = 2,
+    num_features: int | None = None,
+    num_samples: int | None = None,
+    concentration: float = 1.0,
+    mean_loc=0.0,
+    mean_scale=10.0,
+    scale_loc=1.0,
+    scale_log_sd: float = 2.0,
+    lkj_concentration: float = 1.0,
+):
+    """NumPyro generative model of a Gaussian mixture.
+
+    Parameters
+    ----------
+    x : (N, D) observed data or None to sample.
+    num_components : K.
+    num_features : D (required when ``x`` is None).
+    num_samples : N (required when ``x`` is None).
+    concentration : symmetric Dirichlet concentration of the weights.
+    mean_loc, mean_scale : Normal prior of the means (scalars or (D,) arrays).
+    scale_loc, scale_log_sd : LogNormal prior of the per-dimension standard deviations, median ``scale_loc``.
+    lkj_concentration : LKJ prior of the correlation Cholesky factors (1 = uniform over correlations).
+    """
+    if x is not None:
+        num_samples, num_features = x.shape
+    if num_features is None or num_samples is None:
+        raise ValueError("num_features and num_samples are required when x is None")
+    dtype = x.dtype if x is not None else jnp.result_type(float)
+    weights = numpyro.sample("weights", dist.Dirichlet(jnp.full((num_components,), concentration, dtype)))
+    with numpyro.plate("components", num_components):
+        means = numpyro.sample(
+            "means",
+            dist.Normal(jnp.broadcast_to(jnp.asarray(mean_loc, dtype), (num_features,)), jnp.asarray(mean_scale, dtype)).to_event(1),
+        )
+        scales = numpyro.sample(
+            "scales",
+            dist.LogNormal(
+                jnp.broadcast_to(jnp.log(jnp.asarray(scale_loc, dtype)), (num_features,)), jnp.asarray(scale_log_sd, dtype)
+            ).to_event(1),
+        )
+        if num_features > 1:
+            corr_chol = numpyro.sample("corr_chol", dist.LKJCholesky(num_features, jnp.asarray(lkj_concentration, dtype)))
+        else:
+            corr_chol = jnp.ones((num_components, 1, 1), dtype)
+    scale_tril = scales[..., :, None] * corr_chol
+    with numpyro.plate("data", num_samples):
+        z = numpyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
+        numpyro.sample("x", dist.MultivariateNormal(means[z], scale_tril=scale_tril[z]), obs=x)
+
+
+def params_from_sites(sites) -> GMMParams:
+    """GMMParams from a dict of global site values (leading batch dims allowed)."""
+    scales = sites["scales"]
+    if "corr_chol" in sites:
+        scale_tril = scales[..., :, None] * sites["corr_chol"]
+    else:
+        scale_tril = scales[..., :, None]
+    return GMMParams(sites["weights"], sites["means"], scale_tril)
+
+
+def sites_from_params(params: GMMParams) -> dict:
+    """Global site values of ``gmm_model`` that reproduce ``params`` exactly.
+
+    ``scales`` are the row norms of the Cholesky factor (the marginal standard deviations) and
+    ``corr_chol = diag(1 / scales) @ scale_tril``, whose rows have unit norm as LKJCholesky requires.
+    """
+    scales = jnp.linalg.norm(params.scale_tril, axis=-1)
+    sites = {"weights": params.weights, "means": params.means, "scales": scales}
+    if params.means.shape[-1] > 1:
+        sites["corr_chol"] = params.scale_tril / scales[..., :, None]
+    return sites
+
+
+def sample(key, params: GMMParams, num_samples: int):
+    """Draw data from ``gmm_model`` run forward with ``params`` substituted.
+
+    Parameters
+    ----------
+    key : jax PRNG key.
+    params : GMMParams, weights (K,), means (K, D), scale_tril (K, D, D).
+    num_samples : N.
+
+    Returns
+    -------
+    x : (N, D) samples, z : (N,) int true component of each row.
+    """
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    num_components, num_features = params.means.shape
+    seeded = handlers.seed(handlers.substitute(gmm_model, data=sites_from_params(params)), key)
+    trace = handlers.trace(seeded).get_trace(
+        num_components=num_components, num_features=num_features, num_samples=int(num_samples)
+    )
+    return trace["x"]["value"], trace["z"]["value"]
+
+
+def log_prior(params: GMMParams, **prior) -> jnp.ndarray:
+    """Log prior density of ``params`` under ``gmm_model`` in the sites' own (constrained) space."""
+    num_components, num_features = params.means.shape
+    conditioned = handlers.condition(
+        handlers.block(gmm_model, hide=["z", "x"]), data=sites_from_params(params)
+    )
+    trace = handlers.trace(handlers.seed(conditioned, jax.random.PRNGKey(0))).get_trace(
+        num_components=num_components, num_features=num_features, num_samples=1, **prior
+    )
+    return sum(jnp.sum(site["fn"].log_prob(site["value"])) for name, site in trace.items() if name in GLOBAL_SITES)
+
+
+__all__ = ["gmm_model", "sample", "params_from_sites", "sites_from_params", "log_prior", "GLOBAL_SITES"]
