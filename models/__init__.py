@@ -8,7 +8,8 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from .density import component_log_prob, log_likelihood, pointwise_log_likelihood, responsibilities  # noqa: E402
+from .alignment import align, component_cost, match_components, relabel_draws  # noqa: E402
+from .density import component_log_prob, gaussian_kl, log_likelihood, pointwise_log_likelihood, responsibilities  # noqa: E402
 from .gmm import gmm_model, log_prior, params_from_sites, sample, sites_from_params  # noqa: E402
 from .params import GMMParams, covariances, from_covariances, permute, to_numpy, validate_params  # noqa: E402
 
@@ -29,6 +30,11 @@ __all__ = [
     "params_from_sites",
     "sites_from_params",
     "seed_problem",
+    "gaussian_kl",
+    "align",
+    "component_cost",
+    "match_components",
+    "relabel_draws",
 ]
 
 

@@ -65,3 +65,27 @@ component_log_prob_jit = jax.jit(component_log_prob)
 pointwise_log_likelihood_jit = jax.jit(pointwise_log_likelihood)
 log_likelihood_jit = jax.jit(log_likelihood)
 responsibilities_jit = jax.jit(responsibilities)
+
+
+def gaussian_kl(mean0, scale_tril0, mean1, scale_tril1) -> jnp.ndarray:
+    """KL( N(mean0, L0 L0^T) || N(mean1, L1 L1^T) ), broadcasting over leading dims.
+
+    Parameters
+    ----------
+    mean0, mean1 : (..., D); scale_tril0, scale_tril1 : (..., D, D) lower Cholesky factors.
+
+    Returns
+    -------
+    (...,) KL divergences (nats), computed with triangular solves only.
+    """
+    num_features = mean0.shape[-1]
+    mean0, mean1, scale_tril0, scale_tril1 = jnp.broadcast_arrays(
+        mean0[..., None, :], mean1[..., None, :], scale_tril0, scale_tril1
+    )
+    # tr(S1^{-1} S0) = ||L1^{-1} L0||_F^2 ; Mahalanobis term = ||L1^{-1} (m1 - m0)||^2
+    m = solve_triangular(scale_tril1, scale_tril0, lower=True)
+    diff = solve_triangular(scale_tril1, jnp.swapaxes(mean1 - mean0, -1, -2), lower=True)
+    log_det = lambda lower: jnp.sum(jnp.log(jnp.diagonal(lower, axis1=-2, axis2=-1)), axis=-1)
+    trace_term = jnp.sum(m**2, axis=(-2, -1))
+    maha = jnp.sum(diff**2, axis=(-2, -1))
+    return 0.5 * (trace_term + maha - num_features) + log_det(scale_tril1) - log_det(scale_tril0)
