@@ -1,0 +1,127 @@
+"""Sufficient statistics of a GMM, accumulated over row chunks, and the M-step that consumes them.
+
+The E-step never materialises more than ``chunk_size x K x D`` numbers, so memory does not grow with
+``N x K x D^2``: soft EM, hard EM and k-means all run through :func:`scan_chunks`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+
+from models.params import GMMParams
+
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+
+
+class SuffStats(NamedTuple):
+    """Responsibility-weighted moments.
+
+    counts : (K,) sum_n r_nk.
+    sum_x : (K, D) sum_n r_nk x_n.
+    sum_xx : (K, D, D) sum_n r_nk x_n x_n^T ("full", "tied") or (K, D) its diagonal ("diag", "spherical").
+    """
+
+    counts: jnp.ndarray
+    sum_x: jnp.ndarray
+    sum_xx: jnp.ndarray
+
+
+def needs_full_moment(covariance_type: str) -> bool:
+    return covariance_type in ("full", "tied")
+
+
+def chunk_moments(resp, x_chunk, full_moment: bool) -> SuffStats:
+    """Moments of one chunk: resp (c, K), x_chunk (c, D) -> SuffStats."""
+    counts = resp.sum(axis=0)
+    sum_x = resp.T @ x_chunk
+    if full_moment:
+        num_rows, num_components = resp.shape
+        weighted = (resp[:, :, None] * x_chunk[:, None, :]).reshape(num_rows, -1)  # (c, K*D)
+        sum_xx = (weighted.T @ x_chunk).reshape(num_components, x_chunk.shape[1], x_chunk.shape[1])
+    else:
+        sum_xx = resp.T @ (x_chunk * x_chunk)
+    return SuffStats(counts, sum_x, sum_xx)
+
+
+def scan_chunks(step: Callable, carry, x, chunk_size: int):
+    """Fold ``carry = step(carry, x_chunk)`` over row chunks of ``x`` (N, D).
+
+    Full chunks go through one ``lax.scan``; the remainder (N mod chunk_size rows) is one more call.
+    """
+    num_rows = x.shape[0]
+    num_full = num_rows // chunk_size
+    if num_full > 0:
+        chunks = x[: num_full * chunk_size].reshape(num_full, chunk_size, x.shape[1])
+        carry, _ = jax.lax.scan(lambda c, xc: (step(c, xc), None), carry, chunks)
+    if num_rows % chunk_size:
+        carry = step(carry, x[num_full * chunk_size :])
+    return carry
+
+
+def default_chunk_size(num_rows: int, num_components: int, num_features: int) -> int:
+    """Rows per chunk so one chunk's (c, K, D) working set stays around 1-2 MiB of doubles."""
+    target = max(256, (1 << 17) // max(1, num_components * num_features))
+    return int(min(num_rows, target))
+
+
+def _cholesky_from_stats(stats: SuffStats, means, counts, covariance_type: str, reg_covar, num_rows):
+    """Lower Cholesky factors (K, D, D) of the M-step covariances (sklearn's estimators, from moments)."""
+    num_components, num_features = means.shape
+    eye = jnp.eye(num_features, dtype=means.dtype)
+    if covariance_type == "full":
+        cov = stats.sum_xx / counts[:, None, None] - means[:, :, None] * means[:, None, :]
+        cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2)) + reg_covar * eye
+        return jnp.linalg.cholesky(cov)
+    if covariance_type == "tied":
+        scatter = stats.sum_xx.sum(axis=0) - jnp.einsum("k,ki,kj->ij", counts, means, means)
+        cov = scatter / counts.sum()
+        cov = 0.5 * (cov + cov.T) + reg_covar * eye
+        return jnp.broadcast_to(jnp.linalg.cholesky(cov), (num_components, num_features, num_features))
+    var = stats.sum_xx / counts[:, None] - means**2 + reg_covar  # (K, D)
+    if covariance_type == "spherical":
+        var = jnp.broadcast_to(var.mean(axis=1, keepdims=True), var.shape)
+    return jnp.sqrt(var)[:, :, None] * eye
+
+
+def m_step(stats: SuffStats, covariance_type: str, reg_covar, num_rows) -> GMMParams:
+    """Maximum-likelihood parameters from sufficient statistics (sklearn's estimators).
+
+    As in sklearn, ``10 * eps`` is added to the counts so that an empty soft component has finite
+    moments; hard EM handles empty clusters itself before calling this.
+    """
+    counts = stats.counts + 10 * jnp.finfo(stats.counts.dtype).eps
+    means = stats.sum_x / counts[:, None]
+    scale_tril = _cholesky_from_stats(stats, means, counts, covariance_type, reg_covar, num_rows)
+    return GMMParams(counts / counts.sum(), means, scale_tril)
+
+
+def expected_complete_log_lik(stats: SuffStats, params: GMMParams) -> jnp.ndarray:
+    """``sum_n sum_k r_nk [log w_k + log N(x_n | mu_k, Sigma_k)]`` from moments alone (no data pass).
+
+    With the E-step entropy added this is the ELBO; with one-hot r it is the classification
+    log-likelihood.
+    """
+    num_features = params.means.shape[-1]
+    lower = params.scale_tril
+    eye = jnp.broadcast_to(jnp.eye(num_features, dtype=lower.dtype), lower.shape)
+    whiten = solve_triangular(lower, eye, lower=True)  # (K, D, D)
+    mu, s, n = params.means, stats.sum_x, stats.counts
+    if stats.sum_xx.ndim == 3:
+        scatter = (
+            stats.sum_xx
+            - s[:, :, None] * mu[:, None, :]
+            - mu[:, :, None] * s[:, None, :]
+            + n[:, None, None] * mu[:, :, None] * mu[:, None, :]
+        )
+        quad = jnp.sum((whiten @ scatter) * whiten, axis=(-2, -1))  # tr(W A W^T)
+    else:
+        scatter_diag = stats.sum_xx - 2 * mu * s + n[:, None] * mu**2
+        quad = jnp.sum(scatter_diag * jnp.diagonal(whiten, axis1=-2, axis2=-1) ** 2, axis=-1)
+    log_det = jnp.sum(jnp.log(jnp.diagonal(lower, axis1=-2, axis2=-1)), axis=-1)
+    log_norm = -0.5 * num_features * jnp.log(2 * jnp.pi) - log_det
+    log_w = jnp.where(n > 0, jnp.log(params.weights), 0.0)
+    return jnp.sum(n * (log_w + log_norm) - 0.5 * quad)
