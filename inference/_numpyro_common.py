@@ -1,0 +1,266 @@
+"""Shared pieces of the NumPyro engines: the model closure, z enumeration, site transforms,
+initial points, ahead-of-time compilation with a cache, and posterior summaries.
+
+Every engine here runs :func:`models.gmm_model` itself (never a copy), with ``z`` enumerated out
+by funsor (``first_available_dim=-2``: the only plate that holds ``z`` is ``data`` at dim -1).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from numpyro import handlers
+from numpyro.contrib.funsor import config_enumerate, enum, infer_discrete
+from numpyro.contrib.funsor import log_density as enumerated_log_density
+from numpyro.distributions.transforms import biject_to
+
+import models  # noqa: F401  (x64 on before arrays are built)
+from models.gmm import GLOBAL_SITES, gmm_model, params_from_sites, sites_from_params
+from models.params import GMMParams
+
+from .validate import check_choice, check_positive
+
+FIRST_ENUM_DIM = -2  # max_plate_nesting = 1: z lives in the "data" plate only
+PRIOR_KEYS = ("concentration", "mean_loc", "mean_scale", "scale_loc", "scale_log_sd", "lkj_concentration")
+INIT_METHODS = ("kmeans++", "random_from_data", "kmeans")
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def prior_items(prior: dict | None) -> tuple:
+    """Validated, hashable ``((name, value), ...)`` of prior overrides for ``gmm_model``.
+
+    Array-valued entries (e.g. a (D,) ``mean_loc``) become tuples so they can key a cache.
+    """
+    prior = dict(prior or {})
+    unknown = sorted(set(prior) - set(PRIOR_KEYS))
+    if unknown:
+        raise ValueError(f"prior has unknown keys {unknown}; allowed: {', '.join(PRIOR_KEYS)}")
+    items = []
+    for name in sorted(prior):
+        value = np.asarray(prior[name], dtype=np.float64)
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"prior[{name!r}] must be finite, got {prior[name]!r}")
+        if name != "mean_loc" and np.any(value <= 0):
+            raise ValueError(f"prior[{name!r}] must be > 0, got {prior[name]!r}")
+        items.append((name, float(value) if value.ndim == 0 else tuple(value.ravel().tolist())))
+    return tuple(items)
+
+
+@functools.lru_cache(maxsize=None)
+def make_model(num_components: int, prior: tuple = (), ordered_means: bool = False):
+    """``model(x)``: :func:`models.gmm_model` with K and the prior bound.
+
+    With ``ordered_means`` the model is the same joint restricted to
+    ``means[0, 0] < means[1, 0] < ...`` (a ``numpyro.factor`` of 0 or -inf added after the
+    declared model runs), the classic identifiability constraint for MCMC.
+    """
+    kwargs = {name: (jnp.asarray(value) if isinstance(value, tuple) else value) for name, value in prior}
+
+    def model(x):
+        if not ordered_means:
+            return gmm_model(x, num_components=num_components, **kwargs)
+        with handlers.trace() as tr:
+            gmm_model(x, num_components=num_components, **kwargs)
+        first = tr["means"]["value"][..., 0]
+        ordered = jnp.all(first[1:] > first[:-1])
+        numpyro.factor("ordered_means", jnp.where(ordered, 0.0, -jnp.inf).astype(first.dtype))
+
+    return model
+
+
+def enumerated(model):
+    """``model`` with every ``enumerate``-marked site (``z``) enumerated in parallel by funsor."""
+    return enum(config_enumerate(model), first_available_dim=FIRST_ENUM_DIM)
+
+
+def enumerated_log_joint(params: GMMParams, x, *, ordered_means: bool = False, **prior) -> jnp.ndarray:
+    """NumPyro's log joint of ``gmm_model`` at ``params`` with ``z`` summed out (constrained space).
+
+    Equals ``models.log_likelihood(params, x) + models.log_prior(params, **prior)``.
+
+    Parameters
+    ----------
+    params : GMMParams, weights (K,), means (K, D), scale_tril (K, D, D).
+    x : (N, D) data.
+    """
+    x = jnp.asarray(x)
+    params = GMMParams(*(jnp.asarray(a, x.dtype) for a in params))
+    model = make_model(params.means.shape[-2], prior_items(prior), ordered_means)
+    log_joint, _ = enumerated_log_density(enumerated(model), (x,), {}, sites_from_params(params))
+    return log_joint
+
+
+def site_supports(num_components: int, num_features: int, prior: tuple = ()) -> dict:
+    """``{site: constraint}`` of the global sites, read from a forward run of the model."""
+    model = make_model(num_components, prior)
+    fake = jnp.zeros((1, num_features))
+    trace = handlers.trace(handlers.seed(handlers.block(model, hide=["z", "x"]), 0)).get_trace(fake)
+    return {name: trace[name]["fn"].support for name in GLOBAL_SITES if name in trace}
+
+
+def to_unconstrained(sites: dict, supports: dict) -> dict:
+    """Map constrained global-site values to NumPyro's unconstrained space (leading dims allowed)."""
+    return {name: biject_to(supports[name]).inv(sites[name]) for name in supports}
+
+
+def to_constrained(unconstrained: dict, supports: dict) -> dict:
+    """Inverse of :func:`to_unconstrained`."""
+    return {name: biject_to(supports[name])(unconstrained[name]) for name in supports}
+
+
+def model_sites(params: GMMParams, dtype) -> dict:
+    """Global-site values of ``gmm_model`` reproducing ``params``, cast to the model dtype."""
+    return {name: jnp.asarray(value, dtype) for name, value in sites_from_params(params).items()}
+
+
+def discrete_assignments(key, model, sites: dict, x, temperature: int) -> jnp.ndarray:
+    """``z`` (N,) from ``infer_discrete`` with the global sites fixed at ``sites``.
+
+    ``temperature=0`` gives the MAP assignment, ``temperature=1`` a posterior draw.
+    """
+    conditioned = handlers.condition(model, data=sites)
+    sampler = infer_discrete(
+        config_enumerate(conditioned), first_available_dim=FIRST_ENUM_DIM, temperature=temperature, rng_key=key
+    )
+    return handlers.trace(sampler).get_trace(x)["z"]["value"]
+
+
+# --------------------------------------------------------------------------- initial points
+
+
+def initial_params(key, x, num_components: int, init, n_init: int) -> tuple[GMMParams, float]:
+    """Stacked starting points, GMMParams with a leading (n_init,) dim, dtype of ``x``.
+
+    ``init`` is a method name understood by ``inference.init.initialize`` (the initialisers EM
+    uses; vmapped over restarts and compiled once per shape) or a GMMParams (used for every restart).
+
+    Returns
+    -------
+    (starts, compile_seconds)
+    """
+    if isinstance(init, GMMParams):
+        models.validate_params(init, num_features=x.shape[1], name="init")
+        if np.shape(init.means)[0] != num_components:
+            raise ValueError(f"init has {np.shape(init.means)[0]} components but num_components is {num_components}")
+        return GMMParams(*(jnp.broadcast_to(jnp.asarray(a, x.dtype), (n_init,) + np.shape(a)) for a in init)), 0.0
+    check_choice("init", init, INIT_METHODS)
+    keys = jax.random.split(key, n_init)
+    try:
+        import inference.init  # noqa: F401
+    except ImportError:  # pragma: no cover - only before inference/init.py exists
+        starts = [_fallback_initialize(k, x, num_components, method=init) for k in keys]
+        return GMMParams(*(jnp.stack([jnp.asarray(getattr(s, f), x.dtype) for s in starts]) for f in GMMParams._fields)), 0.0
+    starts, compile_seconds, _ = compiled_call(_build_initializer, (num_components, init), keys, x)
+    return starts, compile_seconds
+
+
+def _build_initializer(num_components: int, method: str):
+    from inference.init import initialize
+
+    def initialize_all(keys, x):
+        return jax.vmap(lambda k: initialize(k, x, num_components, method=method))(keys)
+
+    return initialize_all
+
+
+def _fallback_initialize(key, x, num_components, method="kmeans++", reg_covar=1e-6):
+    """k-means++ / random-from-data seeding, then one hard assignment for weights and covariances."""
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key))
+    x = np.asarray(x, np.float64)
+    n, d = x.shape
+    if method == "random_from_data":
+        centres = x[rng.choice(n, num_components, replace=False)]
+    else:
+        centres = [x[rng.integers(n)]]
+        for _ in range(1, num_components):
+            dist2 = np.min(((x[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
+            centres.append(x[rng.choice(n, p=dist2 / dist2.sum())])
+        centres = np.asarray(centres)
+    labels = np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    weights, covs = np.zeros(num_components), np.zeros((num_components, d, d))
+    for k in range(num_components):
+        members = x[labels == k] if np.sum(labels == k) > d else x
+        weights[k] = max(np.sum(labels == k), 1)
+        covs[k] = np.cov(members, rowvar=False).reshape(d, d) + (reg_covar + 1e-3 * np.var(x)) * np.eye(d)
+    return models.from_covariances(weights / weights.sum(), centres, covs)
+
+
+# --------------------------------------------------------------------------- compilation
+
+
+_COMPILED: dict = {}
+
+
+def _signature(args) -> tuple:
+    leaves, tree = jax.tree.flatten(args)
+    return (tree, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves))
+
+
+def compiled_call(build, static: tuple, *args):
+    """Run ``jax.jit(build(*static))(*args)``, compiling ahead of time once per static options and shapes.
+
+    Returns
+    -------
+    (outputs, compile_seconds, run_seconds); ``compile_seconds`` is 0.0 on a cache hit, so a
+    second fit with the same shapes and options compiles nothing.
+    """
+    key = (build.__module__, build.__qualname__, static, _signature(args))
+    start = time.perf_counter()
+    executable = _COMPILED.get(key)
+    if executable is None:
+        executable = jax.jit(build(*static)).lower(*args).compile()
+        _COMPILED[key] = executable
+    compiled_at = time.perf_counter()
+    out = jax.block_until_ready(executable(*args))
+    return out, compiled_at - start, time.perf_counter() - compiled_at
+
+
+def clear_compiled_cache() -> None:
+    """Forget every compiled executable (tests use this to measure a cold fit)."""
+    _COMPILED.clear()
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def posterior_mean(samples: GMMParams) -> GMMParams:
+    """Component-wise mean over all leading dims of ALIGNED draws.
+
+    Weights and means are averaged; covariances are averaged and re-factored by Cholesky.
+    Returns numpy GMMParams (K,), (K, D), (K, D, D).
+    """
+    k, d = np.shape(samples.means)[-2:]
+    weights = np.asarray(samples.weights).reshape(-1, k).mean(0)
+    means = np.asarray(samples.means).reshape(-1, k, d).mean(0)
+    lower = np.asarray(samples.scale_tril).reshape(-1, k, d, d)
+    covs = (lower @ np.swapaxes(lower, -1, -2)).mean(0)
+    return GMMParams(weights / weights.sum(), means, np.linalg.cholesky(covs))
+
+
+def params_from_site_draws(sites: dict) -> GMMParams:
+    """GMMParams (numpy) from global-site draws with leading dims."""
+    return GMMParams(*(np.asarray(a) for a in params_from_sites(sites)))
+
+
+def check_int_option(name: str, value, *, allow_zero: bool = False) -> int:
+    """A positive (or non-negative) integer option, else ``ValueError`` naming it."""
+    return int(check_positive(name, value, integer=True, allow_zero=allow_zero))
+
+
+def check_float_option(name: str, value) -> float:
+    return float(check_positive(name, value))
+
+
+def key_array(key):
+    """A raw uint32 key (new-style typed keys are unwrapped), so compiled signatures are stable."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return key

@@ -1,0 +1,196 @@
+"""Enumerated MAP on ``models.gmm_model``: AutoDelta over the global sites, z summed out by
+TraceEnum_ELBO, Adam with an exponentially decaying learning rate, vmapped restarts."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax import lax
+from numpyro import handlers
+from numpyro.infer import SVI, TraceEnum_ELBO
+from numpyro.infer.autoguide import AutoDelta
+from numpyro.infer.initialization import init_to_value
+
+from models.density import log_likelihood, responsibilities
+from models.gmm import params_from_sites
+from models.params import GMMParams
+
+from ._numpyro_common import (
+    check_float_option,
+    check_int_option,
+    compiled_call,
+    discrete_assignments,
+    initial_params,
+    key_array,
+    make_model,
+    model_sites,
+    prior_items,
+)
+from .result import FitResult
+from .validate import check_data, check_num_components
+
+MAP_DEFAULTS = dict(
+    init="kmeans++",
+    n_init=4,
+    num_steps=3000,
+    learning_rate=0.05,
+    final_learning_rate=5e-4,
+    tol=1e-8,
+    check_every=50,
+    prior=None,
+)
+
+
+def adam_with_decay(learning_rate: float, final_learning_rate: float, num_steps: int):
+    """NumPyro Adam whose step size decays exponentially from ``learning_rate`` to ``final_learning_rate``."""
+    decay = (final_learning_rate / learning_rate) ** (1.0 / max(num_steps, 1))
+    return numpyro.optim.Adam(lambda step: learning_rate * decay**step)
+
+
+def _build_map_runner(num_components, prior, num_steps, learning_rate, final_learning_rate, tol, check_every):
+    """Compiled-once function ``(keys (R,), starts (R, ...), assign_key, x) -> dict`` of the best restart."""
+    model = make_model(num_components, prior)
+    num_checks = -(-num_steps // check_every)
+
+    def optimise(key, start_sites, x):
+        guide = AutoDelta(handlers.block(model, hide=["z"]), init_loc_fn=init_to_value(values=start_sites))
+        svi = SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), TraceEnum_ELBO(max_plate_nesting=1))
+        state = svi.init(key, x)
+        losses = jnp.zeros((num_checks, check_every), x.dtype)
+        log_liks = jnp.zeros((num_checks,), x.dtype)
+
+        def run_chunk(carry):
+            state, chunk, previous, _, losses, log_liks = carry
+            state, chunk_losses = lax.scan(lambda s, _: svi.update(s, x), state, None, length=check_every)
+            point = params_from_sites(guide.median(svi.get_params(state)))
+            loss = chunk_losses[-1]
+            converged = jnp.abs(previous - loss) <= tol * (1.0 + jnp.abs(loss))
+            return (state, chunk + 1, loss, converged, losses.at[chunk].set(chunk_losses), log_liks.at[chunk].set(log_likelihood(point, x)))
+
+        keep_going = lambda carry: (carry[1] < num_checks) & ~carry[3]
+        init = (state, 0, jnp.asarray(jnp.inf, x.dtype), False, losses, log_liks)
+        state, chunks, loss, converged, losses, log_liks = lax.while_loop(keep_going, run_chunk, init)
+        sites = guide.median(svi.get_params(state))
+        return sites, loss, converged, chunks, losses, log_liks
+
+    def run(keys, starts, assign_key, x):
+        sites, loss, converged, chunks, losses, log_liks = jax.vmap(optimise, in_axes=(0, 0, None))(keys, starts, x)
+        best = jnp.argmin(jnp.where(jnp.isfinite(loss), loss, jnp.inf))
+        pick = lambda a: a[best]
+        best_sites = jax.tree.map(pick, sites)
+        params = params_from_sites(best_sites)
+        return dict(
+            sites=best_sites,
+            params=params,
+            restart_losses=loss,
+            converged=converged[best],
+            chunks=chunks[best],
+            losses=losses[best],
+            log_liks=log_liks[best],
+            responsibilities=responsibilities(params, x),
+            assignments=discrete_assignments(assign_key, model, best_sites, x, temperature=0),
+        )
+
+    return run
+
+
+def map_point(key, x: np.ndarray, num_components: int, **options):
+    """The MAP optimisation itself (used by :func:`fit_map` and to start SVI / NUTS).
+
+    Returns
+    -------
+    (outputs dict of device arrays, options used, compile_seconds, run_seconds)
+    """
+    opts = {**MAP_DEFAULTS, **options}
+    unknown = sorted(set(opts) - set(MAP_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown MAP option(s) {unknown}; allowed: {', '.join(MAP_DEFAULTS)}")
+    n_init = check_int_option("n_init", opts["n_init"])
+    num_steps = check_int_option("num_steps", opts["num_steps"])
+    check_every = min(check_int_option("check_every", opts["check_every"]), num_steps)
+    learning_rate = check_float_option("learning_rate", opts["learning_rate"])
+    final_learning_rate = check_float_option("final_learning_rate", opts["final_learning_rate"])
+    tol = float(check_float_option("tol", opts["tol"]) if opts["tol"] != 0 else 0.0)
+    prior = prior_items(opts["prior"])
+    init_key, run_key, assign_key = jax.random.split(key_array(key), 3)
+    starts, init_compile = initial_params(init_key, x, num_components, opts["init"], n_init)
+    start_sites = model_sites(GMMParams(*starts), x.dtype)
+    static = (num_components, prior, num_steps, learning_rate, final_learning_rate, tol, check_every)
+    out, compile_seconds, run_seconds = compiled_call(
+        _build_map_runner, static, jax.random.split(run_key, n_init), start_sites, assign_key, jnp.asarray(x)
+    )
+    used = dict(opts, n_init=n_init, num_steps=num_steps, check_every=check_every, prior=dict(prior))
+    return out, used, compile_seconds + init_compile, run_seconds
+
+
+def starting_point(key, x: np.ndarray, num_components: int, init, prior, map_options) -> tuple[GMMParams, float, float]:
+    """The point SVI and NUTS start from: the MAP (``init="map"``) or a user GMMParams.
+
+    Returns
+    -------
+    (params, compile_seconds, run_seconds) of the MAP optimisation (zeros for a given GMMParams).
+    """
+    if isinstance(init, GMMParams):
+        starts, _ = initial_params(key, x, num_components, init, 1)
+        return GMMParams(*(a[0] for a in starts)), 0.0, 0.0
+    if init != "map":
+        raise ValueError(f"init must be 'map' or a GMMParams, got {init!r}")
+    map_options = dict(map_options or {})
+    map_options.setdefault("prior", prior)
+    out, _, compile_seconds, run_seconds = map_point(key, x, num_components, **map_options)
+    return out["params"], compile_seconds, run_seconds
+
+
+def fit_map(key, x, num_components: int, **options) -> FitResult:
+    """Enumerated MAP of ``models.gmm_model`` (z summed out; AutoDelta over the global sites).
+
+    Parameters
+    ----------
+    key : PRNG key (restarts' initial points).
+    x : (N, D) float32/float64 data.
+    num_components : K.
+    init : "kmeans++" (default) | "random_from_data" | "kmeans" (``inference.init``, as EM) | a GMMParams.
+    n_init : restarts, vmapped; the lowest final loss is kept (default 4).
+    num_steps : maximum Adam steps (default 3000).
+    learning_rate, final_learning_rate : exponential step-size decay over ``num_steps`` (0.05 -> 5e-4).
+    tol : stop when the loss changes by <= tol * (1 + |loss|) between checks (default 1e-8).
+    check_every : steps between convergence checks and log-likelihood records (default 50).
+    prior : dict of ``gmm_model`` prior overrides (concentration, mean_loc, mean_scale, ...).
+
+    Returns
+    -------
+    FitResult: ``trace`` has ``loss`` (-ELBO = -log joint, per step), ``log_likelihood`` and
+    ``log_likelihood_step`` (every ``check_every`` steps); ``info["assignments"]`` (N,) is the
+    ``infer_discrete`` MAP (temperature 0) assignment; ``info["restart_losses"]`` (n_init,).
+    """
+    start = time.perf_counter()
+    x = check_data(x)
+    num_components = check_num_components(num_components, x)
+    out, used, compile_seconds, run_seconds = map_point(key, x, num_components, **options)
+    chunks = int(out["chunks"])
+    check_every = used["check_every"]
+    return FitResult(
+        method="map",
+        params=GMMParams(*(np.asarray(a) for a in out["params"])),
+        trace=dict(
+            loss=np.asarray(out["losses"])[:chunks].reshape(-1),
+            log_likelihood=np.asarray(out["log_liks"])[:chunks],
+            log_likelihood_step=np.arange(1, chunks + 1) * check_every,
+        ),
+        samples=None,
+        responsibilities=np.asarray(out["responsibilities"]),
+        converged=bool(out["converged"]),
+        num_iters=chunks * check_every,
+        seconds=time.perf_counter() - start,
+        info=dict(
+            options=used,
+            assignments=np.asarray(out["assignments"]),
+            restart_losses=np.asarray(out["restart_losses"]),
+            compile_seconds=compile_seconds,
+            run_seconds=run_seconds,
+        ),
+    )
