@@ -1,0 +1,116 @@
+"""Label alignment of whole fits: nothing in the report compares unaligned components.
+
+A mixture is identified only up to a permutation of its components. Every ``FitResult`` goes
+through :func:`align_result` before it is scored or drawn: its point estimate is matched to a
+reference (the truth, or with user data one engine's estimate) by the Hungarian method on the
+symmetrised Gaussian KL between components (``models.alignment``), and the same permutation is
+applied to the responsibilities' columns and to the hard assignments. Posterior draws (NUTS, SVI)
+are relabelled draw by draw against the reference (a pivot, Stephens-style fixed point in
+``models.relabel_draws``); the R-hat of every parameter before and after relabelling is stored in
+``info["rhat_before"]`` / ``info["rhat_after"]`` (ArviZ's default rank-normalised split R-hat, see
+``analysis.arviz_io.RHAT_METHOD``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from inference.result import FitResult
+from models.alignment import match_components, relabel_draws
+from models.params import GMMParams, permute, to_numpy
+
+__all__ = ["align_params", "align_result", "align_results", "inverse_permutation", "relabel_labels", "mean_of_draws"]
+
+
+def inverse_permutation(perm) -> np.ndarray:
+    """``inv`` with ``inv[perm[i]] = i``: maps an old component label to its new (aligned) label."""
+    perm = np.asarray(perm)
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(perm.shape[-1])
+    return inv
+
+
+def relabel_labels(labels, perm) -> np.ndarray:
+    """Hard labels in the estimate's numbering -> labels in the aligned numbering."""
+    return inverse_permutation(perm)[np.asarray(labels)]
+
+
+def align_params(reference: GMMParams, estimate: GMMParams) -> tuple[GMMParams, np.ndarray]:
+    """``(aligned, perm)``: ``aligned = permute(estimate, perm)`` lines up with ``reference`` (Hungarian)."""
+    reference, estimate = to_numpy(reference), to_numpy(estimate)
+    perm = np.asarray(match_components(reference, estimate))
+    return to_numpy(permute(estimate, perm)), perm
+
+
+def mean_of_draws(samples: GMMParams) -> GMMParams:
+    """Component-wise mean over all leading (chain, draw) dims: weights, means and covariances
+    (the mean covariance is re-factored by Cholesky). Only meaningful for relabelled draws."""
+    weights, means, lower = (np.asarray(a) for a in samples)
+    k, d = means.shape[-2:]
+    weights = weights.reshape(-1, k).mean(0)
+    means = means.reshape(-1, k, d).mean(0)
+    lower = lower.reshape(-1, k, d, d)
+    covs = (lower @ np.swapaxes(lower, -1, -2)).mean(0)
+    return GMMParams(weights / weights.sum(), means, np.linalg.cholesky(covs))
+
+
+def _rhat_max(samples: GMMParams) -> dict:
+    from analysis.arviz_io import rhat_of_samples  # arviz lives in one file only
+
+    return rhat_of_samples(samples)
+
+
+def align_result(result: FitResult, reference: GMMParams, *, relabel: bool = True) -> FitResult:
+    """A copy of ``result`` whose components line up with ``reference``.
+
+    Permutes ``params``, the columns of ``responsibilities`` and ``info["assignments"]`` (if any) by
+    the Hungarian match of the point estimate to ``reference``. When the result has posterior
+    ``samples`` (and ``relabel``), every draw is relabelled against ``reference`` and
+    ``info`` gains ``rhat_before`` / ``rhat_after`` (max R-hat per parameter, ArviZ rank-normalised
+    split R-hat), ``relabelled_fraction`` (share of draws whose labels changed) and
+    ``posterior_mean`` (GMMParams, mean of the relabelled draws). ``info["alignment_perm"]`` is the
+    permutation applied to the point estimate. Nothing is refitted.
+    """
+    reference = to_numpy(reference)
+    params, perm = align_params(reference, result.params)
+    info = dict(result.info)
+    info["alignment_perm"] = perm
+    if "assignments" in info and info["assignments"] is not None:
+        info["assignments"] = relabel_labels(info["assignments"], perm)
+    resp = np.asarray(result.responsibilities)[..., perm] if result.responsibilities is not None else None
+    samples = result.samples
+    if samples is not None and relabel:
+        samples = to_numpy(samples)
+        k = samples.weights.shape[-1]
+        if samples.weights.ndim == 2:  # (draw, K) -> (chain=1, draw, K)
+            samples = GMMParams(*(a[None] for a in samples))
+        try:
+            info["rhat_before"] = _rhat_max(samples)
+        except Exception:  # noqa: BLE001 - a diagnostic must never break the alignment
+            info["rhat_before"] = None
+        aligned_draws, draw_perms = relabel_draws(samples, reference)
+        samples = GMMParams(*(np.asarray(a) for a in aligned_draws))
+        draw_perms = np.asarray(draw_perms)
+        info["relabelled_fraction"] = float(np.mean(np.any(draw_perms != np.arange(k), axis=-1)))
+        try:
+            info["rhat_after"] = _rhat_max(samples)
+        except Exception:  # noqa: BLE001
+            info["rhat_after"] = None
+        info["posterior_mean"] = mean_of_draws(samples)
+    return dataclasses.replace(result, params=params, samples=samples, responsibilities=resp, info=info)
+
+
+def align_results(results: dict, reference: GMMParams | None = None) -> tuple[dict, GMMParams]:
+    """Align every result of ``{method: FitResult}`` to ``reference``.
+
+    Without a truth (user data), the reference is the first result's point estimate (EM when it
+    ran), so that colours and labels agree across engines. Returns ``(aligned_results, reference)``.
+    """
+    if not results:
+        return {}, reference
+    if reference is None:
+        first = results.get("em") or next(iter(results.values()))
+        reference = to_numpy(first.params)
+    return {name: align_result(r, reference) for name, r in results.items()}, to_numpy(reference)
