@@ -79,9 +79,11 @@ def gaussian_kl(mean0, scale_tril0, mean1, scale_tril1) -> jnp.ndarray:
     (...,) KL divergences (nats), computed with triangular solves only.
     """
     num_features = mean0.shape[-1]
-    mean0, mean1, scale_tril0, scale_tril1 = jnp.broadcast_arrays(
-        mean0[..., None, :], mean1[..., None, :], scale_tril0, scale_tril1
-    )
+    batch = jnp.broadcast_shapes(mean0.shape[:-1], mean1.shape[:-1], scale_tril0.shape[:-2], scale_tril1.shape[:-2])
+    mean0 = jnp.broadcast_to(mean0, batch + (num_features,))[..., None, :]
+    mean1 = jnp.broadcast_to(mean1, batch + (num_features,))[..., None, :]
+    scale_tril0 = jnp.broadcast_to(scale_tril0, batch + (num_features, num_features))
+    scale_tril1 = jnp.broadcast_to(scale_tril1, batch + (num_features, num_features))
     # tr(S1^{-1} S0) = ||L1^{-1} L0||_F^2 ; Mahalanobis term = ||L1^{-1} (m1 - m0)||^2
     m = solve_triangular(scale_tril1, scale_tril0, lower=True)
     diff = solve_triangular(scale_tril1, jnp.swapaxes(mean1 - mean0, -1, -2), lower=True)

@@ -1,0 +1,65 @@
+"""models/density vs scipy.stats.multivariate_normal (a reference no one here wrote)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+import models
+from conftest import random_params
+
+
+def scipy_joint(params, x):
+    covs = np.asarray(models.covariances(params))
+    return np.stack(
+        [np.log(params.weights[k]) + np.atleast_1d(multivariate_normal.logpdf(x, params.means[k], covs[k])) for k in range(len(params.weights))],
+        axis=1,
+    ).reshape(len(x), -1)
+
+
+@pytest.mark.parametrize(
+    "num_components,num_features,condition",
+    [(1, 1, 1.0), (3, 1, 1.0), (2, 2, 10.0), (4, 5, 1e3), (3, 8, 1e6), (2, 3, 1e9)],
+)
+def test_density_matches_scipy(rng, num_components, num_features, condition):
+    params = random_params(rng, num_components, num_features, condition)
+    x = rng.normal(scale=3.0, size=(50, num_features))
+    ref = scipy_joint(params, x)
+    joint = np.asarray(models.component_log_prob(params, x))
+    assert joint.shape == (50, num_components)
+    # relative to the magnitude of the log density (ill-conditioned covariances give huge Mahalanobis terms)
+    np.testing.assert_allclose(joint, ref, rtol=1e-8 * max(1.0, condition**0.5 / 1e3), atol=1e-8)
+    np.testing.assert_allclose(models.pointwise_log_likelihood(params, x), logsumexp(ref, axis=1), rtol=1e-8 * max(1.0, condition**0.5 / 1e3))
+    np.testing.assert_allclose(models.log_likelihood(params, x), logsumexp(ref, axis=1).sum(), rtol=1e-8 * max(1.0, condition**0.5 / 1e3))
+    resp = np.asarray(models.responsibilities(params, x))
+    np.testing.assert_allclose(resp.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(resp, np.exp(ref - logsumexp(ref, axis=1, keepdims=True)), atol=1e-8)
+
+
+def test_density_far_from_every_component_is_finite(rng):
+    """The seed added 1e-10 inside the log; log-space must stay exact where densities underflow."""
+    params = random_params(rng, 3, 2)
+    x = np.array([[1e3, -1e3]])
+    ref = scipy_joint(params, x)
+    np.testing.assert_allclose(models.pointwise_log_likelihood(params, x), logsumexp(ref, axis=1), rtol=1e-10)
+    assert np.all(np.isfinite(np.asarray(models.responsibilities(params, x))))
+
+
+def test_density_is_jittable_and_float32(rng):
+    params = random_params(rng, 3, 4, 10.0)
+    x = rng.normal(size=(20, 4))
+    ref = np.asarray(models.log_likelihood(params, x))
+    params32 = models.GMMParams(*(jnp.asarray(a, jnp.float32) for a in params))
+    out32 = jax.jit(models.log_likelihood)(params32, x.astype(np.float32))
+    assert out32.dtype == jnp.float32
+    np.testing.assert_allclose(out32, ref, rtol=1e-5)
+
+
+def test_gaussian_kl_matches_closed_form(rng):
+    p = random_params(rng, 2, 3, 100.0)
+    s0, s1 = np.asarray(models.covariances(p))
+    m0, m1 = np.asarray(p.means)
+    ref = 0.5 * (np.trace(np.linalg.solve(s1, s0)) + (m1 - m0) @ np.linalg.solve(s1, m1 - m0) - 3 + np.log(np.linalg.det(s1) / np.linalg.det(s0)))
+    np.testing.assert_allclose(models.gaussian_kl(p.means[0], p.scale_tril[0], p.means[1], p.scale_tril[1]), ref, rtol=1e-9)
