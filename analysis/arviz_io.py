@@ -13,7 +13,9 @@ sample_stats     per-DRAW statistics, dims (chain, draw): ``log_likelihood`` (to
                  the engine's per-draw traces (``potential_energy``, ``diverging``, ...)
 fit_trace        per-ITERATION traces of the optimisers (EM: log_likelihood, elbo, kl; hard EM:
                  log_likelihood, classification_log_likelihood; MAP/SVI: loss, log_likelihood),
-                 dim ``iteration``. Choice: a separate group, because these traces have neither a
+                 dim ``iteration`` (traces recorded every few steps, e.g. MAP/SVI log_likelihood,
+                 get their own dim ``iteration_<name>`` with the step numbers as coordinate).
+                 Choice: a separate group, because these traces have neither a
                  chain nor a draw dim and their length differs from the number of draws (SVI has
                  both draws and steps); ArviZ keeps unknown groups through NetCDF round trips.
 observed_data    x (obs, dim)
@@ -155,17 +157,35 @@ def to_inference_data(result, x) -> "az.InferenceData":
         coords={"chain": idata.posterior.chain, "draw": idata.posterior.draw, "obs": np.arange(n)},
     )
     if fit_trace:
-        length = max(len(v) for v in fit_trace.values())
-        ds = xr.Dataset(
-            {name: (("iteration",), np.concatenate([v.astype(float), np.full(length - len(v), np.nan)]))
-             for name, v in fit_trace.items()},
-            coords={"iteration": np.arange(length)},
-            attrs=_attrs(result),
-        )
+        ds = _fit_trace_dataset(fit_trace)
+        ds.attrs.update(_attrs(result))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             idata.add_groups({FIT_TRACE_GROUP: ds})
     return idata
+
+
+def _fit_trace_dataset(traces: dict) -> xr.Dataset:
+    """Per-iteration traces. The longest traces share the dim ``iteration`` (coordinate 1, 2, ...);
+    a shorter trace ``name`` recorded every few steps gets its own dim ``iteration_<name>`` whose
+    coordinate is the engine's ``<name>_step`` array when present (e.g. MAP/SVI log_likelihood
+    recorded every ``check_every`` steps)."""
+    traces = {k: np.asarray(v) for k, v in traces.items()}
+    steps = {k[: -len("_step")]: v for k, v in traces.items() if k.endswith("_step") and k[: -len("_step")] in traces}
+    length = max(len(v) for k, v in traces.items() if not (k.endswith("_step") and k[: -len("_step")] in steps))
+    data, coords = {}, {"iteration": np.arange(1, length + 1)}
+    for name, value in traces.items():
+        if name.endswith("_step") and name[: -len("_step")] in steps:
+            continue
+        value = value.astype(float) if value.dtype != bool else value
+        if len(value) == length:
+            data[name] = (("iteration",), value)
+        else:
+            dim = f"iteration_{name}"
+            step = steps.get(name)
+            coords[dim] = np.asarray(step) if step is not None and len(step) == len(value) else np.arange(1, len(value) + 1)
+            data[name] = ((dim,), value)
+    return xr.Dataset(data, coords=coords)
 
 
 def save_netcdf(idata, path) -> str:

@@ -269,10 +269,12 @@ def plot_assignments(x, results: dict, truth: GMMParams | None = None) -> Figure
 
 
 def plot_traces(results: dict) -> Figure | None:
-    """Per-iteration traces: log-likelihood (and EM's ELBO) for EM and hard EM on one axis set, the
+    """Per-iteration traces: log-likelihood (and EM's ELBO, hard EM's classification log-likelihood)
+    for EM and hard EM on one axis set, the
     EM KL gap log-lik - ELBO (log scale), and the MAP/SVI loss. None when no engine has a trace."""
     panels = []
-    iterative = {n: r for n, r in results.items() if n != "nuts" and len(np.ravel(r.trace.get("log_likelihood", []))) > 1}
+    iterative = {n: r for n, r in results.items()
+                 if n in ("em", "hard_em") and len(np.ravel(r.trace.get("log_likelihood", []))) > 1}
     if iterative:
         panels.append("ll")
     if any("kl" in r.trace for r in results.values()):
@@ -326,6 +328,8 @@ def plot_traces(results: dict) -> Figure | None:
             ax.set_xlabel("step")
             ax.set_ylabel("loss (nats)")
         ax.grid(alpha=0.3)
+        if ax.get_yscale() == "linear":
+            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.legend(fontsize="small", loc="best")
     return fig
 
