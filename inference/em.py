@@ -84,6 +84,9 @@ def e_step(params: GMMParams, x, *, hard: bool, full_moment: bool, chunk_size: i
             resp = jnp.exp(log_resp)
             entropy = -jnp.sum(jnp.where(resp > 0, resp * log_resp, 0.0))
         moments = chunk_moments(resp, xc, full_moment)
+        if not hard:
+            return acc._replace(stats=jax.tree.map(jnp.add, acc.stats, moments), log_lik=acc.log_lik + point_ll.sum(),
+                                entropy=acc.entropy + entropy)
         # keep the K worst-explained rows (for re-seeding empty clusters)
         k_take = min(num_components, xc.shape[0])
         neg, idx = jax.lax.top_k(-point_ll, k_take)
