@@ -1,0 +1,357 @@
+"""NUTS on ``models.gmm_model`` with z enumerated out (funsor), started at the MAP point.
+
+The sampler is NumPyro's functional NUTS (``numpyro.infer.hmc.hmc``) on the enumerated model's
+potential energy, driven by our own jitted ``lax.scan`` so that the compiled program is cached
+across fits (``numpyro.infer.MCMC`` re-jits its loop on every ``run``). Chains run sequentially
+on CPU (``set_host_device_count`` + parallel chains deadlocked on a 2-core host), vectorised or
+pmapped on accelerators. Label switching: every draw is relabelled against a pivot (the MAP
+point, then the aligned mean) with ``models.alignment.relabel_draws``; ``ordered_means=True``
+adds the ordered-first-coordinate constraint instead/as well.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+from numpyro.infer.hmc import hmc
+from numpyro.infer.util import potential_energy
+
+from models.alignment import relabel_draws
+from models.density import log_likelihood, responsibilities
+from models.gmm import params_from_sites
+from models.params import GMMParams, permute
+
+from ._numpyro_common import (
+    check_float_option,
+    check_int_option,
+    compiled_call,
+    discrete_assignments,
+    enumerated,
+    key_array,
+    make_model,
+    model_sites,
+    params_from_site_draws,
+    posterior_mean,
+    prior_items,
+    site_supports,
+    to_constrained,
+    to_unconstrained,
+)
+from .numpyro_map import starting_point
+from .result import FitResult
+from .validate import check_choice, check_data, check_num_components
+
+CHAIN_METHODS = ("auto", "sequential", "vectorized", "parallel")
+PROGRESS_SEGMENTS = 20
+R_HAT_KIND = "split R-hat (numpyro.diagnostics.split_gelman_rubin), max over the elements of each field"
+
+NUTS_DEFAULTS = dict(
+    init="map",
+    num_chains=2,
+    num_warmup=500,
+    num_samples=500,
+    chain_method="auto",
+    progress=True,
+    ordered_means=False,
+    relabel=True,
+    target_accept_prob=0.8,
+    max_tree_depth=10,
+    dense_mass=False,
+    num_assignment_draws=100,
+    prior=None,
+    map_options=None,
+)
+
+
+def resolve_chain_method(chain_method: str, num_chains: int) -> str:
+    """``"auto"`` -> sequential on CPU; parallel on accelerators with enough devices, else vectorised."""
+    check_choice("chain_method", chain_method, CHAIN_METHODS)
+    if chain_method != "auto":
+        if chain_method == "parallel" and jax.local_device_count() < num_chains:
+            raise ValueError(f"chain_method='parallel' needs >= {num_chains} devices, found {jax.local_device_count()}")
+        return chain_method
+    if num_chains == 1 or jax.default_backend() == "cpu":
+        return "sequential"
+    return "parallel" if jax.local_device_count() >= num_chains else "vectorized"
+
+
+def _nuts_kernel(num_components, prior, ordered_means):
+    model = enumerated(make_model(num_components, prior, ordered_means))
+    potential_fn_gen = lambda x: (lambda unconstrained: potential_energy(model, (x,), {}, unconstrained, enum=True))
+    return hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+
+
+def _kernel_settings(num_warmup, target_accept_prob, max_tree_depth, dense_mass):
+    return dict(num_warmup=num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth, dense_mass=dense_mass)
+
+
+def _build_chain_init(num_components, prior, ordered_means, settings, vectorized):
+    """``(key, start_unconstrained, x) -> HMCState`` (vmapped over chains when ``vectorized``)."""
+    settings = dict(settings)
+
+    def init_chain(key, start, x):
+        init_kernel, _ = _nuts_kernel(num_components, prior, ordered_means)
+        return init_kernel(start, model_args=(x,), rng_key=key, **settings)
+
+    return jax.vmap(init_chain, in_axes=(0, 0, None)) if vectorized else init_chain
+
+
+def _build_chain_segment(num_components, num_features, prior, ordered_means, settings, length, vectorized):
+    """``(state, x) -> (state, draws)``: ``length`` NUTS transitions, collecting constrained sites,
+    potential energy, divergences, tree sizes, acceptance and the models/ log-likelihood."""
+    settings = dict(settings)
+    supports = site_supports(num_components, num_features, prior)
+
+    def segment(state, x):
+        init_kernel, sample_kernel = _nuts_kernel(num_components, prior, ordered_means)
+        # hmc() keeps the adaptation schedule and tree depth in closure variables set by
+        # init_kernel; an abstract evaluation sets them without running anything.
+        jax.eval_shape(lambda s, data: init_kernel(s.z, model_args=(data,), rng_key=s.rng_key, **settings), state, x)
+
+        def step(state, _):
+            state = sample_kernel(state, model_args=(x,))
+            sites = to_constrained(state.z, supports)
+            record = dict(
+                sites=sites,
+                potential_energy=state.potential_energy,
+                diverging=state.diverging,
+                num_steps=state.num_steps,
+                accept_prob=state.accept_prob,
+                log_likelihood=log_likelihood(params_from_sites(sites), x),
+            )
+            return state, record
+
+        return lax.scan(step, state, None, length=length)
+
+    return jax.vmap(segment, in_axes=(0, None)) if vectorized else segment
+
+
+def _build_assignment_draws(num_components, prior):
+    """``(keys (M,), sites (M, ...), x) -> z (M, N)``: infer_discrete at temperature 1 per draw."""
+    model = make_model(num_components, prior)
+    return lambda keys, sites, x: jax.vmap(lambda k, s: discrete_assignments(k, model, s, x, temperature=1), in_axes=(0, 0))(keys, sites)
+
+
+def _run_chains(keys, starts, x, chain_method, init_static, segment_static, num_segments, progress):
+    """Run every chain; returns (records with leading (chain, step), compile_seconds, run_seconds)."""
+    compile_seconds = run_seconds = 0.0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_segments * segment_static[-2] * keys.shape[0], desc=f"nuts ({chain_method})", leave=False)
+
+    def advance(build, static, *args):
+        nonlocal compile_seconds, run_seconds
+        out, c, r = compiled_call(build, static, *args)
+        compile_seconds, run_seconds = compile_seconds + c, run_seconds + r
+        return out
+
+    def run_segments(state, chains):
+        step_axis = 0 if chain_method == "sequential" else 1
+        records = []
+        for _ in range(num_segments):
+            state, record = advance(_build_chain_segment, segment_static, state, x)
+            records.append(record)
+            if bar is not None:
+                bar.update(segment_static[-2] * chains)
+        return jax.tree.map(lambda *r: jnp.concatenate(r, axis=step_axis), *records)
+
+    if chain_method == "vectorized":
+        state = advance(_build_chain_init, init_static + (True,), keys, starts, x)
+        records = run_segments(state, keys.shape[0])
+    elif chain_method == "parallel":
+        start = time.perf_counter()
+        init = jax.pmap(_build_chain_init(*init_static, False), in_axes=(0, 0, None))
+        segment = jax.pmap(_build_chain_segment(*segment_static, False), in_axes=(0, None))
+        state = init(keys, starts, x)
+        records = []
+        for _ in range(num_segments):
+            state, record = segment(state, x)
+            records.append(record)
+            if bar is not None:
+                bar.update(segment_static[-2] * keys.shape[0])
+        records = jax.block_until_ready(jax.tree.map(lambda *r: jnp.concatenate(r, axis=1), *records))
+        run_seconds = time.perf_counter() - start  # pmap compiles inside; not separated
+    else:
+        per_chain = []
+        for chain in range(keys.shape[0]):
+            state = advance(_build_chain_init, init_static + (False,), keys[chain], jax.tree.map(lambda a: a[chain], starts), x)
+            per_chain.append(run_segments(state, 1))
+        records = jax.tree.map(lambda *r: jnp.stack(r), *per_chain)
+    if bar is not None:
+        bar.close()
+    return records, compile_seconds, run_seconds
+
+
+def split_r_hat(samples: GMMParams) -> dict:
+    """Max split R-hat per field of draws with leading (chain, draw) dims (weights, means, scale_tril).
+
+    Constant elements (the zero upper triangle of ``scale_tril``) are ignored.
+    """
+    out = {}
+    for name, values in zip(GMMParams._fields, samples):
+        values = np.asarray(values, np.float64)
+        flat = values.reshape(values.shape[:2] + (-1,))
+        varying = np.ptp(flat, axis=(0, 1)) > 0
+        out[name] = float(np.max(split_gelman_rubin(flat[..., varying]))) if varying.any() else 1.0
+    return out
+
+
+def min_ess(samples: GMMParams) -> float:
+    """Smallest effective sample size over every varying element of the draws."""
+    values = np.concatenate([np.asarray(a, np.float64).reshape(np.shape(a)[:2] + (-1,)) for a in samples], axis=-1)
+    varying = np.ptp(values, axis=(0, 1)) > 0
+    return float(np.min(effective_sample_size(values[..., varying])))
+
+
+def _check_options(options):
+    opts = {**NUTS_DEFAULTS, **options}
+    unknown = sorted(set(opts) - set(NUTS_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown NUTS option(s) {unknown}; allowed: {', '.join(NUTS_DEFAULTS)}")
+    opts["num_chains"] = check_int_option("num_chains", opts["num_chains"])
+    opts["num_warmup"] = check_int_option("num_warmup", opts["num_warmup"], allow_zero=True)
+    opts["num_samples"] = check_int_option("num_samples", opts["num_samples"])
+    opts["max_tree_depth"] = check_int_option("max_tree_depth", opts["max_tree_depth"])
+    opts["num_assignment_draws"] = check_int_option("num_assignment_draws", opts["num_assignment_draws"], allow_zero=True)
+    opts["target_accept_prob"] = check_float_option("target_accept_prob", opts["target_accept_prob"])
+    if not opts["target_accept_prob"] < 1:
+        raise ValueError(f"target_accept_prob must be in (0, 1), got {opts['target_accept_prob']!r}")
+    for name in ("progress", "ordered_means", "relabel", "dense_mass"):
+        if not isinstance(opts[name], (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {opts[name]!r}")
+    opts["chain_method"] = resolve_chain_method(opts["chain_method"], opts["num_chains"])
+    return opts
+
+
+def fit_nuts(key, x, num_components: int, **options) -> FitResult:
+    """NUTS on ``models.gmm_model`` with z enumerated out.
+
+    Parameters
+    ----------
+    key : PRNG key.
+    x : (N, D) float32/float64 data.
+    num_components : K.
+    init : "map" (default; every chain starts at the MAP point, ALL global sites) or a GMMParams.
+    num_chains, num_warmup, num_samples : default 2, 500, 500.
+    chain_method : "auto" (default: sequential on CPU) | "sequential" | "vectorized" | "parallel".
+    progress : tqdm progress bar (default True; the run is then cut into segments).
+    ordered_means : restrict the model to increasing ``means[:, 0]`` (default False).
+    relabel : relabel every draw against a pivot with ``relabel_draws`` (default True).
+    target_accept_prob, max_tree_depth, dense_mass : NUTS settings (0.8, 10, False).
+    num_assignment_draws : draws of z by ``infer_discrete`` (temperature 1), default 100.
+    prior : dict of ``gmm_model`` prior overrides; map_options : options for the MAP start.
+
+    Returns
+    -------
+    FitResult: ``samples`` (chain, draw) aligned draws; ``params`` their posterior mean (covariances
+    averaged then Cholesky); trace ``potential_energy``, ``log_likelihood``, ``accept_prob``,
+    ``num_steps`` per draw (chain-major); info ``diverging`` (chain, draw), ``num_divergences``,
+    ``r_hat_before`` / ``r_hat_after`` relabelling (see ``info["r_hat_kind"]``), ``ess_min``,
+    ``ess_per_second``, ``assignment_draws`` (M, N), ``assignments`` (N,) (posterior mode over the
+    draws), ``chain_method``. ``converged``: every aligned split R-hat < 1.05.
+    """
+    start = time.perf_counter()
+    x = check_data(x)
+    num_components = check_num_components(num_components, x)
+    opts = _check_options(options)
+    num_chains, num_warmup, num_samples = opts["num_chains"], opts["num_warmup"], opts["num_samples"]
+    prior = prior_items(opts["prior"])
+    num_features = x.shape[1]
+
+    map_key, chain_key, assign_key = jax.random.split(key_array(key), 3)
+    start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"])
+    if opts["ordered_means"]:
+        start_params = permute(start_params, jnp.argsort(start_params.means[:, 0]))
+    supports = site_supports(num_components, num_features, prior)
+    start_unconstrained = to_unconstrained(model_sites(start_params, x.dtype), supports)
+    starts = jax.tree.map(lambda a: jnp.broadcast_to(a, (num_chains,) + a.shape), start_unconstrained)
+
+    total = num_warmup + num_samples
+    length = math.ceil(total / PROGRESS_SEGMENTS) if opts["progress"] else total
+    num_segments = math.ceil(total / length)
+    settings = tuple(sorted(_kernel_settings(num_warmup, opts["target_accept_prob"], opts["max_tree_depth"], opts["dense_mass"]).items()))
+    vectorized = opts["chain_method"] == "vectorized"
+    records, compile_seconds, run_seconds = _run_chains(
+        jax.random.split(chain_key, num_chains),
+        starts,
+        jnp.asarray(x),
+        opts["chain_method"],
+        (num_components, prior, opts["ordered_means"], settings),
+        (num_components, num_features, prior, opts["ordered_means"], settings, length, vectorized),
+        num_segments,
+        opts["progress"],
+    )
+    kept = slice(num_warmup, total)
+    records = jax.tree.map(lambda a: np.asarray(a)[:, kept], records)
+    raw = params_from_site_draws(records["sites"])
+    pivot = GMMParams(*(np.asarray(a) for a in start_params))
+    aligned, perms = relabel_draws(raw, pivot) if opts["relabel"] else (raw, None)
+    params = posterior_mean(aligned)
+
+    assignment_draws, c, r = _assignment_draws(assign_key, aligned, x, num_components, prior, opts["num_assignment_draws"])
+    compile_seconds, run_seconds = compile_seconds + c + start_compile, run_seconds + r + start_run
+    r_hat_before, r_hat_after = split_r_hat(raw), split_r_hat(aligned)
+    ess = min_ess(aligned)
+    diverging = records["diverging"].astype(bool)
+    chain_major = lambda a: np.asarray(a).reshape(-1)
+    return FitResult(
+        method="nuts",
+        params=params,
+        trace=dict(
+            potential_energy=chain_major(records["potential_energy"]),
+            log_likelihood=chain_major(records["log_likelihood"]),
+            accept_prob=chain_major(records["accept_prob"]),
+            num_steps=chain_major(records["num_steps"]),
+        ),
+        samples=aligned,
+        responsibilities=np.asarray(responsibilities(params, x)),
+        converged=bool(max(r_hat_after.values()) < 1.05),
+        num_iters=num_samples,
+        seconds=time.perf_counter() - start,
+        info=dict(
+            options=dict(opts, prior=dict(prior)),
+            chain_method=opts["chain_method"],
+            diverging=diverging,
+            num_divergences=int(diverging.sum()),
+            divergences=int(diverging.sum()),
+            r_hat_kind=R_HAT_KIND,
+            r_hat_before=r_hat_before,
+            r_hat_after=r_hat_after,
+            r_hat=r_hat_after,
+            ess_min=ess,
+            ess_per_second=ess / max(run_seconds, 1e-9),
+            permutations=perms,
+            num_relabelled_draws=0 if perms is None else int(np.sum(np.any(perms != np.arange(num_components), axis=-1))),
+            assignment_draws=assignment_draws,
+            assignments=_mode(assignment_draws, num_components) if assignment_draws.size else np.argmax(np.asarray(responsibilities(params, x)), -1),
+            start_params=pivot,
+            compile_seconds=compile_seconds,
+            run_seconds=run_seconds,
+            start_seconds=start_compile + start_run,
+        ),
+    )
+
+
+def _assignment_draws(key, aligned: GMMParams, x, num_components, prior, num_draws):
+    """z draws (M, N) from ``infer_discrete`` at M evenly spaced ALIGNED parameter draws."""
+    if num_draws == 0:
+        return np.zeros((0, x.shape[0]), np.int64), 0.0, 0.0
+    flat = GMMParams(*(np.asarray(a).reshape((-1,) + np.shape(a)[2:]) for a in aligned))
+    index = np.linspace(0, flat.weights.shape[0] - 1, min(num_draws, flat.weights.shape[0])).round().astype(int)
+    sites = model_sites(GMMParams(*(a[index] for a in flat)), x.dtype)
+    z, c, r = compiled_call(_build_assignment_draws, (num_components, prior), jax.random.split(key, index.size), sites, jnp.asarray(x))
+    return np.asarray(z), c, r
+
+
+def _mode(draws: np.ndarray, num_components: int) -> np.ndarray:
+    """Most frequent component of each column of ``draws`` (M, N)."""
+    counts = np.stack([(draws == k).sum(0) for k in range(num_components)], axis=-1)
+    return np.argmax(counts, axis=-1)
