@@ -56,6 +56,18 @@ def mean_of_draws(samples: GMMParams) -> GMMParams:
     return GMMParams(weights / weights.sum(), means, np.linalg.cholesky(covs))
 
 
+def _engine_raw_draws(samples: GMMParams, engine_perms) -> GMMParams:
+    """Undo an engine's own relabelling (``info["permutations"]``, (chain, draw, K)) so that
+    ``rhat_before`` is measured on the draws as sampled."""
+    if engine_perms is None:
+        return samples
+    engine_perms = np.asarray(engine_perms)
+    if engine_perms.shape != np.shape(samples.weights):
+        return samples
+    inverse = np.argsort(engine_perms, axis=-1)
+    return to_numpy(permute(samples, inverse))
+
+
 def _rhat_max(samples: GMMParams) -> dict:
     from analysis.arviz_io import rhat_of_samples  # arviz lives in one file only
 
@@ -67,10 +79,12 @@ def align_result(result: FitResult, reference: GMMParams, *, relabel: bool = Tru
 
     Permutes ``params``, the columns of ``responsibilities`` and ``info["assignments"]`` (if any) by
     the Hungarian match of the point estimate to ``reference``. When the result has posterior
-    ``samples`` (and ``relabel``), every draw is relabelled against ``reference`` and
-    ``info`` gains ``rhat_before`` / ``rhat_after`` (max R-hat per parameter, ArviZ rank-normalised
-    split R-hat), ``relabelled_fraction`` (share of draws whose labels changed) and
-    ``posterior_mean`` (GMMParams, mean of the relabelled draws). ``info["alignment_perm"]`` is the
+    ``samples`` (and ``relabel``), the engine's own relabelling (``info["permutations"]``) is undone,
+    every draw is relabelled against ``reference``, ``params`` becomes the component-wise mean of
+    the relabelled draws (the engine's aligned point is kept in ``info["engine_params"]``), and
+    ``info`` gains ``rhat_before`` (draws as sampled) / ``rhat_after`` (max R-hat per parameter,
+    ArviZ rank-normalised split R-hat) and ``relabelled_fraction`` (share of draws whose
+    relabelling differs from the most frequent one, i.e. the label-switched draws). ``info["alignment_perm"]`` is the
     permutation applied to the point estimate. Nothing is refitted.
     """
     reference = to_numpy(reference)
@@ -86,19 +100,26 @@ def align_result(result: FitResult, reference: GMMParams, *, relabel: bool = Tru
         k = samples.weights.shape[-1]
         if samples.weights.ndim == 2:  # (draw, K) -> (chain=1, draw, K)
             samples = GMMParams(*(a[None] for a in samples))
+        raw = _engine_raw_draws(samples, info.get("permutations"))
         try:
-            info["rhat_before"] = _rhat_max(samples)
+            info["rhat_before"] = _rhat_max(raw)
         except Exception:  # noqa: BLE001 - a diagnostic must never break the alignment
             info["rhat_before"] = None
-        aligned_draws, draw_perms = relabel_draws(samples, reference)
+        aligned_draws, draw_perms = relabel_draws(raw, reference)
         samples = GMMParams(*(np.asarray(a) for a in aligned_draws))
         draw_perms = np.asarray(draw_perms)
-        info["relabelled_fraction"] = float(np.mean(np.any(draw_perms != np.arange(k), axis=-1)))
+        flat_perms = draw_perms.reshape(-1, k)
+        uniq, counts = np.unique(flat_perms, axis=0, return_counts=True)
+        info["relabelled_fraction"] = float(1.0 - counts.max() / flat_perms.shape[0])
         try:
             info["rhat_after"] = _rhat_max(samples)
         except Exception:  # noqa: BLE001
             info["rhat_after"] = None
-        info["posterior_mean"] = mean_of_draws(samples)
+        info["engine_params"] = params
+        params = mean_of_draws(samples)
+        # Hard labels of the engine (aligned to its own pivot) follow the point estimate's permutation.
+        if info.get("assignment_draws") is not None and np.size(info["assignment_draws"]):
+            info["assignment_draws"] = relabel_labels(info["assignment_draws"], perm)
     return dataclasses.replace(result, params=params, samples=samples, responsibilities=resp, info=info)
 
 

@@ -8,8 +8,8 @@ posterior        weights (chain, draw, component), means (chain, draw, component
                  covariances (chain, draw, component, dim, dim_)
 log_likelihood   x (chain, draw, obs): the marginal mixture log density of each observation at
                  each draw, ``models.pointwise_log_likelihood`` vmapped over draws (az.loo / az.waic)
-sample_stats     per-DRAW statistics, dims (chain, draw): ``log_likelihood`` (total marginal
-                 log-likelihood of the data at the draw, the sum of the group above) and, for NUTS,
+sample_stats     per-DRAW statistics, dims (chain, draw): ``total_log_likelihood`` (marginal
+                 log-likelihood of the whole data at the draw, the sum of the group above) and, for NUTS,
                  the engine's per-draw traces (``potential_energy``, ``diverging``, ...)
 fit_trace        per-ITERATION traces of the optimisers (EM: log_likelihood, elbo, kl; hard EM:
                  log_likelihood, classification_log_likelihood; MAP/SVI: loss, log_likelihood),
@@ -22,6 +22,8 @@ observed_data    x (obs, dim)
 attrs            method, converged (0/1), num_iters, seconds, compile_seconds, run_seconds,
                  rhat_method
 
+R-hat needs at least two chains: single-chain draws (SVI's guide draws) get R-hat null.
+
 R-hat: ``RHAT_METHOD = "rank"``, ArviZ's default rank-normalised split R-hat (Vehtari et al. 2021).
 On fully label-switched chains it reads about 1.8 where the classic split R-hat reads about 8.5;
 both flag the problem, the numbers are not comparable.
@@ -29,6 +31,7 @@ both flag the problem, the numbers are not comparable.
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -37,6 +40,9 @@ import xarray as xr
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
+
+# ArviZ logs "Shape validation failed" for single-chain draws (SVI); R-hat is then reported as null.
+logging.getLogger("arviz").setLevel(logging.ERROR)
 
 from models.density import pointwise_log_likelihood
 from models.params import GMMParams, covariances, to_numpy
@@ -90,13 +96,22 @@ def _coords(k: int, d: int, n: int | None = None) -> dict:
 _DIMS = {"weights": ["component"], "means": ["component", "dim"], "covariances": ["component", "dim", "dim_"]}
 
 
+_POINTWISE = []
+
+
+def _pointwise_fn():
+    if not _POINTWISE:
+        import jax
+
+        _POINTWISE.append(jax.jit(jax.vmap(pointwise_log_likelihood, in_axes=(0, None))))
+    return _POINTWISE[0]
+
+
 def _pointwise(samples: GMMParams, x: np.ndarray, max_elements: int = 20_000_000) -> np.ndarray:
     """(chain, draw, obs) marginal log density, vmapped over draws in blocks to bound memory."""
-    import jax
-
     chains, draws = samples.weights.shape[:2]
     flat = GMMParams(*(a.reshape((chains * draws,) + a.shape[2:]) for a in samples))
-    fn = jax.jit(jax.vmap(pointwise_log_likelihood, in_axes=(0, None)))
+    fn = _pointwise_fn()
     block = max(1, max_elements // max(1, x.shape[0]))
     out = [np.asarray(fn(GMMParams(*(a[i : i + block] for a in flat)), x)) for i in range(0, chains * draws, block)]
     return np.concatenate(out, axis=0).reshape(chains, draws, x.shape[0])
@@ -126,7 +141,7 @@ def to_inference_data(result, x) -> "az.InferenceData":
     chains, num_draws = draws.weights.shape[:2]
     coords = _coords(k, d, n)
     pointwise = _pointwise(draws, x)
-    sample_stats = {"log_likelihood": pointwise.sum(-1)}
+    sample_stats = {"total_log_likelihood": pointwise.sum(-1)}
     fit_trace = {}
     for name, value in result.trace.items():
         value = np.asarray(value)

@@ -347,7 +347,7 @@ def plot_em_snapshots(x, snapshots: GMMParams, snapshot_iters, truth: GMMParams 
     snapshots = to_numpy(snapshots)
     iters = np.ravel(np.asarray(snapshot_iters))
     n = snapshots.weights.shape[0]
-    fig, axes = _figure(n, (3.6, 3.4), max_cols=min(n, 5))
+    fig, axes = _figure(n, (3.6, 3.4), max_cols=math.ceil(n / math.ceil(n / 5)))
     proj = Projection(x) if x.shape[1] > 1 else None
     for i, ax in enumerate(axes):
         p = GMMParams(*(a[i] for a in snapshots))

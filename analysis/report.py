@@ -130,7 +130,7 @@ METRICS_SCHEMA: dict = {
             "num_divergences": "NUTS divergent transitions, or null",
             "rhat_before": "{weights, means, covariances}: max R-hat of the draws before relabelling, or null",
             "rhat_after": "the same after relabelling against the reference, or null",
-            "relabelled_fraction": "share of draws whose labels the alignment changed, or null",
+            "relabelled_fraction": "share of draws whose relabelling differs from the most frequent one (label-switched draws), or null",
             "diagnostics": "engines with draws: {rhat_max, ess_bulk_min, ess_tail_min} from az.summary, else null",
             "loo": "engines with draws: {elpd_loo, se, p_loo, pareto_k_max, warning} from az.loo, else null",
             "netcdf": "file name of the engine's InferenceData",
@@ -539,6 +539,8 @@ def main(argv=None) -> int:
 
 def _engine_options(args, methods) -> dict:
     options = {m: dict(DEFAULT_ENGINE_OPTIONS.get(m, {})) for m in methods}
+    if "nuts" in options:
+        options["nuts"]["progress"] = not args.quiet  # the engine's tqdm bar on stderr
     if args.num_draws is not None:
         if args.num_draws < 1:
             raise ReportError(f"--num-draws must be >= 1, got {args.num_draws}")

@@ -1,0 +1,81 @@
+"""analysis.arviz_io: InferenceData groups/dims, NetCDF round trip, LOO; arviz imported nowhere else."""
+
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+import models
+from analysis import arviz_io
+from analysis.align import align_result
+from analysis.fakes import fake_result
+
+
+@pytest.fixture(scope="module")
+def problem():
+    truth = models.to_numpy(models.seed_problem())
+    rng = np.random.default_rng(0)
+    z = (rng.uniform(size=80) < 0.7).astype(int)
+    x = np.asarray(truth.means)[z] + 0.7 * rng.normal(size=(80, 2))
+    return truth, x
+
+
+@pytest.mark.parametrize("method", ["em", "hard_em", "map", "svi", "nuts"])
+def test_netcdf_round_trip_with_documented_groups_and_dims(problem, tmp_path, method):
+    truth, x = problem
+    r = align_result(fake_result(method, truth, x, num_draws=20, perm=[1, 0]), truth)
+    idata = arviz_io.to_inference_data(r, x)
+    path = tmp_path / f"{method}.nc"
+    arviz_io.save_netcdf(idata, path)
+    back = arviz_io.load_netcdf(path)
+    groups = set(back.groups())
+    assert {"posterior", "log_likelihood", "sample_stats", "observed_data"} <= groups
+    chains, draws = (2, 20) if method in ("nuts", "svi") else (1, 1)  # the fake SVI has 2 chains
+    post = back.posterior
+    assert post["weights"].dims == ("chain", "draw", "component")
+    assert post["means"].dims == ("chain", "draw", "component", "dim")
+    assert post["covariances"].dims == ("chain", "draw", "component", "dim", "dim_")
+    assert post["means"].shape == (chains, draws, 2, 2)
+    assert back.log_likelihood["x"].dims == ("chain", "draw", "obs")
+    assert back.log_likelihood["x"].shape == (chains, draws, x.shape[0])
+    np.testing.assert_allclose(back.observed_data["x"].values, x)
+    np.testing.assert_allclose(back.sample_stats["total_log_likelihood"].values, back.log_likelihood["x"].values.sum(-1))
+    # pointwise values are the models' marginal density
+    first = models.GMMParams(*(np.asarray(post[v].values[0, 0]) for v in ("weights", "means")),
+                             np.linalg.cholesky(post["covariances"].values[0, 0]))
+    np.testing.assert_allclose(back.log_likelihood["x"].values[0, 0], models.pointwise_log_likelihood(first, x), rtol=1e-10)
+    assert post.attrs["method"] == method
+    if method in ("em", "hard_em", "map", "svi"):
+        assert "fit_trace" in groups and "iteration" in back["fit_trace"].dims
+        np.testing.assert_allclose(back["fit_trace"]["log_likelihood"].values[: len(r.trace["log_likelihood"])],
+                                   r.trace["log_likelihood"])
+    if method == "em":
+        assert {"elbo", "kl"} <= set(back["fit_trace"].data_vars)
+    if method == "nuts":
+        assert back.sample_stats["potential_energy"].dims == ("chain", "draw")
+        assert back.sample_stats["diverging"].dtype == bool
+
+
+def test_loo_compare_summary_and_rhat(problem):
+    truth, x = problem
+    ids = {m: arviz_io.to_inference_data(align_result(fake_result(m, truth, x, num_draws=40, seed=i), truth), x)
+           for i, m in enumerate(("svi", "nuts"))}
+    loo = arviz_io.loo(ids["nuts"])
+    assert set(loo) == {"elpd_loo", "se", "p_loo", "pareto_k_max", "warning"} and np.isfinite(loo["elpd_loo"])
+    cmp = arviz_io.compare(ids)
+    assert set(cmp.index) == {"svi", "nuts"}
+    s = arviz_io.summary(ids["nuts"])
+    assert {"r_hat", "ess_bulk", "ess_tail"} <= set(s.columns) and len(s) == 2 + 4 + 8
+    switched = fake_result("nuts", truth, x, num_draws=40, switch_chain=True).samples
+    assert arviz_io.rhat_of_samples(switched)["means"] > 1.5
+
+
+def test_arviz_is_imported_only_in_arviz_io():
+    root = pathlib.Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in list((root / "analysis").glob("*.py")) + list((root / "inference").glob("*.py")) + list((root / "models").glob("*.py")):
+        text = path.read_text()
+        if path.name != "arviz_io.py" and re.search(r"^\s*(import arviz|from arviz)", text, re.M):
+            offenders.append(str(path))
+    assert offenders == []
