@@ -1,0 +1,168 @@
+"""gmm-report end to end on small problems, and every bad input exits 2 with one line on stderr."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from analysis import report
+from analysis.report import METRICS_SCHEMA, main, validate_metrics
+
+FAST = ["--num-samples", "150", "--quiet"]
+
+
+def _check_output(out, methods):
+    files = {p.name for p in out.iterdir()}
+    assert {"report.html", "metrics.json", "manifest.json"} <= files
+    assert {f"{m}.nc" for m in methods} <= files
+    metrics = json.loads((out / "metrics.json").read_text())
+    validate_metrics(metrics)
+    assert set(metrics["engines"]) == set(methods)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{64}", manifest["data"]["sha256"])
+    assert manifest["versions"]["arviz"] and manifest["versions"]["jax"]
+    page = (out / "report.html").read_text()
+    figures = sorted(p.stem for p in (out / "figures").glob("*.png"))
+    assert figures
+    for name in figures:  # every figure is embedded in the HTML
+        assert f'data-name="{name}"' in page
+    assert page.count("data:image/png;base64,") == len(figures)
+    assert "src=\"http" not in page and "<script src" not in page  # self-contained
+    for m in methods:
+        assert f"<td>{m}</td>" in page
+    return metrics, manifest, page
+
+
+def test_report_em_hard_em_end_to_end(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["--methods", "em,hard_em", "--out", str(out), "--seed", "3", *FAST]) == 0
+    assert capsys.readouterr().err == ""  # --quiet
+    metrics, manifest, page = _check_output(out, ["em", "hard_em"])
+    assert metrics["problem"]["source"] == "seed_problem" and metrics["problem"]["num_samples"] == 150
+    for card in metrics["engines"].values():
+        assert card["ari"] > 0.5 and card["summary"]["mean_l2_error_max"] < 0.6
+    assert {"data", "components", "assignments", "traces", "em_snapshots", "forest"} <= {
+        p.stem for p in (out / "figures").glob("*.png")}
+    assert manifest["seed"] == 3 and manifest["argv"][:2] == ["--methods", "em,hard_em"]
+    assert "rank-normalised split R-hat" in page
+    # refuses to overwrite without --force, replaces with it
+    assert main(["--methods", "em", "--out", str(out), *FAST]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["--methods", "em", "--out", str(out), "--force", *FAST]) == 0
+    assert set(json.loads((out / "metrics.json").read_text())["engines"]) == {"em"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_report_on_user_csv_without_truth(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-2, 0.5, size=(60, 3)), rng.normal(2, 0.5, size=(40, 3))])
+    path = tmp_path / "points.csv"
+    path.write_text("a,b,c\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in x) + "\n")
+    out = tmp_path / "r"
+    assert main(["--data", str(path), "--num-components", "2", "--methods", "em", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "fitting em" in err  # progress lines without --quiet
+    metrics, manifest, page = _check_output(out, ["em"])
+    assert metrics["problem"]["truth"] is None and metrics["problem"]["num_features"] == 3
+    card = metrics["engines"]["em"]
+    assert card["ari"] is None and card["components"] is None and sorted(card["cluster_sizes"]) == [40, 60]
+    assert manifest["data"]["columns"] == ["a", "b", "c"]
+    assert "principal components" in page or (out / "figures" / "components.png").exists()
+
+
+def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+    from analysis import plots
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "plot_traces", boom)
+    out = tmp_path / "r"
+    assert main(["--methods", "em", "--out", str(out), *FAST]) == 130
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    def make(text, name="d.csv"):
+        path = tmp_path / name
+        path.write_text(text)
+        return str(path)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "text, args, message",
+    [
+        ("a,b\n1,2\n3\n", [], "row 3 has 1 fields"),
+        ("a,b\n1,2\n3,x\n", [], "column 'b' is not numeric"),
+        ("a,b\n1,2\n3,nan\n4,\n", [], "2 row(s) with missing, NaN or inf"),
+        ("a,b\n1,2\n3,4\n", ["--num-components", "3"], "exceeds the number of rows"),
+        ("1,2\n3,4\n", [], "header"),
+        ("", [], "empty"),
+        ("a,b\n1,2\n3,4\n5,7\n", ["--methods", "em,bogus"], "unknown method 'bogus'"),
+        ("a,b\n1,2\n3,4\n5,7\n", ["--methods", "em", "--option", "em.tol=-1"], "tol"),
+        ("a,b\n1,2\n3,4\n5,7\n", ["--num-components", "x"], "invalid int value"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(csv_file, tmp_path, capsys, text, args, message):
+    out = tmp_path / "out"
+    code = main(["--data", csv_file(text), "--out", str(out), "--quiet", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("gmm-report: error:"), err
+    assert message in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bad_npy_and_missing_file(tmp_path, capsys):
+    np.save(tmp_path / "s.npy", np.array(["a", "b"]))
+    assert main(["--data", str(tmp_path / "s.npy"), "--quiet", "--out", str(tmp_path / "o")]) == 2
+    assert "not numeric" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path / "missing.csv"), "--quiet", "--out", str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["--num-components", "3", "--quiet", "--out", str(tmp_path / "o")]) == 2
+    assert "seed problem has 2 components" in capsys.readouterr().err
+
+
+def test_schema_is_documented_for_every_engine_key():
+    assert set(METRICS_SCHEMA) == {"schema_version", "problem", "alignment", "engines", "compare", "failed", "timings"}
+    with pytest.raises(ValueError, match="missing keys"):
+        validate_metrics({"schema_version": 1})
+
+
+def test_helpers_for_subcommands(tmp_path):
+    page = report.render_html("T", [("One", "<p>x</p>"), ("Two", report.table_html(["a", "b"], [["r", 1.5]]))])
+    assert page.startswith("<!DOCTYPE html>") and "<h2>Two</h2>" in page and "<td>r</td>" in page
+    report.write_atomically(tmp_path / "sub" / "f.txt", "hello")
+    assert (tmp_path / "sub" / "f.txt").read_text() == "hello"
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("1")
+    with pytest.raises(report.ReportError):
+        report.prepare_output_dir(tmp_path / "full", force=False)
+    tmp = report.prepare_output_dir(tmp_path / "full", force=True)
+    (tmp / "new").write_text("2")
+    report.finalize_output_dir(tmp, tmp_path / "full")
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["new"]
+
+
+@pytest.mark.slow
+def test_report_map_svi_nuts_small(tmp_path):
+    out = tmp_path / "r"
+    small_map = "{'num_steps': 200, 'n_init': 1}"
+    args = ["--methods", "map,svi,nuts", "--out", str(out), *FAST, "--num-draws", "60",
+            "--option", "map.num_steps=300", "--option", "map.n_init=1",
+            "--option", "svi.num_steps=300", "--option", f"svi.map_options={small_map}",
+            "--option", "nuts.num_warmup=60", "--option", "nuts.num_assignment_draws=10",
+            "--option", f"nuts.map_options={small_map}"]
+    assert main(args) == 0
+    metrics, _, page = _check_output(out, ["map", "svi", "nuts"])
+    nuts = metrics["engines"]["nuts"]
+    assert nuts["posterior"]["num_draws"] == 120 and 0.0 <= nuts["posterior"]["coverage"] <= 1.0
+    assert nuts["loo"] is not None and nuts["diagnostics"]["ess_bulk_min"] > 0
+    assert nuts["rhat_after"]["means"] is not None
+    assert metrics["compare"] and {row["engine"] for row in metrics["compare"]} == {"svi", "nuts"}
+    assert "az.compare" in page and (out / "figures" / "nuts_trace.png").exists()
