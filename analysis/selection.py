@@ -1,0 +1,272 @@
+"""Choosing the number of components K: BIC, AIC, ICL for point fits, PSIS-LOO and WAIC for posteriors.
+
+Conventions (stated once, used everywhere in this package)
+----------------------------------------------------------
+* ``bic = -2 log L + p log N`` and ``aic = -2 log L + 2 p`` exactly as scikit-learn's
+  ``GaussianMixture.bic`` / ``.aic`` (LOWER is better), with ``log L`` the total marginal
+  log-likelihood at the fitted parameters and ``p`` from :func:`num_parameters` (sklearn's
+  ``_n_parameters``). Note mclust reports ``BIC = 2 log L - p log N`` (higher is better): the same
+  number with the opposite sign.
+* ``icl = bic + 2 * sum_n H(r_n)`` with ``H(r_n) = -sum_k r_nk log r_nk`` the entropy of the
+  responsibilities at the fitted parameters (Biernacki, Celeux & Govaert 2000, "ICL-BIC"); lower is
+  better. It penalises overlapping components that BIC accepts. The responsibilities are always
+  the soft posterior at the point estimate (also for hard EM).
+* ``loo`` is ArviZ's PSIS-LOO ``elpd_loo`` and ``waic`` the ``elpd_waic`` (expected log pointwise
+  predictive density, log scale: HIGHER is better; ``-2 * elpd`` is the deviance scale comparable
+  in direction to BIC). They need posterior draws (NUTS, SVI). LOO goes through
+  ``analysis.arviz_io`` (the only module that imports ArviZ); ``arviz_io`` has no WAIC function,
+  so :func:`waic` computes it here from the pointwise log-likelihood matrix with ArviZ's formula
+  (``lppd_n = log mean_s p(x_n | theta_s)``, ``p_waic = sum_n var_s log p(x_n | theta_s)``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from models.density import pointwise_log_likelihood, responsibilities
+from models.params import GMMParams, to_numpy
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "CRITERIA",
+    "LOWER_IS_BETTER",
+    "num_parameters",
+    "total_log_likelihood",
+    "bic",
+    "aic",
+    "icl",
+    "responsibility_entropy",
+    "pointwise_log_likelihood_draws",
+    "waic",
+    "loo",
+    "criteria_row",
+    "select",
+    "select_num_components",
+    "Selection",
+]
+
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+CRITERIA = ("bic", "aic", "icl", "loo", "waic")
+LOWER_IS_BETTER = {"bic": True, "aic": True, "icl": True, "loo": False, "waic": False}
+POINT_CRITERIA = ("bic", "aic", "icl")
+POSTERIOR_CRITERIA = ("loo", "waic")
+POSTERIOR_METHODS = ("nuts", "svi")
+
+
+def num_parameters(num_components: int, num_features: int, covariance_type: str = "full") -> int:
+    """Free parameters of a GMM, as sklearn's ``GaussianMixture._n_parameters``.
+
+    ``(K - 1)`` weights + ``K D`` means + covariance parameters: full ``K D (D+1)/2``, diag ``K D``,
+    spherical ``K``, tied ``D (D+1)/2``.
+    """
+    k, d = int(num_components), int(num_features)
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, got {covariance_type!r}")
+    cov = {"full": k * d * (d + 1) // 2, "diag": k * d, "spherical": k, "tied": d * (d + 1) // 2}[covariance_type]
+    return (k - 1) + k * d + cov
+
+
+def _params_of(result_or_params) -> GMMParams:
+    params = result_or_params if isinstance(result_or_params, GMMParams) else result_or_params.params
+    return to_numpy(params)
+
+
+def _covariance_type(result_or_params, covariance_type):
+    if covariance_type is not None:
+        return covariance_type
+    info = getattr(result_or_params, "info", None) or {}
+    return info.get("covariance_type", "full")
+
+
+def total_log_likelihood(result_or_params, x) -> float:
+    """Total marginal log-likelihood of ``x`` (N, D) at a FitResult's point estimate (or a GMMParams)."""
+    x = np.asarray(x)
+    params = _params_of(result_or_params)
+    return float(np.sum(np.asarray(pointwise_log_likelihood(GMMParams(*(np.asarray(a, x.dtype) for a in params)), x))))
+
+
+def bic(result, x, covariance_type: str | None = None) -> float:
+    """sklearn's BIC ``-2 log L + p log N`` (lower is better). ``covariance_type`` defaults to the
+    fit's ``info["covariance_type"]`` (EM) or "full"."""
+    x = np.asarray(x)
+    n, d = x.shape
+    p = num_parameters(_params_of(result).weights.shape[-1], d, _covariance_type(result, covariance_type))
+    return -2.0 * total_log_likelihood(result, x) + p * math.log(n)
+
+
+def aic(result, x, covariance_type: str | None = None) -> float:
+    """sklearn's AIC ``-2 log L + 2 p`` (lower is better)."""
+    x = np.asarray(x)
+    p = num_parameters(_params_of(result).weights.shape[-1], x.shape[1], _covariance_type(result, covariance_type))
+    return -2.0 * total_log_likelihood(result, x) + 2.0 * p
+
+
+def responsibility_entropy(result_or_params, x) -> float:
+    """``sum_n H(r_n)``, the entropy (nats) of the soft responsibilities at the point estimate."""
+    x = np.asarray(x)
+    params = _params_of(result_or_params)
+    r = np.asarray(responsibilities(GMMParams(*(np.asarray(a, x.dtype) for a in params)), x), np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(r > 0, r * np.log(r), 0.0)
+    return float(-terms.sum())
+
+
+def icl(result, x, covariance_type: str | None = None) -> float:
+    """ICL-BIC (Biernacki et al. 2000): ``bic + 2 * sum_n H(r_n)`` (lower is better)."""
+    return bic(result, x, covariance_type) + 2.0 * responsibility_entropy(result, x)
+
+
+def pointwise_log_likelihood_draws(samples: GMMParams, x, max_draws: int | None = 1000) -> np.ndarray:
+    """(S, N) marginal log density of each row at each posterior draw (leading dims flattened;
+    at most ``max_draws`` evenly spaced draws)."""
+    x = np.asarray(x)
+    samples = to_numpy(samples)
+    k, d = samples.means.shape[-2:]
+    flat = GMMParams(samples.weights.reshape(-1, k), samples.means.reshape(-1, k, d), samples.scale_tril.reshape(-1, k, d, d))
+    s = flat.weights.shape[0]
+    if max_draws is not None and s > max_draws:
+        idx = np.linspace(0, s - 1, max_draws).round().astype(int)
+        flat = GMMParams(*(a[idx] for a in flat))
+    flat = GMMParams(*(np.asarray(a, x.dtype) for a in flat))
+    return np.asarray(jax.lax.map(lambda p: pointwise_log_likelihood(GMMParams(*p), x), tuple(flat)))
+
+
+def waic(log_lik_draws) -> dict:
+    """WAIC from an (S, N) pointwise log-likelihood matrix, ArviZ's ``az.waic`` formula (log scale).
+
+    Returns ``{"elpd_waic", "se", "p_waic"}``; elpd is higher-is-better.
+    """
+    ll = np.asarray(log_lik_draws, np.float64)
+    s = ll.shape[0]
+    m = ll.max(axis=0)
+    lppd = m + np.log(np.exp(ll - m).sum(axis=0)) - math.log(s)
+    p = ll.var(axis=0, ddof=1) if s > 1 else np.zeros(ll.shape[1])
+    pointwise = lppd - p
+    n = pointwise.size
+    return {
+        "elpd_waic": float(pointwise.sum()),
+        "se": float(math.sqrt(n * pointwise.var())),
+        "p_waic": float(p.sum()),
+    }
+
+
+def loo(result, x) -> dict:
+    """PSIS-LOO of a fit with posterior draws via ``analysis.arviz_io`` (elpd_loo, se, p_loo,
+    pareto_k_max, warning)."""
+    from analysis import arviz_io  # the one module that imports ArviZ
+
+    return arviz_io.loo(arviz_io.to_inference_data(result, np.asarray(x)))
+
+
+def criteria_row(result, x, covariance_type: str | None = None, posterior: bool | None = None) -> dict:
+    """All criteria of one fit: ``k, loglik, num_parameters, bic, aic, icl, entropy`` and, for fits
+    with ``samples`` (or ``posterior=True``), ``loo, loo_se, p_loo, pareto_k_max, waic, waic_se, p_waic``
+    (None otherwise)."""
+    x = np.asarray(x)
+    params = _params_of(result)
+    k = int(params.weights.shape[-1])
+    ctype = _covariance_type(result, covariance_type)
+    ll = total_log_likelihood(params, x)
+    ent = responsibility_entropy(params, x)
+    p = num_parameters(k, x.shape[1], ctype)
+    n = x.shape[0]
+    row = {
+        "k": k,
+        "loglik": ll,
+        "num_parameters": p,
+        "bic": -2.0 * ll + p * math.log(n),
+        "aic": -2.0 * ll + 2.0 * p,
+        "icl": -2.0 * ll + p * math.log(n) + 2.0 * ent,
+        "entropy": ent,
+        "loo": None, "loo_se": None, "p_loo": None, "pareto_k_max": None,
+        "waic": None, "waic_se": None, "p_waic": None,
+    }
+    samples = getattr(result, "samples", None)
+    if posterior is None:
+        posterior = samples is not None
+    if posterior and samples is not None:
+        lo = loo(result, x)
+        row.update(loo=lo["elpd_loo"], loo_se=lo["se"], p_loo=lo["p_loo"], pareto_k_max=lo["pareto_k_max"])
+        w = waic(pointwise_log_likelihood_draws(samples, x))
+        row.update(waic=w["elpd_waic"], waic_se=w["se"], p_waic=w["p_waic"])
+    return row
+
+
+def select(rows, criterion: str, method: str | None = None):
+    """K with the best ``criterion`` among ``rows`` (dicts with ``k`` and the criterion; optionally
+    only those with ``row["method"] == method``). None when no row has a finite value."""
+    if criterion not in LOWER_IS_BETTER:
+        raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    best_k, best_v = None, None
+    for row in rows:
+        if method is not None and row.get("method") != method:
+            continue
+        v = row.get(criterion)
+        if v is None or not np.isfinite(v):
+            continue
+        better = best_v is None or (v < best_v if LOWER_IS_BETTER[criterion] else v > best_v)
+        if better:
+            best_k, best_v = int(row["k"]), float(v)
+    return best_k
+
+
+class Selection(NamedTuple):
+    """What :func:`select_num_components` returns.
+
+    table : list of row dicts (one per K: ``method, k, loglik, num_parameters, bic, aic, icl,
+        entropy, loo, loo_se, p_loo, pareto_k_max, waic, waic_se, p_waic, seconds, error``).
+    selected : ``{criterion: K}`` for each requested criterion (None if it could not be computed).
+    fits : ``{K: FitResult}`` of the successful fits.
+    """
+
+    table: list
+    selected: dict
+    fits: dict
+
+
+def select_num_components(x, ks=range(1, 9), key=None, method: str = "em", criteria=None, **fit_options) -> Selection:
+    """Fit ``method`` for every K in ``ks`` and select K by each criterion.
+
+    Parameters
+    ----------
+    x : (N, D) data.
+    ks : the K to try (default 1..8).
+    key : jax PRNG key (default ``PRNGKey(0)``); K's fit uses ``fold_in(key, K)``.
+    method : any ``inference.fit`` engine; "nuts"/"svi" add LOO and WAIC.
+    criteria : subset of ``CRITERIA``; default bic/aic/icl for point engines, all five for nuts/svi.
+    **fit_options : passed to ``inference.fit`` (EM defaults here: ``n_init=5`` restarts).
+
+    A K whose fit raises gets a row with ``error`` set and no criteria.
+    """
+    import time
+
+    from inference import fit
+
+    x = np.asarray(x)
+    key = jax.random.PRNGKey(0) if key is None else key
+    if criteria is None:
+        criteria = CRITERIA if method in POSTERIOR_METHODS else POINT_CRITERIA
+    unknown = [c for c in criteria if c not in LOWER_IS_BETTER]
+    if unknown:
+        raise ValueError(f"unknown criterion {unknown[0]!r}; choose from {', '.join(CRITERIA)}")
+    if method in ("em", "hard_em"):
+        fit_options = {"n_init": 5, **fit_options}
+    table, fits = [], {}
+    for k in ks:
+        k = int(k)
+        start = time.perf_counter()
+        try:
+            result = fit(method, jax.random.fold_in(key, k), x, k, **fit_options)
+            row = criteria_row(result, x, posterior=any(c in POSTERIOR_CRITERIA for c in criteria))
+            row["error"] = None
+            fits[k] = result
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+            row = {"k": k, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+        row = {"method": method, **row, "seconds": time.perf_counter() - start}
+        table.append(row)
+    selected = {c: select(table, c) for c in criteria}
+    return Selection(table, selected, fits)
