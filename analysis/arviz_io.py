@@ -43,6 +43,8 @@ with warnings.catch_warnings():
 
 # ArviZ logs "Shape validation failed" for single-chain draws (SVI); R-hat is then reported as null.
 logging.getLogger("arviz").setLevel(logging.ERROR)
+if isinstance(getattr(az, "_log", None), logging.Logger):  # ArviZ 0.x builds its logger with Logger("arviz")
+    az._log.setLevel(logging.ERROR)
 
 from models.density import pointwise_log_likelihood
 from models.params import GMMParams, covariances, to_numpy

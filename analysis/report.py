@@ -662,9 +662,9 @@ def _run_into(tmp: Path, args, argv, methods, options, x, truth, z, k, source, c
         summaries[m] = arviz_io.summary(idatas[m])
         s = summaries[m]
         cards[m]["diagnostics"] = {
-            "rhat_max": float(np.nanmax(s["r_hat"])) if "r_hat" in s else None,
-            "ess_bulk_min": float(np.nanmin(s["ess_bulk"])) if "ess_bulk" in s else None,
-            "ess_tail_min": float(np.nanmin(s["ess_tail"])) if "ess_tail" in s else None,
+            "rhat_max": _nan_reduce(np.max, s, "r_hat"),
+            "ess_bulk_min": _nan_reduce(np.min, s, "ess_bulk"),
+            "ess_tail_min": _nan_reduce(np.min, s, "ess_tail"),
         }
         try:
             cards[m]["loo"] = arviz_io.loo(idatas[m])
@@ -777,6 +777,15 @@ def _run_into(tmp: Path, args, argv, methods, options, x, truth, z, k, source, c
     page = _report_html(metrics, aligned, summaries, compare_df, fig_html, truth, column_names)
     write_atomically(tmp / "report.html", page)
     return metrics
+
+
+def _nan_reduce(fn, frame, column):
+    """``fn`` over the finite entries of ``frame[column]``; None when there are none (e.g. R-hat of one chain)."""
+    if column not in frame:
+        return None
+    values = np.asarray(frame[column], dtype=float)
+    values = values[np.isfinite(values)]
+    return float(fn(values)) if values.size else None
 
 
 def _report_html(metrics, aligned, summaries, compare_df, fig_html, truth, column_names) -> str:
