@@ -112,7 +112,7 @@ def responsibility_entropy(result_or_params, x) -> float:
     r = np.asarray(responsibilities(GMMParams(*(np.asarray(a, x.dtype) for a in params)), x), np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(r > 0, r * np.log(r), 0.0)
-    return float(-terms.sum())
+    return max(0.0, float(-terms.sum()))
 
 
 def icl(result, x, covariance_type: str | None = None) -> float:
