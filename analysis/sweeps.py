@@ -1026,12 +1026,10 @@ def main(argv=None) -> int:
         data = None
         if args.data:
             data, _ = load_data(args.data)
-        # refuse a non-empty --out before any work
+        # refuse a non-empty (or unwritable) --out before any work
         from analysis.report import prepare_output_dir
 
-        out = Path(args.out)
-        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):
-            shutil.rmtree(prepare_output_dir(out, args.force), ignore_errors=True)
+        shutil.rmtree(prepare_output_dir(args.out, args.force), ignore_errors=True)
         tables = run_sweep(args.axis, seed=args.seed, out_dir=None, quick=args.quick, repeats=args.repeats,
                            methods=args.methods, num_samples=num_samples, progress=not args.quiet, data=data, ks=ks)
         if data is not None:
