@@ -728,7 +728,8 @@ def plot_sweep(axis: str, tables: dict) -> dict:
     elif axis == "init":
         runs = [r for r in tables["runs"] if r["error"] is None]
         groups = _group(runs, ["method", "init"])
-        labels = [f"{_label(m)}\n{i}" for (m, i) in groups]
+        short = {"random_from_data": "random", "kmeans++": "k-means++", "kmeans": "k-means"}
+        labels = [f"{_label(m)}\n{short.get(i, i)}" for (m, i) in groups]
         fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
         data = [[r["loglik_per_obs"] for r in g] for g in groups.values()]
         axes[0].boxplot(data, showfliers=False)
@@ -739,7 +740,7 @@ def plot_sweep(axis: str, tables: dict) -> dict:
         axes[0].set_title("final log-likelihood per observation")
         summ = tables["summary"]
         axes[1].bar(range(len(summ)), [r["share_reached_best"] or 0 for r in summ], color=[_color(r["method"]) for r in summ])
-        axes[1].set_xticks(range(len(summ)), [f"{_label(r['method'])}\n{r['init']}" for r in summ], fontsize=8)
+        axes[1].set_xticks(range(len(summ)), [f"{_label(r['method'])}\n{short.get(r['init'], r['init'])}" for r in summ], fontsize=8)
         axes[1].set_ylim(0, 1.05)
         axes[1].set_title("share of runs reaching the best mode")
         axes[2].bar(range(len(summ)), [r["iters_median"] or 0 for r in summ], color=[_color(r["method"]) for r in summ])
@@ -747,8 +748,9 @@ def plot_sweep(axis: str, tables: dict) -> dict:
             if r["share_with_collapse"]:
                 axes[2].annotate(f"collapse {r['share_with_collapse']:.0%}", (j, (r["iters_median"] or 0)), ha="center",
                                  va="bottom", fontsize=7, color="darkred")
-        axes[2].set_xticks(range(len(summ)), [f"{_label(r['method'])}\n{r['init']}" for r in summ], fontsize=8)
-        axes[2].set_title("median iterations (steps for MAP) to converge")
+        axes[2].set_xticks(range(len(summ)), [f"{_label(r['method'])}\n{short.get(r['init'], r['init'])}" for r in summ], fontsize=8)
+        axes[2].set_yscale("log")
+        axes[2].set_title("median iterations (steps for MAP) to converge, log scale")
         for ax in axes:
             ax.grid(alpha=0.3, axis="y")
         fig.tight_layout()
