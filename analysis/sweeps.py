@@ -327,6 +327,10 @@ def sweep_separation(seed=0, quick=False, repeats=None, methods=None, num_sample
     conditions += [("weights", weights_distance, "spherical", w) for w in weight_mins]
     if "nuts" in methods and repeats > NUTS_REPEATS:
         notes.append(f"NUTS ran {NUTS_REPEATS} repeats per condition, the other engines {repeats}.")
+    if "nuts" in methods or "svi" in methods:
+        notes.append("On overlapping clusters the posterior is nearly unidentifiable: the posterior MEAN (NUTS, SVI point) can "
+                     "average over label configurations and give a weakly-supported component the prior's wide covariance "
+                     "(LogNormal(0, 2) standard deviations), so its covariance error can be orders of magnitude larger.")
     cols = COLUMNS["separation"]["runs"]
     rows = []
     for ci, (scenario, dist, shape, wmin) in enumerate(conditions):
