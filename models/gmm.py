@@ -12,15 +12,37 @@ x         : (N, D) ~ MultivariateNormal(means[z], scale_tril=diag(scales[z]) @ c
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from jax.scipy.linalg import solve_triangular
 from numpyro import handlers
 
 from .params import GMMParams
 
 GLOBAL_SITES = ("weights", "means", "scales", "corr_chol")
+
+
+class MultivariateNormal(dist.MultivariateNormal):
+    """``numpyro.distributions.MultivariateNormal`` with a faster, equal ``log_prob``.
+
+    NumPyro's log_prob solves ``L y = x - mu`` with a left-side batched triangular solve whose
+    right-hand side is every data row; on XLA's CPU backend that solve is ~100x slower than whitening
+    (measured: 26.6 ms vs 0.26 ms for K=3, D=5, N=5000). Here the whitening matrices ``W = L^{-1}`` come
+    from a triangular solve against the identity (one small (D, D) solve per component, as
+    ``models.density`` does) and the Mahalanobis term is one matmul. Same density, same sampler.
+    """
+
+    def log_prob(self, value):
+        lower = self.scale_tril
+        num_features = lower.shape[-1]
+        whiten = solve_triangular(lower, jnp.broadcast_to(jnp.eye(num_features, dtype=lower.dtype), lower.shape), lower=True)
+        white = jnp.matmul((value - self.loc)[..., None, :], jnp.swapaxes(whiten, -1, -2))[..., 0, :]
+        log_det = jnp.sum(jnp.log(jnp.diagonal(lower, axis1=-2, axis2=-1)), axis=-1)
+        return -0.5 * jnp.sum(white**2, axis=-1) - log_det - 0.5 * num_features * jnp.log(2 * jnp.pi)
 
 
 def gmm_model(
@@ -73,7 +95,7 @@ def gmm_model(
     scale_tril = scales[..., :, None] * corr_chol
     with numpyro.plate("data", num_samples):
         z = numpyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
-        numpyro.sample("x", dist.MultivariateNormal(means[z], scale_tril=scale_tril[z]), obs=x)
+        numpyro.sample("x", MultivariateNormal(means[z], scale_tril=scale_tril[z]), obs=x)
 
 
 def params_from_sites(sites) -> GMMParams:
@@ -114,10 +136,15 @@ def sample(key, params: GMMParams, num_samples: int):
     """
     if int(num_samples) < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    return _sample_jit(key, params, int(num_samples))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _sample_jit(key, params: GMMParams, num_samples: int):
     num_components, num_features = params.means.shape
     seeded = handlers.seed(handlers.substitute(gmm_model, data=sites_from_params(params)), key)
     trace = handlers.trace(seeded).get_trace(
-        num_components=num_components, num_features=num_features, num_samples=int(num_samples)
+        num_components=num_components, num_features=num_features, num_samples=num_samples
     )
     return trace["x"]["value"], trace["z"]["value"]
 
