@@ -629,8 +629,12 @@ def _run_into(tmp: Path, args, argv, methods, options, x, truth, z, k, source, c
     for i, method in enumerate(methods):
         progress(f"[{i + 1}/{len(methods)}] fitting {method} (K={k}, N={x.shape[0]}, D={x.shape[1]})")
         key = jax.random.fold_in(root, 1 + ALL_METHODS.index(method))
+        engine_options = dict(options[method])
+        if method in ("svi", "nuts") and "init" not in engine_options and "map" in results:
+            # start from the MAP point this report already has (the engines would otherwise re-run MAP)
+            engine_options["init"] = results["map"].params
         try:
-            r = fit(method, key, x, k, **options[method])
+            r = fit(method, key, x, k, **engine_options)
         except ValueError as exc:
             raise ReportError(f"{method}: {exc}") from None
         except FloatingPointError as exc:

@@ -2,7 +2,7 @@
 
 Sites
 -----
-weights   : (K,) ~ Dirichlet(concentration * 1)
+weights   : (K,) ~ Dirichlet(concentration * 1)                    (absent when K == 1: the weight is 1)
 means     : (K, D) ~ Normal(mean_loc, mean_scale)
 scales    : (K, D) ~ LogNormal(log(scale_loc), scale_log_sd)   (per-dimension standard deviations)
 corr_chol : (K, D, D) ~ LKJCholesky(D, lkj_concentration)         (absent when D == 1)
@@ -76,24 +76,33 @@ def gmm_model(
     if num_features is None or num_samples is None:
         raise ValueError("num_features and num_samples are required when x is None")
     dtype = x.dtype if x is not None else jnp.result_type(float)
-    weights = numpyro.sample("weights", dist.Dirichlet(jnp.full((num_components,), concentration, dtype)))
-    with numpyro.plate("components", num_components):
-        means = numpyro.sample(
-            "means",
-            dist.Normal(jnp.broadcast_to(jnp.asarray(mean_loc, dtype), (num_features,)), jnp.asarray(mean_scale, dtype)).to_event(1),
+    if num_components > 1:
+        weights = numpyro.sample("weights", dist.Dirichlet(jnp.full((num_components,), concentration, dtype)))
+    else:  # one component: the weight is 1, not a random variable (a 1-simplex has no free coordinate)
+        weights = jnp.ones((1,), dtype)
+    # Component parameters carry K as an event dimension (not a plate): the only plate is "data",
+    # so max_plate_nesting = 1 and K = 1 needs no special case in funsor's enumeration.
+    shape = (num_components, num_features)
+    means = numpyro.sample(
+        "means", dist.Normal(jnp.broadcast_to(jnp.asarray(mean_loc, dtype), shape), jnp.asarray(mean_scale, dtype)).to_event(2)
+    )
+    scales = numpyro.sample(
+        "scales",
+        dist.LogNormal(jnp.broadcast_to(jnp.log(jnp.asarray(scale_loc, dtype)), shape), jnp.asarray(scale_log_sd, dtype)).to_event(2),
+    )
+    if num_features > 1:
+        corr_chol = numpyro.sample(
+            "corr_chol", dist.LKJCholesky(num_features, jnp.asarray(lkj_concentration, dtype)).expand([num_components]).to_event(1)
         )
-        scales = numpyro.sample(
-            "scales",
-            dist.LogNormal(
-                jnp.broadcast_to(jnp.log(jnp.asarray(scale_loc, dtype)), (num_features,)), jnp.asarray(scale_log_sd, dtype)
-            ).to_event(1),
-        )
-        if num_features > 1:
-            corr_chol = numpyro.sample("corr_chol", dist.LKJCholesky(num_features, jnp.asarray(lkj_concentration, dtype)))
-        else:
-            corr_chol = jnp.ones((num_components, 1, 1), dtype)
+    else:
+        corr_chol = jnp.ones((num_components, 1, 1), dtype)
     scale_tril = scales[..., :, None] * corr_chol
     with numpyro.plate("data", num_samples):
+        if num_components == 1:
+            # z is identically 0; enumerating a size-1 support is ambiguous with broadcasting in funsor
+            numpyro.deterministic("z", jnp.zeros((num_samples,), jnp.int32))
+            numpyro.sample("x", MultivariateNormal(means[0], scale_tril=scale_tril[0]), obs=x)
+            return
         z = numpyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
         numpyro.sample("x", MultivariateNormal(means[z], scale_tril=scale_tril[z]), obs=x)
 
@@ -105,7 +114,8 @@ def params_from_sites(sites) -> GMMParams:
         scale_tril = scales[..., :, None] * sites["corr_chol"]
     else:
         scale_tril = scales[..., :, None]
-    return GMMParams(sites["weights"], sites["means"], scale_tril)
+    weights = sites["weights"] if "weights" in sites else jnp.ones(sites["means"].shape[:-1], sites["means"].dtype)
+    return GMMParams(weights, sites["means"], scale_tril)
 
 
 def sites_from_params(params: GMMParams) -> dict:
@@ -115,7 +125,9 @@ def sites_from_params(params: GMMParams) -> dict:
     ``corr_chol = diag(1 / scales) @ scale_tril``, whose rows have unit norm as LKJCholesky requires.
     """
     scales = jnp.linalg.norm(params.scale_tril, axis=-1)
-    sites = {"weights": params.weights, "means": params.means, "scales": scales}
+    sites = {"means": params.means, "scales": scales}
+    if params.means.shape[-2] > 1:
+        sites["weights"] = params.weights
     if params.means.shape[-1] > 1:
         sites["corr_chol"] = params.scale_tril / scales[..., :, None]
     return sites

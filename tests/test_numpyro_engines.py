@@ -217,3 +217,16 @@ def test_nuts_ordered_means_and_vectorized_chains(seed_data):
     assert np.all(first_coordinate[..., 0] < first_coordinate[..., 1])
     _assert_recovers_truth(result.params)
     assert max(result.info["r_hat_after"].values()) < 1.05
+
+
+def test_single_component_map_and_nuts_match_the_sample_moments():
+    """K = 1 (a model-selection sweep starts there): no enumeration of a size-1 z, exact answers."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 2)) @ np.array([[1.0, 0.0], [0.6, 0.5]]) + [2.0, -1.0]
+    m = fit("map", jax.random.PRNGKey(0), x, 1)
+    np.testing.assert_allclose(m.params.weights, [1.0])
+    np.testing.assert_allclose(m.params.means[0], x.mean(0), atol=0.01)
+    np.testing.assert_allclose(np.asarray(models.covariances(m.params))[0], np.cov(x.T, bias=True), atol=0.02)
+    n = fit("nuts", jax.random.PRNGKey(1), x, 1, num_warmup=150, num_samples=150, progress=False)
+    np.testing.assert_allclose(n.params.means[0], x.mean(0), atol=0.1)
+    assert np.all(n.responsibilities == 1.0)
