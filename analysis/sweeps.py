@@ -924,7 +924,7 @@ def write_sweep(axis: str, tables: dict, out_dir, settings: dict | None = None, 
     """
     import matplotlib.pyplot as plt
 
-    from analysis.report import (dumps_json, figure_html, finalize_output_dir, prepare_output_dir, render_html, table_html,
+    from analysis.report import (dumps_json, figure_html, figure_png, finalize_output_dir, prepare_output_dir, render_html, table_html,
                                  write_atomically)
 
     tmp = prepare_output_dir(out_dir, force)
@@ -941,10 +941,9 @@ def write_sweep(axis: str, tables: dict, out_dir, settings: dict | None = None, 
             chosen = ", ".join(f"{k.upper()} → K = {v} ({sj['criterion_method'][k]})" for k, v in sj["selected_k"].items() if v is not None)
             sections.append(("Selected K", f"<p>{chosen}" + (f"; true K = {sj['true_k']}" if sj["true_k"] else "") + f"</p><ul>{conv}</ul>"))
         for name, fig in figs.items():
-            png = io.BytesIO()
-            fig.savefig(png, format="png", dpi=100)
-            write_atomically(tmp / "figures" / f"{name}.png", png.getvalue())
-            sections.append((name.replace("_", " ").capitalize(), figure_html(fig, _CAPTIONS.get(name, ""), name=name)))
+            png = figure_png(fig)
+            write_atomically(tmp / "figures" / f"{name}.png", png)
+            sections.append((name.replace("_", " ").capitalize(), figure_html(fig, _CAPTIONS.get(name, ""), name=name, png=png)))
             plt.close(fig)
         for name, columns in COLUMNS[axis].items():
             rows = tables.get(name, [])

@@ -41,7 +41,7 @@ from ._numpyro_common import (
     prior_items,
     site_supports,
     to_constrained,
-    to_unconstrained,
+    unconstrain_fn,
 )
 from .numpyro_map import starting_point
 from .result import FitResult
@@ -270,8 +270,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"])
     if opts["ordered_means"]:
         start_params = permute(start_params, jnp.argsort(start_params.means[:, 0]))
-    supports = site_supports(num_components, num_features, prior)
-    start_unconstrained = to_unconstrained(model_sites(start_params, x.dtype), supports)
+    start_unconstrained = unconstrain_fn(num_components, num_features, prior)(model_sites(start_params, x.dtype))
     starts = jax.tree.map(lambda a: jnp.broadcast_to(a, (num_chains,) + a.shape), start_unconstrained)
 
     total = num_warmup + num_samples

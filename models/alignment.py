@@ -6,6 +6,7 @@ components (with the truth, across engines, across MCMC draws) goes through thes
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -22,8 +23,12 @@ def component_cost(reference: GMMParams, estimate: GMMParams) -> np.ndarray:
     ref_tril = np.asarray(reference.scale_tril)[..., :, None, :, :]
     est_mean = np.asarray(estimate.means)[..., None, :, :]
     est_tril = np.asarray(estimate.scale_tril)[..., None, :, :, :]
-    cost = gaussian_kl(ref_mean, ref_tril, est_mean, est_tril) + gaussian_kl(est_mean, est_tril, ref_mean, ref_tril)
-    return np.asarray(cost)
+    return np.asarray(_symmetrised_kl(ref_mean, ref_tril, est_mean, est_tril))
+
+
+@jax.jit
+def _symmetrised_kl(mean0, tril0, mean1, tril1):
+    return gaussian_kl(mean0, tril0, mean1, tril1) + gaussian_kl(mean1, tril1, mean0, tril0)
 
 
 def match_components(reference: GMMParams, estimate: GMMParams) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The GMM density in log-space: the seed's gmm_lik / gmm_log_lik / gmm_posterior_probabilities done right.
 
 Every engine's trace uses :func:`log_likelihood` from here, which is what makes engines comparable.
-All functions are pure and jit-able; no explicit inverses (triangular solves only), logsumexp throughout.
+All functions are pure and jitted (one compile per input shape, also when called eagerly); no explicit inverses (triangular solves only), logsumexp throughout.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from jax.scipy.special import logsumexp
 from .params import GMMParams
 
 
+@jax.jit
 def component_log_prob(params: GMMParams, x) -> jnp.ndarray:
     """Log joint ``log w_k + log N(x_n | mu_k, Sigma_k)``.
 
@@ -45,28 +46,27 @@ def component_log_prob(params: GMMParams, x) -> jnp.ndarray:
     return jnp.log(params.weights) + log_norm - 0.5 * maha
 
 
+@jax.jit
 def pointwise_log_likelihood(params: GMMParams, x) -> jnp.ndarray:
     """Marginal log density of each row, ``log sum_k w_k N(x_n | mu_k, Sigma_k)``, shape (N,)."""
     return logsumexp(component_log_prob(params, x), axis=-1)
 
 
+@jax.jit
 def log_likelihood(params: GMMParams, x) -> jnp.ndarray:
     """Total marginal log-likelihood of the data (a scalar)."""
     return jnp.sum(pointwise_log_likelihood(params, x))
 
 
+@jax.jit
 def responsibilities(params: GMMParams, x) -> jnp.ndarray:
     """Posterior component probabilities ``p(z_n = k | x_n)``, shape (N, K), rows sum to 1."""
     joint = component_log_prob(params, x)
     return jnp.exp(joint - logsumexp(joint, axis=-1, keepdims=True))
 
 
-component_log_prob_jit = jax.jit(component_log_prob)
-pointwise_log_likelihood_jit = jax.jit(pointwise_log_likelihood)
-log_likelihood_jit = jax.jit(log_likelihood)
-responsibilities_jit = jax.jit(responsibilities)
 
-
+@jax.jit
 def gaussian_kl(mean0, scale_tril0, mean1, scale_tril1) -> jnp.ndarray:
     """KL( N(mean0, L0 L0^T) || N(mean1, L1 L1^T) ), broadcasting over leading dims.
 

@@ -107,6 +107,7 @@ def gmm_model(
         numpyro.sample("x", MultivariateNormal(means[z], scale_tril=scale_tril[z]), obs=x)
 
 
+@jax.jit
 def params_from_sites(sites) -> GMMParams:
     """GMMParams from a dict of global site values (leading batch dims allowed)."""
     scales = sites["scales"]
@@ -118,6 +119,7 @@ def params_from_sites(sites) -> GMMParams:
     return GMMParams(weights, sites["means"], scale_tril)
 
 
+@jax.jit
 def sites_from_params(params: GMMParams) -> dict:
     """Global site values of ``gmm_model`` that reproduce ``params`` exactly.
 

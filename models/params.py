@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,6 +43,7 @@ def covariances(params: GMMParams):
     return lower @ jnp.swapaxes(lower, -1, -2)
 
 
+@jax.jit
 def permute(params: GMMParams, perm) -> GMMParams:
     """Reorder the components: component ``i`` of the result is component ``perm[i]`` of ``params``.
 
