@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from inference.result import FitResult
-from models.alignment import match_components, relabel_draws
+from models.alignment import match_components, mean_of_draws, relabel_draws
 from models.params import GMMParams, permute, to_numpy
 
 __all__ = ["align_params", "align_result", "align_results", "inverse_permutation", "relabel_labels", "mean_of_draws"]
@@ -42,18 +42,6 @@ def align_params(reference: GMMParams, estimate: GMMParams) -> tuple[GMMParams, 
     reference, estimate = to_numpy(reference), to_numpy(estimate)
     perm = np.asarray(match_components(reference, estimate))
     return to_numpy(permute(estimate, perm)), perm
-
-
-def mean_of_draws(samples: GMMParams) -> GMMParams:
-    """Component-wise mean over all leading (chain, draw) dims: weights, means and covariances
-    (the mean covariance is re-factored by Cholesky). Only meaningful for relabelled draws."""
-    weights, means, lower = (np.asarray(a) for a in samples)
-    k, d = means.shape[-2:]
-    weights = weights.reshape(-1, k).mean(0)
-    means = means.reshape(-1, k, d).mean(0)
-    lower = lower.reshape(-1, k, d, d)
-    covs = (lower @ np.swapaxes(lower, -1, -2)).mean(0)
-    return GMMParams(weights / weights.sum(), means, np.linalg.cholesky(covs))
 
 
 def _engine_raw_draws(samples: GMMParams, engine_perms) -> GMMParams:

@@ -58,6 +58,8 @@ __all__ = [
     "rhat_of_samples",
     "summary",
     "loo",
+    "waic",
+    "waic_of_pointwise",
     "compare",
     "plot_trace",
     "plot_forest",
@@ -259,6 +261,21 @@ def loo(idata) -> dict:
         "pareto_k_max": float(np.nanmax(np.asarray(res["pareto_k"]))),
         "warning": bool(res["warning"]),
     }
+
+
+def waic(idata) -> dict:
+    """WAIC of one engine with draws (``az.waic``, log scale): elpd_waic, se, p_waic, warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = az.waic(idata, pointwise=True)  # pointwise=False labels the estimate "waic" (arviz 0.23)
+    return {"elpd_waic": float(res["elpd_waic"]), "se": float(res["se"]), "p_waic": float(res["p_waic"]),
+            "warning": bool(res["warning"])}
+
+
+def waic_of_pointwise(log_lik_draws) -> dict:
+    """``az.waic`` of an (S, N) matrix of pointwise log-likelihoods (S draws, N observations)."""
+    ll = np.asarray(log_lik_draws, np.float64)
+    return waic(az.from_dict(log_likelihood={"x": ll[None]}))
 
 
 def compare(idatas: dict):

@@ -33,7 +33,6 @@ import ast
 import base64
 import contextlib
 import csv
-import dataclasses
 import datetime as _dt
 import hashlib
 import html
@@ -852,8 +851,6 @@ def _nan_reduce(fn, frame, column):
 
 
 def _report_html(metrics, aligned, summaries, compare_df, fig_html, truth, column_names) -> str:
-    from .arviz_io import RHAT_METHOD  # noqa: F401  (documented below)
-
     prob = metrics["problem"]
     cards = metrics["engines"]
     sections = []

@@ -13,10 +13,8 @@ Conventions (stated once, used everywhere in this package)
   the soft posterior at the point estimate (also for hard EM).
 * ``loo`` is ArviZ's PSIS-LOO ``elpd_loo`` and ``waic`` the ``elpd_waic`` (expected log pointwise
   predictive density, log scale: HIGHER is better; ``-2 * elpd`` is the deviance scale comparable
-  in direction to BIC). They need posterior draws (NUTS, SVI). LOO goes through
-  ``analysis.arviz_io`` (the only module that imports ArviZ); ``arviz_io`` has no WAIC function,
-  so :func:`waic` computes it here from the pointwise log-likelihood matrix with ArviZ's formula
-  (``lppd_n = log mean_s p(x_n | theta_s)``, ``p_waic = sum_n var_s log p(x_n | theta_s)``).
+  in direction to BIC). They need posterior draws (NUTS, SVI) and come from ``az.loo`` / ``az.waic``
+  through ``analysis.arviz_io`` (the only module that imports ArviZ).
 """
 
 from __future__ import annotations
@@ -40,7 +38,6 @@ __all__ = [
     "aic",
     "icl",
     "responsibility_entropy",
-    "pointwise_log_likelihood_draws",
     "waic",
     "loo",
     "criteria_row",
@@ -120,38 +117,15 @@ def icl(result, x, covariance_type: str | None = None) -> float:
     return bic(result, x, covariance_type) + 2.0 * responsibility_entropy(result, x)
 
 
-def pointwise_log_likelihood_draws(samples: GMMParams, x, max_draws: int | None = 1000) -> np.ndarray:
-    """(S, N) marginal log density of each row at each posterior draw (leading dims flattened;
-    at most ``max_draws`` evenly spaced draws)."""
-    x = np.asarray(x)
-    samples = to_numpy(samples)
-    k, d = samples.means.shape[-2:]
-    flat = GMMParams(samples.weights.reshape(-1, k), samples.means.reshape(-1, k, d), samples.scale_tril.reshape(-1, k, d, d))
-    s = flat.weights.shape[0]
-    if max_draws is not None and s > max_draws:
-        idx = np.linspace(0, s - 1, max_draws).round().astype(int)
-        flat = GMMParams(*(a[idx] for a in flat))
-    flat = GMMParams(*(np.asarray(a, x.dtype) for a in flat))
-    return np.asarray(jax.lax.map(lambda p: pointwise_log_likelihood(GMMParams(*p), x), tuple(flat)))
-
-
 def waic(log_lik_draws) -> dict:
-    """WAIC from an (S, N) pointwise log-likelihood matrix, ArviZ's ``az.waic`` formula (log scale).
+    """WAIC (``az.waic`` through ``analysis.arviz_io``) of an (S, N) pointwise log-likelihood matrix.
 
-    Returns ``{"elpd_waic", "se", "p_waic"}``; elpd is higher-is-better.
+    Returns ``{"elpd_waic", "se", "p_waic", "warning"}``; elpd is higher-is-better. ArviZ's
+    ``p_waic`` uses the population variance (ddof = 0) of the pointwise log-likelihoods.
     """
-    ll = np.asarray(log_lik_draws, np.float64)
-    s = ll.shape[0]
-    m = ll.max(axis=0)
-    lppd = m + np.log(np.exp(ll - m).sum(axis=0)) - math.log(s)
-    p = ll.var(axis=0, ddof=1) if s > 1 else np.zeros(ll.shape[1])
-    pointwise = lppd - p
-    n = pointwise.size
-    return {
-        "elpd_waic": float(pointwise.sum()),
-        "se": float(math.sqrt(n * pointwise.var())),
-        "p_waic": float(p.sum()),
-    }
+    from analysis import arviz_io  # the one module that imports ArviZ
+
+    return arviz_io.waic_of_pointwise(log_lik_draws)
 
 
 def loo(result, x) -> dict:
@@ -189,9 +163,12 @@ def criteria_row(result, x, covariance_type: str | None = None, posterior: bool 
     if posterior is None:
         posterior = samples is not None
     if posterior and samples is not None:
-        lo = loo(result, x)
+        from analysis import arviz_io  # the one module that imports ArviZ
+
+        idata = arviz_io.to_inference_data(result, x)
+        lo = arviz_io.loo(idata)
         row.update(loo=lo["elpd_loo"], loo_se=lo["se"], p_loo=lo["p_loo"], pareto_k_max=lo["pareto_k_max"])
-        w = waic(pointwise_log_likelihood_draws(samples, x))
+        w = arviz_io.waic(idata)
         row.update(waic=w["elpd_waic"], waic_se=w["se"], p_waic=w["p_waic"])
     return row
 

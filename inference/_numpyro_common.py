@@ -170,11 +170,6 @@ def initial_params(key, x, num_components: int, init, n_init: int) -> tuple[GMMP
         return GMMParams(*(jnp.broadcast_to(jnp.asarray(a, x.dtype), (n_init,) + np.shape(a)) for a in init)), 0.0
     check_choice("init", init, INIT_METHODS)
     keys = jax.random.split(key, n_init)
-    try:
-        import inference.init  # noqa: F401
-    except ImportError:  # pragma: no cover - only before inference/init.py exists
-        starts = [_fallback_initialize(k, x, num_components, method=init) for k in keys]
-        return GMMParams(*(jnp.stack([jnp.asarray(getattr(s, f), x.dtype) for s in starts]) for f in GMMParams._fields)), 0.0
     starts, compile_seconds, _ = compiled_call(_build_initializer, (num_components, init), keys, x)
     return starts, compile_seconds
 
@@ -186,28 +181,6 @@ def _build_initializer(num_components: int, method: str):
         return jax.vmap(lambda k: initialize(k, x, num_components, method=method))(keys)
 
     return initialize_all
-
-
-def _fallback_initialize(key, x, num_components, method="kmeans++", reg_covar=1e-6):
-    """k-means++ / random-from-data seeding, then one hard assignment for weights and covariances."""
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key))
-    x = np.asarray(x, np.float64)
-    n, d = x.shape
-    if method == "random_from_data":
-        centres = x[rng.choice(n, num_components, replace=False)]
-    else:
-        centres = [x[rng.integers(n)]]
-        for _ in range(1, num_components):
-            dist2 = np.min(((x[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
-            centres.append(x[rng.choice(n, p=dist2 / dist2.sum())])
-        centres = np.asarray(centres)
-    labels = np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
-    weights, covs = np.zeros(num_components), np.zeros((num_components, d, d))
-    for k in range(num_components):
-        members = x[labels == k] if np.sum(labels == k) > d else x
-        weights[k] = max(np.sum(labels == k), 1)
-        covs[k] = np.cov(members, rowvar=False).reshape(d, d) + (reg_covar + 1e-3 * np.var(x)) * np.eye(d)
-    return models.from_covariances(weights / weights.sum(), centres, covs)
 
 
 # --------------------------------------------------------------------------- compilation
@@ -248,20 +221,6 @@ def clear_compiled_cache() -> None:
 
 
 # --------------------------------------------------------------------------- summaries
-
-
-def posterior_mean(samples: GMMParams) -> GMMParams:
-    """Component-wise mean over all leading dims of ALIGNED draws.
-
-    Weights and means are averaged; covariances are averaged and re-factored by Cholesky.
-    Returns numpy GMMParams (K,), (K, D), (K, D, D).
-    """
-    k, d = np.shape(samples.means)[-2:]
-    weights = np.asarray(samples.weights).reshape(-1, k).mean(0)
-    means = np.asarray(samples.means).reshape(-1, k, d).mean(0)
-    lower = np.asarray(samples.scale_tril).reshape(-1, k, d, d)
-    covs = (lower @ np.swapaxes(lower, -1, -2)).mean(0)
-    return GMMParams(weights / weights.sum(), means, np.linalg.cholesky(covs))
 
 
 def params_from_site_draws(sites: dict) -> GMMParams:

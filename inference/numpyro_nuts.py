@@ -22,7 +22,7 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import potential_energy
 
-from models.alignment import relabel_draws
+from models.alignment import mean_of_draws, relabel_draws
 from models.density import log_likelihood, responsibilities
 from models.gmm import params_from_sites
 from models.params import GMMParams, permute
@@ -37,7 +37,6 @@ from ._numpyro_common import (
     make_model,
     model_sites,
     params_from_site_draws,
-    posterior_mean,
     prior_items,
     site_supports,
     to_constrained,
@@ -293,7 +292,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     raw = params_from_site_draws(records["sites"])
     pivot = GMMParams(*(np.asarray(a) for a in start_params))
     aligned, perms = relabel_draws(raw, pivot) if opts["relabel"] else (raw, None)
-    params = posterior_mean(aligned)
+    params = mean_of_draws(aligned)
 
     assignment_draws, c, r = _assignment_draws(assign_key, aligned, x, num_components, prior, opts["num_assignment_draws"])
     compile_seconds, run_seconds = compile_seconds + c + start_compile, run_seconds + r + start_run

@@ -19,7 +19,7 @@ from numpyro.infer import SVI, TraceEnum_ELBO
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.infer.initialization import init_to_value
 
-from models.alignment import relabel_draws
+from models.alignment import mean_of_draws, relabel_draws
 from models.density import log_likelihood, responsibilities
 from models.gmm import params_from_sites
 from models.params import GMMParams
@@ -32,7 +32,6 @@ from ._numpyro_common import (
     make_model,
     model_sites,
     params_from_site_draws,
-    posterior_mean,
     prior_items,
 )
 from .numpyro_map import adam_with_decay, starting_point
@@ -151,7 +150,7 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     pivot = params_from_site_draws(out["median"])
     draws = params_from_site_draws(out["draws"])
     aligned, perms = relabel_draws(GMMParams(*(a[None] for a in draws)), pivot)
-    params = posterior_mean(aligned)
+    params = mean_of_draws(aligned)
     chunks = int(out["chunks"])
     losses = np.asarray(out["losses"])[:chunks].reshape(-1)
     return FitResult(

@@ -8,7 +8,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from .alignment import align, component_cost, match_components, relabel_draws  # noqa: E402
+from .alignment import align, component_cost, match_components, mean_of_draws, relabel_draws  # noqa: E402
 from .density import component_log_prob, gaussian_kl, log_likelihood, pointwise_log_likelihood, responsibilities  # noqa: E402
 from .gmm import gmm_model, log_prior, params_from_sites, sample, sites_from_params  # noqa: E402
 from .params import GMMParams, covariances, from_covariances, permute, to_numpy, validate_params  # noqa: E402
@@ -35,6 +35,7 @@ __all__ = [
     "component_cost",
     "match_components",
     "relabel_draws",
+    "mean_of_draws",
 ]
 
 

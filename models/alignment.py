@@ -6,11 +6,9 @@ components (with the truth, across engines, across MCMC draws) goes through thes
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .density import gaussian_kl
 from .params import GMMParams, permute
 
 
@@ -18,17 +16,29 @@ def component_cost(reference: GMMParams, estimate: GMMParams) -> np.ndarray:
     """Symmetrised KL between reference component i and estimate component j, shape (..., K, K).
 
     Uses means and covariances, so components with equal means but different shapes are told apart.
+    Host-side numpy (batched solves against the Cholesky factors; no inverse is formed): alignment
+    runs on host arrays of up to thousands of draws, where one XLA program per shape bought nothing
+    and a large batched triangular solve stalled XLA's CPU runtime.
     """
-    ref_mean = np.asarray(reference.means)[..., :, None, :]
-    ref_tril = np.asarray(reference.scale_tril)[..., :, None, :, :]
-    est_mean = np.asarray(estimate.means)[..., None, :, :]
-    est_tril = np.asarray(estimate.scale_tril)[..., None, :, :, :]
-    return np.asarray(_symmetrised_kl(ref_mean, ref_tril, est_mean, est_tril))
+    ref_mean = np.asarray(reference.means, np.float64)[..., :, None, :]
+    ref_tril = np.asarray(reference.scale_tril, np.float64)[..., :, None, :, :]
+    est_mean = np.asarray(estimate.means, np.float64)[..., None, :, :]
+    est_tril = np.asarray(estimate.scale_tril, np.float64)[..., None, :, :, :]
+    return _kl_numpy(ref_mean, ref_tril, est_mean, est_tril) + _kl_numpy(est_mean, est_tril, ref_mean, ref_tril)
 
 
-@jax.jit
-def _symmetrised_kl(mean0, tril0, mean1, tril1):
-    return gaussian_kl(mean0, tril0, mean1, tril1) + gaussian_kl(mean1, tril1, mean0, tril0)
+def _kl_numpy(mean0, tril0, mean1, tril1) -> np.ndarray:
+    """KL(N(mean0, L0 L0^T) || N(mean1, L1 L1^T)) with broadcasting, numpy (see models.density.gaussian_kl)."""
+    num_features = mean0.shape[-1]
+    shape = np.broadcast_shapes(mean0.shape[:-1], mean1.shape[:-1], tril0.shape[:-2], tril1.shape[:-2])
+    tril0 = np.broadcast_to(tril0, shape + (num_features, num_features))
+    tril1 = np.broadcast_to(tril1, shape + (num_features, num_features))
+    diff = np.broadcast_to(mean1 - mean0, shape + (num_features,))[..., None]
+    with np.errstate(all="ignore"):
+        m = np.linalg.solve(tril1, tril0)
+        w = np.linalg.solve(tril1, diff)
+        log_det = lambda lower: np.sum(np.log(np.diagonal(lower, axis1=-2, axis2=-1)), axis=-1)
+        return 0.5 * (np.sum(m**2, axis=(-2, -1)) + np.sum(w**2, axis=(-2, -1)) - num_features) + log_det(tril1) - log_det(tril0)
 
 
 def match_components(reference: GMMParams, estimate: GMMParams) -> np.ndarray:
@@ -69,14 +79,20 @@ def relabel_draws(samples: GMMParams, pivot: GMMParams, num_passes: int = 3) -> 
             break
         perms = new_perms
         aligned = permute(flat, perms)
-        current = _mean_params(aligned)
+        current = mean_of_draws(aligned)
     aligned = GMMParams(*(np.asarray(a).reshape(lead + np.shape(a)[1:]) for a in permute(flat, perms)))
     return aligned, perms.reshape(lead + (k,))
 
 
-def _mean_params(flat: GMMParams) -> GMMParams:
-    """Component-wise posterior mean: mean weights, means and covariances (re-factored by Cholesky)."""
-    weights = np.asarray(flat.weights).mean(0)
-    lower = np.asarray(flat.scale_tril)
+def mean_of_draws(samples: GMMParams) -> GMMParams:
+    """Component-wise posterior mean over all leading (e.g. (chain, draw)) dims of ALIGNED draws.
+
+    Weights and means are averaged; covariances are averaged and re-factored by Cholesky (the mean
+    of Cholesky factors is not the factor of the mean covariance). Returns numpy GMMParams.
+    """
+    weights, means, lower = (np.asarray(a) for a in samples)
+    k, d = means.shape[-2:]
+    weights = weights.reshape(-1, k).mean(0)
+    lower = lower.reshape(-1, k, d, d)
     covs = (lower @ np.swapaxes(lower, -1, -2)).mean(0)
-    return GMMParams(weights / weights.sum(), np.asarray(flat.means).mean(0), np.linalg.cholesky(covs))
+    return GMMParams(weights / weights.sum(), means.reshape(-1, k, d).mean(0), np.linalg.cholesky(covs))

@@ -63,8 +63,10 @@ def test_waic_matches_formula_and_single_draw():
     rng = np.random.default_rng(0)
     ll = rng.normal(-2.0, 0.3, size=(400, 50))
     w = selection.waic(ll)
+    # the definition (Watanabe; Vehtari, Gelman & Gabry 2017) with ArviZ's population variance
     lppd = np.log(np.mean(np.exp(ll), axis=0))
-    np.testing.assert_allclose(w["elpd_waic"], np.sum(lppd - ll.var(0, ddof=1)), rtol=1e-12)
+    np.testing.assert_allclose(w["elpd_waic"], np.sum(lppd - ll.var(0, ddof=0)), rtol=1e-12)
+    np.testing.assert_allclose(w["p_waic"], np.sum(ll.var(0, ddof=0)), rtol=1e-12)
     one = selection.waic(ll[:1])
     np.testing.assert_allclose(one["elpd_waic"], ll[0].sum())
     assert one["p_waic"] == 0.0
