@@ -576,15 +576,20 @@ def main(argv=None) -> int:
         return error_exit(str(exc))
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)
+    return run_guarded(lambda: run_report(args, argv=argv), "interrupted; no report written")
+
+
+def run_guarded(action, interrupted: str = "interrupted; nothing written") -> int:
+    """Run ``action()`` for a command: 0 on success; a user error (ReportError, ValueError) is one line
+    on stderr and exit 2, Ctrl-C exit 130, anything else one line and exit 1 (never a traceback;
+    ``GMM_REPORT_DEBUG=1`` re-raises)."""
     try:
-        run_report(args, argv=argv)
-    except ReportError as exc:
-        return error_exit(str(exc))
-    except ValueError as exc:
+        action()
+    except (ReportError, ValueError) as exc:
         return error_exit(str(exc))
     except KeyboardInterrupt:
-        return error_exit("interrupted; no report written", 130)
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback (GMM_REPORT_DEBUG=1 shows it)
+        return error_exit(interrupted, 130)
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
         if os.environ.get("GMM_REPORT_DEBUG"):
             raise
         return error_exit(f"{type(exc).__name__}: {exc}", 1)

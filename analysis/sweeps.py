@@ -1000,7 +1000,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """``gmm-report sweep <axis> ...``: returns 0, or 2 with one line on stderr for a user error."""
-    from analysis.report import ReportError, error_exit, load_data
+    from analysis.report import ReportError, error_exit, run_guarded
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -1009,58 +1009,49 @@ def main(argv=None) -> int:
         return error_exit(str(exc))
     except SystemExit as exc:
         return int(exc.code or 0)
-    try:
-        if args.repeats is not None and args.repeats < 1:
-            raise ReportError(f"--repeats must be >= 1, got {args.repeats}")
-        if (args.data or args.ks) and args.axis != "components":
-            raise ReportError("--data and --ks apply to the components axis only")
-        ks = None
-        if args.ks:
-            try:
-                ks = _parse_ks(args.ks)
-            except ValueError:
-                raise ReportError(f"--ks must look like 1-8 or 1,2,3 with K >= 1, got {args.ks!r}") from None
-        num_samples = None
-        if args.num_samples:
-            try:
-                vals = [int(v) for v in str(args.num_samples).split(",") if v.strip()]
-            except ValueError:
-                raise ReportError(f"--num-samples must be integers, got {args.num_samples!r}") from None
-            if not vals or min(vals) < 2:
-                raise ReportError(f"--num-samples must be >= 2, got {args.num_samples!r}")
-            if len(vals) > 1 and args.axis != "samples":
-                raise ReportError("a list of --num-samples applies to the samples axis only")
-            num_samples = vals if args.axis == "samples" else vals[0]
-        data = None
-        if args.data:
-            data, _ = load_data(args.data)
-        # refuse a non-empty (or unwritable) --out before any work
-        from analysis.report import prepare_output_dir
+    return run_guarded(lambda: _run_cli(args, argv))
 
-        shutil.rmtree(prepare_output_dir(args.out, args.force), ignore_errors=True)
-        tables = run_sweep(args.axis, seed=args.seed, out_dir=None, quick=args.quick, repeats=args.repeats,
-                           methods=args.methods, num_samples=num_samples, progress=not args.quiet, data=data, ks=ks)
-        if data is not None:
-            tables["selection"]["data_file"] = str(args.data)
-        settings = dict(axis=args.axis, seed=args.seed, quick=args.quick, repeats=args.repeats,
-                        methods=_resolve_methods(args.axis, args.methods, args.quick), argv=["sweep", *argv],
-                        data_file=args.data)
-        write_sweep(args.axis, tables, args.out, settings=settings, force=args.force)
-        if not args.quiet:
-            print(f"[gmm-report sweep] written to {Path(args.out) / 'sweep.html'}", file=sys.stderr)
-    except ReportError as exc:
-        return error_exit(str(exc))
-    except ValueError as exc:
-        return error_exit(str(exc))
-    except KeyboardInterrupt:
-        return error_exit("interrupted; nothing written", 130)
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-        import os
 
-        if os.environ.get("GMM_REPORT_DEBUG"):
-            raise
-        return error_exit(f"{type(exc).__name__}: {exc}", 1)
-    return 0
+def _run_cli(args, argv) -> None:
+    """The sweep command after parsing (errors propagate to ``run_guarded``)."""
+    from analysis.report import ReportError, load_data, prepare_output_dir
+
+    if args.repeats is not None and args.repeats < 1:
+        raise ReportError(f"--repeats must be >= 1, got {args.repeats}")
+    if (args.data or args.ks) and args.axis != "components":
+        raise ReportError("--data and --ks apply to the components axis only")
+    ks = None
+    if args.ks:
+        try:
+            ks = _parse_ks(args.ks)
+        except ValueError:
+            raise ReportError(f"--ks must look like 1-8 or 1,2,3 with K >= 1, got {args.ks!r}") from None
+    num_samples = None
+    if args.num_samples:
+        try:
+            vals = [int(v) for v in str(args.num_samples).split(",") if v.strip()]
+        except ValueError:
+            raise ReportError(f"--num-samples must be integers, got {args.num_samples!r}") from None
+        if not vals or min(vals) < 2:
+            raise ReportError(f"--num-samples must be >= 2, got {args.num_samples!r}")
+        if len(vals) > 1 and args.axis != "samples":
+            raise ReportError("a list of --num-samples applies to the samples axis only")
+        num_samples = vals if args.axis == "samples" else vals[0]
+    data = None
+    if args.data:
+        data, _ = load_data(args.data)
+    # refuse a non-empty (or unwritable) --out before any work
+    shutil.rmtree(prepare_output_dir(args.out, args.force), ignore_errors=True)
+    tables = run_sweep(args.axis, seed=args.seed, out_dir=None, quick=args.quick, repeats=args.repeats,
+                       methods=args.methods, num_samples=num_samples, progress=not args.quiet, data=data, ks=ks)
+    if data is not None:
+        tables["selection"]["data_file"] = str(args.data)
+    settings = dict(axis=args.axis, seed=args.seed, quick=args.quick, repeats=args.repeats,
+                    methods=_resolve_methods(args.axis, args.methods, args.quick), argv=["sweep", *argv],
+                    data_file=args.data)
+    write_sweep(args.axis, tables, args.out, settings=settings, force=args.force)
+    if not args.quiet:
+        print(f"[gmm-report sweep] written to {Path(args.out) / 'sweep.html'}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover
