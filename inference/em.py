@@ -1,7 +1,8 @@
 """Hand-written EM and hard (classification) EM for GMMs: one loop, two E-steps.
 
-Iteration t (t = 1 .. num_iters) takes the statistics of the E-step at theta_{t-1}, runs the M-step to
-theta_t, and then the E-step at theta_t. It records
+Pass t of the loop (t = 1 .. num_iters) runs the E-step at theta_{t-1} (its log-likelihood and
+moments) and the M-step to theta_t, in sklearn's order; one last data pass at the final parameters gives
+their log-likelihood and the responsibilities. The traces are aligned so that entry t describes theta_t:
 
 * ``log_likelihood[t]`` = log p(x | theta_t), from ``models.density.component_log_prob`` on each chunk;
 * EM: ``elbo[t]`` = ELBO(q_t, theta_t) with q_t = p(z | x, theta_{t-1}) (the seed's ELBO, computed from
@@ -17,6 +18,9 @@ points (lowest marginal log-likelihood under the current parameters, a different
 component), with the whole data's covariance and weight 1/N. Each event is counted in
 ``info["empty_cluster_events"]``. Soft EM follows sklearn (10 eps added to the counts) and counts
 components whose responsibility mass falls below one point in ``info["collapsed_components"]``.
+
+``info["snapshots"]`` holds the parameters at up to ``NUM_SNAPSHOTS`` iterations (geometric spacing,
+``info["snapshot_iters"]``; 0 = the initial point) for the figures' EM snapshot strip.
 """
 
 from __future__ import annotations
