@@ -23,7 +23,7 @@ import models  # noqa: F401  (x64 on before arrays are built)
 from models.gmm import GLOBAL_SITES, gmm_model, params_from_sites, sites_from_params
 from models.params import GMMParams
 
-from .validate import check_choice, check_positive
+from .validate import check_choice, check_data, check_positive
 
 FIRST_ENUM_DIM = -2  # max_plate_nesting = 1: z lives in the "data" plate only
 PRIOR_KEYS = ("concentration", "mean_loc", "mean_scale", "scale_loc", "scale_log_sd", "lkj_concentration")
@@ -31,6 +31,15 @@ INIT_METHODS = ("kmeans++", "random_from_data", "kmeans")
 
 
 # --------------------------------------------------------------------------- the model
+
+
+def model_data(x) -> np.ndarray:
+    """Validated data for the NumPyro engines, as float64.
+
+    float32 input is accepted and upcast: with x64 on, NumPyro's LKJCholesky transform mixes float64
+    constants into a float32 model and fails, so these engines always compute (and return) float64.
+    """
+    return check_data(x).astype(np.float64, copy=False)
 
 
 def prior_items(prior: dict | None) -> tuple:

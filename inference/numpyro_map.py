@@ -20,6 +20,7 @@ from models.gmm import params_from_sites
 from models.params import GMMParams
 
 from ._numpyro_common import (
+    model_data,
     check_float_option,
     check_int_option,
     compiled_call,
@@ -31,7 +32,7 @@ from ._numpyro_common import (
     prior_items,
 )
 from .result import FitResult
-from .validate import check_data, check_num_components
+from .validate import check_num_components
 
 MAP_DEFAULTS = dict(
     init="kmeans++",
@@ -168,7 +169,7 @@ def fit_map(key, x, num_components: int, **options) -> FitResult:
     ``infer_discrete`` MAP (temperature 0) assignment; ``info["restart_losses"]`` (n_init,).
     """
     start = time.perf_counter()
-    x = check_data(x)
+    x = model_data(x)
     num_components = check_num_components(num_components, x)
     out, used, compile_seconds, run_seconds = map_point(key, x, num_components, **options)
     chunks = int(out["chunks"])

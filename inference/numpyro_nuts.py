@@ -28,6 +28,7 @@ from models.gmm import params_from_sites
 from models.params import GMMParams, permute
 
 from ._numpyro_common import (
+    model_data,
     check_float_option,
     check_int_option,
     compiled_call,
@@ -44,7 +45,7 @@ from ._numpyro_common import (
 )
 from .numpyro_map import starting_point
 from .result import FitResult
-from .validate import check_choice, check_data, check_num_components
+from .validate import check_choice, check_num_components
 
 CHAIN_METHODS = ("auto", "sequential", "vectorized", "parallel")
 PROGRESS_SEGMENTS = 20
@@ -258,7 +259,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     draws), ``chain_method``. ``converged``: every aligned split R-hat < 1.05.
     """
     start = time.perf_counter()
-    x = check_data(x)
+    x = model_data(x)
     num_components = check_num_components(num_components, x)
     opts = _check_options(options)
     num_chains, num_warmup, num_samples = opts["num_chains"], opts["num_warmup"], opts["num_samples"]

@@ -25,6 +25,7 @@ from models.gmm import params_from_sites
 from models.params import GMMParams
 
 from ._numpyro_common import (
+    model_data,
     check_float_option,
     check_int_option,
     compiled_call,
@@ -36,7 +37,7 @@ from ._numpyro_common import (
 )
 from .numpyro_map import adam_with_decay, starting_point
 from .result import FitResult
-from .validate import check_data, check_num_components
+from .validate import check_num_components
 
 SVI_DEFAULTS = dict(
     init="map",
@@ -123,7 +124,7 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     median every ``check_every`` steps; ``info["guide_params"]`` holds the AutoNormal locs / scales.
     """
     start = time.perf_counter()
-    x = check_data(x)
+    x = model_data(x)
     num_components = check_num_components(num_components, x)
     opts = {**SVI_DEFAULTS, **options}
     unknown = sorted(set(opts) - set(SVI_DEFAULTS))

@@ -230,3 +230,13 @@ def test_single_component_map_and_nuts_match_the_sample_moments():
     n = fit("nuts", jax.random.PRNGKey(1), x, 1, num_warmup=150, num_samples=150, progress=False)
     np.testing.assert_allclose(n.params.means[0], x.mean(0), atol=0.1)
     assert np.all(n.responsibilities == 1.0)
+
+
+def test_float32_data_is_accepted_and_upcast():
+    """With x64 on, LKJ's transform fails on a float32 model: the engines compute in float64."""
+    x, _ = models.sample(jax.random.PRNGKey(0), models.seed_problem(), 300)
+    x64 = np.asarray(x)
+    r32 = fit("map", jax.random.PRNGKey(0), x64.astype(np.float32), 2)
+    r64 = fit("map", jax.random.PRNGKey(0), x64.astype(np.float32).astype(np.float64), 2)
+    assert r32.params.means.dtype == np.float64
+    np.testing.assert_allclose(r32.params.means, r64.params.means, rtol=1e-10)
