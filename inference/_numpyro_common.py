@@ -17,9 +17,11 @@ import numpyro
 from numpyro import handlers
 from numpyro.contrib.funsor import config_enumerate, enum, infer_discrete
 from numpyro.contrib.funsor import log_density as enumerated_log_density
+from jax import lax
 from numpyro.distributions.transforms import biject_to
 
 import models  # noqa: F401  (x64 on before arrays are built)
+from models.density import log_likelihood
 from models.gmm import GLOBAL_SITES, gmm_model, params_from_sites, sites_from_params
 from models.params import GMMParams
 
@@ -157,6 +159,35 @@ def discrete_assignments(key, model, sites: dict, x, temperature: int) -> jnp.nd
         config_enumerate(conditioned), first_available_dim=FIRST_ENUM_DIM, temperature=temperature, rng_key=key
     )
     return handlers.trace(sampler).get_trace(x)["z"]["value"]
+
+
+# --------------------------------------------------------------------------- training loop
+
+
+def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, chunk_converged, min_checks: int = 1):
+    """Drive ``svi.update`` in ``lax.scan`` chunks of ``check_every`` steps inside ``lax.while_loop``.
+
+    After each chunk ``chunk_converged(previous_summary, chunk_losses) -> (summary, converged)`` decides
+    whether to stop (never before ``min_checks`` chunks, never after ``num_checks``), and the models/
+    log-likelihood of the guide's median is recorded. Jit-able (the whole loop is one program).
+
+    Returns
+    -------
+    (state, chunks_run, last_summary, converged, losses (num_checks, check_every), log_liks (num_checks,))
+    """
+    losses = jnp.zeros((num_checks, check_every), x.dtype)
+    log_liks = jnp.zeros((num_checks,), x.dtype)
+
+    def run_chunk(carry):
+        state, chunk, previous, _, losses, log_liks = carry
+        state, chunk_losses = lax.scan(lambda s, _: svi.update(s, x), state, None, length=check_every)
+        summary, converged = chunk_converged(previous, chunk_losses)
+        point = params_from_sites(guide.median(svi.get_params(state)))
+        return (state, chunk + 1, summary, converged, losses.at[chunk].set(chunk_losses), log_liks.at[chunk].set(log_likelihood(point, x)))
+
+    keep_going = lambda carry: (carry[1] < num_checks) & ((carry[1] < min_checks) | ~carry[3])
+    init = (state, 0, jnp.asarray(jnp.inf, x.dtype), False, losses, log_liks)
+    return lax.while_loop(keep_going, run_chunk, init)
 
 
 # --------------------------------------------------------------------------- initial points

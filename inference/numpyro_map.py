@@ -9,18 +9,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-from jax import lax
 from numpyro import handlers
 from numpyro.infer import SVI, TraceEnum_ELBO
 from numpyro.infer.autoguide import AutoDelta
 from numpyro.infer.initialization import init_to_value
 
-from models.density import log_likelihood, responsibilities
+from models.density import responsibilities
 from models.gmm import params_from_sites
 from models.params import GMMParams
 
 from ._numpyro_common import (
-    model_data,
     check_float_option,
     check_int_option,
     compiled_call,
@@ -28,8 +26,10 @@ from ._numpyro_common import (
     initial_params,
     key_array,
     make_model,
+    model_data,
     model_sites,
     prior_items,
+    train_in_chunks,
 )
 from .result import FitResult
 from .validate import check_num_components
@@ -61,20 +61,14 @@ def _build_map_runner(num_components, prior, num_steps, learning_rate, final_lea
         guide = AutoDelta(handlers.block(model, hide=["z"]), init_loc_fn=init_to_value(values=start_sites))
         svi = SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), TraceEnum_ELBO(max_plate_nesting=1))
         state = svi.init(key, x)
-        losses = jnp.zeros((num_checks, check_every), x.dtype)
-        log_liks = jnp.zeros((num_checks,), x.dtype)
 
-        def run_chunk(carry):
-            state, chunk, previous, _, losses, log_liks = carry
-            state, chunk_losses = lax.scan(lambda s, _: svi.update(s, x), state, None, length=check_every)
-            point = params_from_sites(guide.median(svi.get_params(state)))
+        def chunk_converged(previous, chunk_losses):
             loss = chunk_losses[-1]
-            converged = jnp.abs(previous - loss) <= tol * (1.0 + jnp.abs(loss))
-            return (state, chunk + 1, loss, converged, losses.at[chunk].set(chunk_losses), log_liks.at[chunk].set(log_likelihood(point, x)))
+            return loss, jnp.abs(previous - loss) <= tol * (1.0 + jnp.abs(loss))
 
-        keep_going = lambda carry: (carry[1] < num_checks) & ~carry[3]
-        init = (state, 0, jnp.asarray(jnp.inf, x.dtype), False, losses, log_liks)
-        state, chunks, loss, converged, losses, log_liks = lax.while_loop(keep_going, run_chunk, init)
+        state, chunks, loss, converged, losses, log_liks = train_in_chunks(
+            svi, guide, state, x, num_checks=num_checks, check_every=check_every, chunk_converged=chunk_converged
+        )
         sites = guide.median(svi.get_params(state))
         return sites, loss, converged, chunks, losses, log_liks
 

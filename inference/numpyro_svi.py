@@ -13,27 +13,26 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from numpyro import handlers
 from numpyro.infer import SVI, TraceEnum_ELBO
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.infer.initialization import init_to_value
 
 from models.alignment import mean_of_draws, relabel_draws
-from models.density import log_likelihood, responsibilities
-from models.gmm import params_from_sites
+from models.density import responsibilities
 from models.params import GMMParams
 
 from ._numpyro_common import (
-    model_data,
     check_float_option,
     check_int_option,
     compiled_call,
     key_array,
     make_model,
+    model_data,
     model_sites,
     params_from_site_draws,
     prior_items,
+    train_in_chunks,
 )
 from .numpyro_map import adam_with_decay, starting_point
 from .result import FitResult
@@ -65,23 +64,17 @@ def _build_svi_runner(num_components, prior, num_steps, learning_rate, final_lea
         elbo = TraceEnum_ELBO(num_particles=num_particles, max_plate_nesting=1)
         svi = SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), elbo)
         state = svi.init(train_key, x)
-        losses = jnp.zeros((num_checks, check_every), x.dtype)
-        log_liks = jnp.zeros((num_checks,), x.dtype)
 
-        def run_chunk(carry):
+        def chunk_converged(previous, chunk_losses):
             # Converged when consecutive chunk-mean losses differ by less than tol * (1 + |loss|)
             # or by less than two standard errors of that difference (the change is noise).
-            state, chunk, previous, _, losses, log_liks = carry
-            state, chunk_losses = lax.scan(lambda s, _: svi.update(s, x), state, None, length=check_every)
             mean = jnp.mean(chunk_losses)
             noise = 2.0 * jnp.sqrt(2.0 / check_every) * jnp.std(chunk_losses)
-            converged = jnp.abs(previous - mean) <= jnp.maximum(tol * (1.0 + jnp.abs(mean)), noise)
-            point = params_from_sites(guide.median(svi.get_params(state)))
-            return (state, chunk + 1, mean, converged, losses.at[chunk].set(chunk_losses), log_liks.at[chunk].set(log_likelihood(point, x)))
+            return mean, jnp.abs(previous - mean) <= jnp.maximum(tol * (1.0 + jnp.abs(mean)), noise)
 
-        keep_going = lambda carry: (carry[1] < num_checks) & ((carry[1] < 2) | ~carry[3])
-        init = (state, 0, jnp.asarray(jnp.inf, x.dtype), False, losses, log_liks)
-        state, chunks, _, converged, losses, log_liks = lax.while_loop(keep_going, run_chunk, init)
+        state, chunks, _, converged, losses, log_liks = train_in_chunks(
+            svi, guide, state, x, num_checks=num_checks, check_every=check_every, chunk_converged=chunk_converged, min_checks=2
+        )
         params = svi.get_params(state)
         draws = guide.sample_posterior(draw_key, params, sample_shape=(num_draws,))
         median = guide.median(params)
