@@ -601,8 +601,9 @@ def run_guarded(action, interrupted: str = "interrupted; nothing written") -> in
 
 def _engine_options(args, methods) -> dict:
     options = {m: dict(DEFAULT_ENGINE_OPTIONS.get(m, {})) for m in methods}
-    if "nuts" in options:
-        options["nuts"]["progress"] = not args.quiet  # the engine's tqdm bar on stderr
+    for method in ("svi", "nuts"):
+        if method in options:
+            options[method]["progress"] = not args.quiet  # the engine's tqdm bar on stderr
     if args.num_draws is not None:
         if args.num_draws < 1:
             raise ReportError(f"--num-draws must be >= 1, got {args.num_draws}")

@@ -91,12 +91,12 @@ SWEEP_ENGINE_OPTIONS = {
     "em": dict(n_init=1, max_iters=500),
     "hard_em": dict(n_init=1, max_iters=500),
     "map": dict(_MAP),
-    "svi": dict(num_steps=1500, num_draws=300, map_options=dict(_MAP)),
+    "svi": dict(num_steps=1500, num_draws=300, progress=False, map_options=dict(_MAP)),
     "nuts": dict(num_chains=1, num_warmup=300, num_samples=300, progress=False, num_assignment_draws=0, map_options=dict(_MAP)),
 }
 QUICK_ENGINE_OPTIONS = {
     "map": dict(num_steps=500, n_init=2),
-    "svi": dict(num_steps=500, num_draws=100, map_options=dict(num_steps=500, n_init=2)),
+    "svi": dict(num_steps=500, num_draws=100, progress=False, map_options=dict(num_steps=500, n_init=2)),
     "nuts": dict(num_chains=1, num_warmup=100, num_samples=100, progress=False, num_assignment_draws=0,
                  map_options=dict(num_steps=500, n_init=2)),
 }

@@ -7,6 +7,7 @@ by funsor (``first_available_dim=-2``: the only plate that holds ``z`` is ``data
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 
@@ -164,12 +165,42 @@ def discrete_assignments(key, model, sites: dict, x, temperature: int) -> jnp.nd
 # --------------------------------------------------------------------------- training loop
 
 
-def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, chunk_converged, min_checks: int = 1):
+class ChunkProgress:
+    """A tqdm bar on stderr for a compiled training loop, advanced from the device by
+    ``jax.debug.callback`` after every chunk. The callback is compiled into the program once and does
+    nothing unless a bar is open, so turning progress on or off never recompiles."""
+
+    bar = None
+
+    @classmethod
+    def advance(cls, steps) -> None:
+        if cls.bar is not None:
+            cls.bar.update(int(steps))
+
+    @classmethod
+    @contextlib.contextmanager
+    def shown(cls, enabled: bool, total: int, desc: str):
+        if not enabled:
+            yield
+            return
+        from tqdm.auto import tqdm
+
+        cls.bar = tqdm(total=total, desc=desc, leave=False)
+        try:
+            yield
+        finally:
+            cls.bar.close()
+            cls.bar = None
+
+
+def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, chunk_converged, min_checks: int = 1,
+                    report_progress: bool = False):
     """Drive ``svi.update`` in ``lax.scan`` chunks of ``check_every`` steps inside ``lax.while_loop``.
 
     After each chunk ``chunk_converged(previous_summary, chunk_losses) -> (summary, converged)`` decides
     whether to stop (never before ``min_checks`` chunks, never after ``num_checks``), and the models/
     log-likelihood of the guide's median is recorded. Jit-able (the whole loop is one program).
+    With ``report_progress`` every chunk advances :class:`ChunkProgress` (a host callback).
 
     Returns
     -------
@@ -182,6 +213,8 @@ def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, 
         state, chunk, previous, _, losses, log_liks = carry
         state, chunk_losses = lax.scan(lambda s, _: svi.update(s, x), state, None, length=check_every)
         summary, converged = chunk_converged(previous, chunk_losses)
+        if report_progress:
+            jax.debug.callback(ChunkProgress.advance, check_every)
         point = params_from_sites(guide.median(svi.get_params(state)))
         return (state, chunk + 1, summary, converged, losses.at[chunk].set(chunk_losses), log_liks.at[chunk].set(log_likelihood(point, x)))
 

@@ -23,6 +23,7 @@ from models.density import responsibilities
 from models.params import GMMParams
 
 from ._numpyro_common import (
+    ChunkProgress,
     check_float_option,
     check_int_option,
     compiled_call,
@@ -48,6 +49,7 @@ SVI_DEFAULTS = dict(
     tol=1e-5,
     check_every=200,
     num_draws=1000,
+    progress=True,
     prior=None,
     map_options=None,
 )
@@ -73,7 +75,8 @@ def _build_svi_runner(num_components, prior, num_steps, learning_rate, final_lea
             return mean, jnp.abs(previous - mean) <= jnp.maximum(tol * (1.0 + jnp.abs(mean)), noise)
 
         state, chunks, _, converged, losses, log_liks = train_in_chunks(
-            svi, guide, state, x, num_checks=num_checks, check_every=check_every, chunk_converged=chunk_converged, min_checks=2
+            svi, guide, state, x, num_checks=num_checks, check_every=check_every, chunk_converged=chunk_converged, min_checks=2,
+            report_progress=True,
         )
         params = svi.get_params(state)
         draws = guide.sample_posterior(draw_key, params, sample_shape=(num_draws,))
@@ -107,6 +110,7 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     tol, check_every : stop when consecutive ``check_every``-step mean losses differ by less than
         ``tol * (1 + |loss|)`` or than two standard errors (default 1e-5, 200).
     num_draws : guide draws returned as ``samples`` (default 1000).
+    progress : tqdm bar of the training steps on stderr (default True; never recompiles).
     prior : dict of ``gmm_model`` prior overrides; map_options : options for the MAP start.
 
     Returns
@@ -139,7 +143,10 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     )
     map_key, svi_key = jax.random.split(key_array(key))
     start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"])
-    out, compile_seconds, run_seconds = compiled_call(_build_svi_runner, static, svi_key, model_sites(start_params, x.dtype), jnp.asarray(x))
+    if not isinstance(opts["progress"], (bool, np.bool_)):
+        raise ValueError(f"progress must be True or False, got {opts['progress']!r}")
+    with ChunkProgress.shown(bool(opts["progress"]), num_steps, "svi (steps, stops early when converged)"):
+        out, compile_seconds, run_seconds = compiled_call(_build_svi_runner, static, svi_key, model_sites(start_params, x.dtype), jnp.asarray(x))
 
     pivot = params_from_site_draws(out["median"])
     draws = params_from_site_draws(out["draws"])
