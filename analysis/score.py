@@ -15,6 +15,8 @@ import numpy as np
 from models.density import gaussian_kl, log_likelihood
 from models.params import GMMParams, covariances, to_numpy
 
+from .selection import num_parameters
+
 __all__ = [
     "adjusted_rand_index",
     "component_errors",
@@ -121,15 +123,14 @@ def posterior_intervals(samples: GMMParams, truth: GMMParams | None = None, leve
     return out
 
 
-def num_free_parameters(num_components: int, num_features: int) -> int:
-    """Free parameters of a full-covariance GMM: (K-1) + K D + K D (D+1) / 2."""
-    k, d = num_components, num_features
-    return (k - 1) + k * d + k * d * (d + 1) // 2
+def num_free_parameters(num_components: int, num_features: int, covariance_type: str = "full") -> int:
+    """Free parameters of a GMM (``analysis.selection.num_parameters``, sklearn's count)."""
+    return num_parameters(num_components, num_features, covariance_type)
 
 
-def bic(log_lik: float, num_samples: int, num_components: int, num_features: int) -> float:
+def bic(log_lik: float, num_samples: int, num_components: int, num_features: int, covariance_type: str = "full") -> float:
     """Bayesian information criterion, -2 log L + p log N (lower is better)."""
-    return float(-2.0 * log_lik + num_free_parameters(num_components, num_features) * math.log(num_samples))
+    return float(-2.0 * log_lik + num_parameters(num_components, num_features, covariance_type) * math.log(num_samples))
 
 
 def _assignments(result) -> np.ndarray:
@@ -158,7 +159,7 @@ def scorecard(result, x, truth: GMMParams | None = None, z=None) -> dict:
         "log_likelihood": ll,
         "log_likelihood_per_obs": ll / n,
         "log_likelihood_truth": None,
-        "bic": bic(ll, n, k, d),
+        "bic": bic(ll, n, k, d, result.info.get("covariance_type", "full")),
         "num_iters": int(result.num_iters),
         "converged": bool(result.converged),
         "seconds": float(result.seconds),

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from inference.stats import COVARIANCE_TYPES  # re-exported: the engines' covariance types
 from models.density import pointwise_log_likelihood, responsibilities
 from models.params import GMMParams, to_numpy
 
@@ -46,7 +47,6 @@ __all__ = [
     "Selection",
 ]
 
-COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 CRITERIA = ("bic", "aic", "icl", "loo", "waic")
 LOWER_IS_BETTER = {"bic": True, "aic": True, "icl": True, "loo": False, "waic": False}
 POINT_CRITERIA = ("bic", "aic", "icl")

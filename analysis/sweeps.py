@@ -43,6 +43,8 @@ import jax
 import numpy as np
 
 import models
+from inference import METHODS
+from inference.init import INIT_METHODS
 from models.params import GMMParams, covariances, to_numpy
 
 __all__ = [
@@ -66,7 +68,7 @@ __all__ = [
 ]
 
 AXES = ("separation", "init", "samples", "components")
-ALL_METHODS = ("em", "hard_em", "map", "svi", "nuts")
+ALL_METHODS = METHODS
 DEFAULT_METHODS = {
     "separation": ALL_METHODS,
     "init": ("em", "hard_em", "map"),  # SVI and NUTS start from the MAP point: no init choice of their own
@@ -79,7 +81,6 @@ QUICK_METHODS = {
     "samples": ("em", "hard_em", "map"),
     "components": ("em",),
 }
-INIT_METHODS = ("random_from_data", "kmeans++", "kmeans")
 NUTS_REPEATS = 2  # NUTS repetitions per condition (fewer than the others: it is the slow engine)
 NUTS_MAX_N = 5000  # samples sweep: NUTS is not run above this many rows
 REACHED_BEST_TOL = 1e-3  # init sweep: a run "reaches the best mode" if its log-lik per row is within this

@@ -26,11 +26,11 @@ from models.density import log_likelihood
 from models.gmm import GLOBAL_SITES, gmm_model, params_from_sites, sites_from_params
 from models.params import GMMParams
 
+from .init import INIT_METHODS
 from .validate import check_choice, check_data, check_positive
 
 FIRST_ENUM_DIM = -2  # max_plate_nesting = 1: z lives in the "data" plate only
 PRIOR_KEYS = ("concentration", "mean_loc", "mean_scale", "scale_loc", "scale_log_sd", "lkj_concentration")
-INIT_METHODS = ("kmeans++", "random_from_data", "kmeans")
 
 
 # --------------------------------------------------------------------------- the model
