@@ -26,7 +26,7 @@ from models.density import log_likelihood
 from models.gmm import GLOBAL_SITES, gmm_model, params_from_sites, sites_from_params
 from models.params import GMMParams
 
-from .init import INIT_METHODS
+from .init import INIT_METHODS, stack_given_init
 from .validate import check_choice, check_data, check_positive
 
 FIRST_ENUM_DIM = -2  # max_plate_nesting = 1: z lives in the "data" plate only
@@ -237,10 +237,7 @@ def initial_params(key, x, num_components: int, init, n_init: int) -> tuple[GMMP
     (starts, compile_seconds)
     """
     if isinstance(init, GMMParams):
-        models.validate_params(init, num_features=x.shape[1], name="init")
-        if np.shape(init.means)[0] != num_components:
-            raise ValueError(f"init has {np.shape(init.means)[0]} components but num_components is {num_components}")
-        return GMMParams(*(jnp.broadcast_to(jnp.asarray(a, x.dtype), (n_init,) + np.shape(a)) for a in init)), 0.0
+        return stack_given_init(init, x, num_components, n_init), 0.0
     check_choice("init", init, INIT_METHODS)
     keys = jax.random.split(key, n_init)
     starts, compile_seconds, _ = compiled_call(_build_initializer, (num_components, init), keys, x)

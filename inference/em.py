@@ -35,9 +35,9 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from models.density import component_log_prob
-from models.params import GMMParams, to_numpy, validate_params
+from models.params import GMMParams, to_numpy
 
-from .init import INIT_METHODS, data_covariance_tril, initialize
+from .init import INIT_METHODS, data_covariance_tril, initialize, stack_given_init
 from .result import FitResult
 from .stats import (
     COVARIANCE_TYPES,
@@ -237,17 +237,13 @@ def _compiled_program(keys, given_init, x, tol, reg_covar, **static):
     return compiled, time.perf_counter() - start
 
 
-def _given_init(init, x, n_init, center):
+def _given_init(init, x, num_components, n_init, center):
     """Validated user initial parameters, stacked (n_init, ...) in the centred coordinates; else None."""
     if not isinstance(init, GMMParams):
         check_choice("init", init, INIT_METHODS)
         return None
-    validate_params(init, x.shape[1], name="init")
-    if init.means.shape[0] != init.weights.shape[0]:
-        raise ValueError("init has inconsistent numbers of components")
-    shifted = GMMParams(*(jnp.asarray(a, x.dtype) for a in init))
-    shifted = shifted._replace(means=shifted.means - center)
-    return jax.tree.map(lambda a: jnp.broadcast_to(a, (n_init,) + a.shape), shifted)
+    stacked = stack_given_init(init, x, num_components, n_init)
+    return stacked._replace(means=stacked.means - center)
 
 
 def _fit(
@@ -284,9 +280,7 @@ def _fit(
     xc = jnp.asarray(x_np - center_np.astype(dtype))
     center = jnp.asarray(center_np, dtype)
 
-    given = _given_init(init, xc, n_init, center)
-    if given is not None and given.means.shape[1] != num_components:
-        raise ValueError(f"init has {given.means.shape[1]} components but num_components is {num_components}")
+    given = _given_init(init, xc, num_components, n_init, center)
     keys = jax.random.split(key, n_init)
     tol_arr, reg_arr = jnp.asarray(tol, dtype), jnp.asarray(reg_covar, dtype)
     compiled, compile_seconds = _compiled_program(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from models.params import GMMParams
+from models.params import GMMParams, validate_params
 
 from .stats import SuffStats, chunk_moments, default_chunk_size, m_step, needs_full_moment, scan_chunks
 
@@ -111,6 +111,15 @@ def _params_from_centers(x, centers, covariance_type, reg_covar, chunk_size) -> 
         jnp.where(empty[:, None], centers, params.means),
         jnp.where(empty[:, None, None], tril, params.scale_tril),
     )
+
+
+def stack_given_init(init: GMMParams, x, num_components: int, n_init: int) -> GMMParams:
+    """A user's initial GMMParams, validated against ``x`` (N, D) and K, in x's dtype, repeated for
+    ``n_init`` starts: leading (n_init,) dim. Raises ``ValueError`` naming ``init``."""
+    validate_params(init, x.shape[1], name="init")
+    if init.means.shape[0] != num_components:
+        raise ValueError(f"init has {init.means.shape[0]} components but num_components is {num_components}")
+    return GMMParams(*(jnp.broadcast_to(jnp.asarray(a, x.dtype), (n_init,) + jnp.shape(a)) for a in init))
 
 
 def initialize(
