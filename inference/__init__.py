@@ -5,6 +5,9 @@
 
 Engines: "em" (soft EM), "hard_em" (classification EM), "map" (enumerated MAP), "svi"
 (variational posterior, z enumerated), "nuts" (NUTS with z enumerated out).
+
+``inference.GaussianMixture`` is the scikit-learn estimator over ``fit`` (``inference.estimator``;
+imported on first use, needs scikit-learn).
 """
 
 from __future__ import annotations
@@ -60,4 +63,13 @@ def fit_hard_em(key, x, num_components, **options) -> FitResult:
     return get_engine("hard_em")(key, x, num_components, **options)
 
 
-__all__ = ["fit", "FitResult", "METHODS", "ENGINES", "get_engine", "fit_em", "fit_hard_em"]
+def __getattr__(name):
+    # The scikit-learn estimator is imported on first use: `import inference` needs no sklearn.
+    if name == "GaussianMixture":
+        from .estimator import GaussianMixture
+
+        return GaussianMixture
+    raise AttributeError(f"module 'inference' has no attribute {name!r}")
+
+
+__all__ = ["fit", "FitResult", "METHODS", "ENGINES", "get_engine", "fit_em", "fit_hard_em", "GaussianMixture"]
