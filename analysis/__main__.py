@@ -1,7 +1,7 @@
-"""``python -m analysis`` runs ``gmm-report`` (see :mod:`analysis.report`)."""
+"""``python -m analysis`` runs ``gmm-report`` (see :mod:`analysis.cli`)."""
 
 import sys
 
-from analysis.report import main
+from analysis.cli import main
 
 sys.exit(main())

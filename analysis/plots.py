@@ -30,7 +30,11 @@ from models.params import GMMParams, covariances, to_numpy
 
 __all__ = [
     "ENGINE_COLORS",
+    "ENGINE_LABELS",
     "COMPONENT_COLORS",
+    "engine_color",
+    "engine_label",
+    "draw_gaussians",
     "Projection",
     "projection_for",
     "plot_data",
@@ -47,7 +51,8 @@ COMPONENT_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purpl
 ENGINE_LABELS = {"em": "EM", "hard_em": "hard EM", "map": "MAP", "svi": "SVI", "nuts": "NUTS"}
 
 
-def _engine_color(name: str, i: int = 0) -> str:
+def engine_color(name: str, i: int = 0) -> str:
+    """The colour of engine ``name`` in every figure (the ``i``-th unknown name gets a spare one)."""
     return ENGINE_COLORS.get(name, COMPONENT_COLORS[(i + 5) % len(COMPONENT_COLORS)])
 
 
@@ -55,7 +60,8 @@ def _component_color(k: int) -> str:
     return COMPONENT_COLORS[k % len(COMPONENT_COLORS)]
 
 
-def _label(name: str) -> str:
+def engine_label(name: str) -> str:
+    """How engine ``name`` is written in figures ("hard EM", "NUTS", ...)."""
     return ENGINE_LABELS.get(name, name)
 
 
@@ -101,8 +107,10 @@ def _draw_ellipse(ax, mean, cov, nsig, **kwargs):
     ax.add_patch(Ellipse(xy=mean, width=width, height=height, angle=angle, fill=False, **kwargs))
 
 
-def _draw_gaussians(ax, proj: Projection, params: GMMParams, color=None, linestyle="-", lw=2.0, marker="x",
-                    component_colors=False, zorder=3):
+def draw_gaussians(ax, proj: Projection, params: GMMParams, color=None, linestyle="-", lw=2.0, marker="x",
+                   component_colors=False, zorder=3):
+    """1-sigma and 2-sigma ellipses and a mean marker of each component of ``params`` on ``ax``, in
+    ``proj``'s plane; one ``color``, or each component its own with ``component_colors``."""
     means, covs = proj.gaussians(params)
     for k in range(means.shape[0]):
         c = _component_color(k) if component_colors else color
@@ -188,9 +196,9 @@ def plot_components(x, results: dict, truth: GMMParams | None = None, title: str
             ax.plot(grid, _density_1d(truth, grid).sum(0), color=TRUTH_COLOR, ls="--", lw=2)
             handles.append(Line2D([], [], color=TRUTH_COLOR, ls="--", lw=2, label="truth"))
         for i, (name, r) in enumerate(results.items()):
-            c = _engine_color(name, i)
+            c = engine_color(name, i)
             ax.plot(grid, _density_1d(r.params, grid).sum(0), color=c, lw=1.8)
-            handles.append(Line2D([], [], color=c, lw=1.8, label=_label(name)))
+            handles.append(Line2D([], [], color=c, lw=1.8, label=engine_label(name)))
         ax.set_xlabel("x[0]")
         ax.set_ylabel("density")
         subtitle = "mixture densities"
@@ -200,12 +208,12 @@ def plot_components(x, results: dict, truth: GMMParams | None = None, title: str
         ax.scatter(pts[:, 0], pts[:, 1], s=7, alpha=0.35, color="0.55", zorder=1)
         handles.append(Line2D([], [], marker="o", ls="", color="0.55", alpha=0.5, label="data"))
         if truth is not None:
-            _draw_gaussians(ax, proj, truth, color=TRUTH_COLOR, linestyle="--", lw=2.2, marker="+", zorder=4)
+            draw_gaussians(ax, proj, truth, color=TRUTH_COLOR, linestyle="--", lw=2.2, marker="+", zorder=4)
             handles.append(Line2D([], [], color=TRUTH_COLOR, ls="--", lw=2, marker="+", markersize=10, label="truth"))
         for i, (name, r) in enumerate(results.items()):
-            c = _engine_color(name, i)
-            _draw_gaussians(ax, proj, r.params, color=c, lw=1.6, zorder=3)
-            handles.append(Line2D([], [], color=c, lw=1.6, marker="x", markersize=8, label=_label(name)))
+            c = engine_color(name, i)
+            draw_gaussians(ax, proj, r.params, color=c, lw=1.6, zorder=3)
+            handles.append(Line2D([], [], color=c, lw=1.6, marker="x", markersize=8, label=engine_label(name)))
         _set_limits(ax, pts)
         ax.set_xlabel(proj.xlabel)
         ax.set_ylabel(proj.ylabel)
@@ -250,14 +258,14 @@ def plot_assignments(x, results: dict, truth: GMMParams | None = None) -> Figure
                 sel = labels == k
                 ax.scatter(pts[sel, 0], pts[sel, 1], s=7, alpha=0.45, color=_component_color(k), zorder=1)
             if truth is not None:
-                _draw_gaussians(ax, proj, truth, color=TRUTH_COLOR, linestyle="--", lw=1.4, marker="+", zorder=4)
-            _draw_gaussians(ax, proj, r.params, component_colors=True, lw=2.0, zorder=3)
+                draw_gaussians(ax, proj, truth, color=TRUTH_COLOR, linestyle="--", lw=1.4, marker="+", zorder=4)
+            draw_gaussians(ax, proj, r.params, component_colors=True, lw=2.0, zorder=3)
             _set_limits(ax, pts)
             ax.set_xlabel(proj.xlabel)
             ax.set_ylabel(proj.ylabel)
             ax.grid(alpha=0.3)
         sizes = np.bincount(labels, minlength=r.num_components)
-        ax.set_title(f"{_label(name)}: assigned clusters\nsizes {', '.join(map(str, sizes))}", fontsize="medium")
+        ax.set_title(f"{engine_label(name)}: assigned clusters\nsizes {', '.join(map(str, sizes))}", fontsize="medium")
     handles = [Line2D([], [], marker="o", ls="", color=_component_color(k), label=f"component {k}") for k in range(k_max)]
     if truth is not None:
         handles.append(Line2D([], [], color=TRUTH_COLOR, ls="--", marker="+", label="truth"))
@@ -288,16 +296,16 @@ def plot_traces(results: dict) -> Figure | None:
     for ax, panel in zip(axes, panels):
         if panel == "ll":
             for i, (name, r) in enumerate(iterative.items()):
-                c = _engine_color(name, i)
+                c = engine_color(name, i)
                 ll = np.ravel(r.trace["log_likelihood"])
-                ax.plot(np.arange(1, len(ll) + 1), ll, color=c, lw=2, label=f"{_label(name)} log-likelihood")
+                ax.plot(np.arange(1, len(ll) + 1), ll, color=c, lw=2, label=f"{engine_label(name)} log-likelihood")
                 if "elbo" in r.trace:
                     ax.plot(np.arange(1, len(ll) + 1), np.ravel(r.trace["elbo"]), color=c, ls="--", lw=1.5,
-                            label=f"{_label(name)} ELBO")
+                            label=f"{engine_label(name)} ELBO")
                 if "classification_log_likelihood" in r.trace:
                     cl = np.ravel(r.trace["classification_log_likelihood"])
                     ax.plot(np.arange(1, len(cl) + 1), cl, color=c, ls=":", lw=1.5,
-                            label=f"{_label(name)} classification log-lik")
+                            label=f"{engine_label(name)} classification log-lik")
             ax.set_title("Log-likelihood and ELBO per iteration")
             ax.set_xlabel("iteration")
             ax.set_ylabel("nats")
@@ -310,8 +318,8 @@ def plot_traces(results: dict) -> Figure | None:
             for i, (name, r) in enumerate(results.items()):
                 if "kl" in r.trace:
                     kl = np.ravel(r.trace["kl"])
-                    ax.plot(np.arange(1, len(kl) + 1), np.maximum(kl, 1e-12), color=_engine_color(name, i), lw=2,
-                            label=f"{_label(name)} KL(q || p(z|x))")
+                    ax.plot(np.arange(1, len(kl) + 1), np.maximum(kl, 1e-12), color=engine_color(name, i), lw=2,
+                            label=f"{engine_label(name)} KL(q || p(z|x))")
             ax.set_yscale("log")
             ax.set_title("EM: KL gap = log-likelihood − ELBO")
             ax.set_xlabel("iteration")
@@ -319,7 +327,7 @@ def plot_traces(results: dict) -> Figure | None:
         else:
             for i, (name, r) in enumerate(lossy.items()):
                 loss = np.ravel(r.trace["loss"])
-                ax.plot(np.arange(1, len(loss) + 1), loss, color=_engine_color(name, i), lw=1.2, label=f"{_label(name)} loss")
+                ax.plot(np.arange(1, len(loss) + 1), loss, color=engine_color(name, i), lw=1.2, label=f"{engine_label(name)} loss")
             vals = np.concatenate([np.ravel(r.trace["loss"]) for r in lossy.values()])
             lo, hi = vals.min(), np.quantile(vals, 0.9)
             if hi > lo:
@@ -363,15 +371,15 @@ def plot_em_snapshots(x, snapshots: GMMParams, snapshot_iters, truth: GMMParams 
             pts = proj.points(x)
             ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.3, color="0.55", zorder=1)
             if truth is not None:
-                _draw_gaussians(ax, proj, truth, color=TRUTH_COLOR, linestyle="--", lw=1.0, marker="+", zorder=2)
-            _draw_gaussians(ax, proj, p, component_colors=True, lw=1.8)
+                draw_gaussians(ax, proj, truth, color=TRUTH_COLOR, linestyle="--", lw=1.0, marker="+", zorder=2)
+            draw_gaussians(ax, proj, p, component_colors=True, lw=1.8)
             _set_limits(ax, pts)
             ax.set_xlabel(proj.xlabel, fontsize="small")
             if i == 0:
                 ax.set_ylabel(proj.ylabel, fontsize="small")
         label = int(iters[i]) if i < len(iters) else i
         ax.set_title(f"iteration {label}", fontsize="medium")
-    fig.suptitle(f"{_label(method)} estimate along the iterations (truth dashed black)")
+    fig.suptitle(f"{engine_label(method)} estimate along the iterations (truth dashed black)")
     if proj is not None and proj.note:
         fig.supxlabel(proj.note, fontsize="small")
     return fig

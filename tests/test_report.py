@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from analysis import report
-from analysis.report import METRICS_SCHEMA, main, validate_metrics
+from analysis.cli import main
+from analysis.errors import ReportError
+from analysis.files import atomic_output_dir, finalize_output_dir, prepare_output_dir, write_atomically
+from analysis.html_page import render_html, table_html
+from analysis.metrics import METRICS_SCHEMA, validate_metrics
 
 FAST = ["--num-samples", "150", "--quiet"]
 
@@ -134,19 +138,58 @@ def test_schema_is_documented_for_every_engine_key():
         validate_metrics({"schema_version": 1})
 
 
-def test_helpers_for_subcommands(tmp_path):
-    page = report.render_html("T", [("One", "<p>x</p>"), ("Two", report.table_html(["a", "b"], [["r", 1.5]]))])
+def test_page_and_output_helpers(tmp_path):
+    page = render_html("T", [("One", "<p>x</p>"), ("Two", table_html(["a", "b"], [["r", 1.5]]))])
     assert page.startswith("<!DOCTYPE html>") and "<h2>Two</h2>" in page and "<td>r</td>" in page
-    report.write_atomically(tmp_path / "sub" / "f.txt", "hello")
+    write_atomically(tmp_path / "sub" / "f.txt", "hello")
     assert (tmp_path / "sub" / "f.txt").read_text() == "hello"
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("1")
-    with pytest.raises(report.ReportError):
-        report.prepare_output_dir(tmp_path / "full", force=False)
-    tmp = report.prepare_output_dir(tmp_path / "full", force=True)
+    with pytest.raises(ReportError):
+        prepare_output_dir(tmp_path / "full", force=False)
+    tmp = prepare_output_dir(tmp_path / "full", force=True)
     (tmp / "new").write_text("2")
-    report.finalize_output_dir(tmp, tmp_path / "full")
+    finalize_output_dir(tmp, tmp_path / "full")
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["new"]
+    with pytest.raises(KeyboardInterrupt), atomic_output_dir(tmp_path / "gone", force=False) as tmp:
+        (tmp / "half").write_text("3")
+        raise KeyboardInterrupt
+    assert not (tmp_path / "gone").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_entry_points_still_resolve():
+    """``gmm-report = "analysis.report:main"``, ``python -m analysis.report`` and ``python -m analysis``."""
+    assert report.main is main
+
+
+def _schema_paths(schema, prefix=""):
+    """Every documented key as a dotted path; ``<method>`` stands for each engine."""
+    for key, sub in schema.items():
+        yield prefix + key
+        if isinstance(sub, dict):
+            yield from _schema_paths(sub, f"{prefix}{key}.")
+
+
+def _metrics_paths(metrics, schema, prefix=""):
+    for key, sub in schema.items():
+        values = metrics.items() if key == "<method>" else [(key, metrics[key])]
+        for _, value in values:
+            yield prefix + key
+            if isinstance(sub, dict):
+                yield from _metrics_paths(value, sub, f"{prefix}{key}.")
+
+
+def test_every_schema_name_is_produced_in_schema_order(tmp_path):
+    """The structure of metrics.json, cheaply: every name METRICS_SCHEMA lists is there, and the
+    sections come in the schema's order (the file's bytes depend on it)."""
+    out = tmp_path / "r"
+    assert main(["--methods", "em", "--out", str(out), *FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(_metrics_paths(metrics, METRICS_SCHEMA)) == set(_schema_paths(METRICS_SCHEMA))
+    assert list(metrics) == list(METRICS_SCHEMA)
+    for section in ("problem", "alignment", "timings"):
+        assert list(metrics[section]) == list(METRICS_SCHEMA[section])
+    assert set(metrics["engines"]["em"]) == set(METRICS_SCHEMA["engines"]["<method>"])
 
 
 @pytest.mark.slow

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import models
-from analysis import report, sweeps
+from analysis import sweeps
+from analysis.cli import main
 
 FAST = ("em", "hard_em")
 
@@ -92,13 +93,13 @@ def test_cli_components_on_user_data(tmp_path, capsys):
     path = tmp_path / "points.csv"
     np.savetxt(path, np.asarray(x), delimiter=",", header="a,b,c", comments="")
     out = tmp_path / "out"
-    code = report.main(["sweep", "components", "--data", str(path), "--ks", "1-2", "--quick", "--quiet", "--out", str(out)])
+    code = main(["sweep", "components", "--data", str(path), "--ks", "1-2", "--quick", "--quiet", "--out", str(out)])
     assert code == 0
     assert capsys.readouterr().err == ""
     sel = json.loads((out / "selection.json").read_text())
     assert sel["selected_k"]["bic"] == 2 and sel["true_k"] is None and sel["data_file"] == str(path)
     # existing non-empty --out is refused without --force: one line, exit 2, nothing run
-    code = report.main(["sweep", "components", "--data", str(path), "--ks", "1-2", "--quiet", "--out", str(out)])
+    code = main(["sweep", "components", "--data", str(path), "--ks", "1-2", "--quiet", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--force" in err
 
@@ -112,7 +113,7 @@ def test_cli_components_on_user_data(tmp_path, capsys):
     (["sweep", "init", "--repeats", "0"], "--repeats"),
 ])
 def test_cli_errors_are_one_line(argv, needle, tmp_path, capsys):
-    code = report.main(argv + ["--out", str(tmp_path / "o")])
+    code = main(argv + ["--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err
