@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 import models
 from analysis.align import align_params, align_result, align_results, inverse_permutation, relabel_labels
-from analysis.fakes import fake_result
+from fakes import fake_result
 from conftest import random_params
 from models.params import permute, to_numpy
 

@@ -9,7 +9,7 @@ import pytest
 import models
 from analysis import arviz_io
 from analysis.align import align_result
-from analysis.fakes import fake_result
+from fakes import fake_result
 
 
 @pytest.fixture(scope="module")

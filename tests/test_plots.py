@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 import models  # noqa: E402
 from analysis import arviz_io, plots  # noqa: E402
 from analysis.align import align_results  # noqa: E402
-from analysis.fakes import fake_result  # noqa: E402
+from fakes import fake_result  # noqa: E402
 
 METHODS = ("em", "hard_em", "map", "svi", "nuts")
 

@@ -1,4 +1,7 @@
-"""Hand-made FitResults for tests and demos of the analysis layer (no engine is run).
+"""Test helpers: hand-made FitResults for the tests of the analysis layer (no engine is run).
+
+Imported by the tests as ``from fakes import fake_result`` (pytest puts ``tests/`` on ``sys.path``).
+Imports: numpy, ``inference.result`` and ``models``.
 
 ``fake_result`` builds a FitResult near the truth: perturbed, optionally label-permuted parameters,
 plausible traces for the named method and, for "nuts"/"svi", draws with optional label switching
