@@ -1,13 +1,18 @@
-"""FitResult <-> ArviZ InferenceData, and every ArviZ call of the project.
+"""FitResult <-> ArviZ InferenceData, and every ArviZ call of the project, on both ArviZ stacks.
 
-This is the ONLY module that imports ``arviz`` (a move to ArviZ 1.x is this file's work alone).
+This is the ONLY module that imports ArviZ. It hides the difference between the two ArviZ APIs a user
+can have: ArviZ 0.x (Python 3.11; ``arviz.InferenceData``, ``az.loo`` ...) and ArviZ 1.x (Python >= 3.12;
+``arviz_base`` / ``arviz_stats`` / ``arviz_plots``, the data being an ``xarray.DataTree``). Callers get
+the same layout, the same dict / DataFrame shapes and the same numbers from either
+(``ARVIZ_MAJOR`` tells which one is running). Group datasets are built here with xarray, so the
+layout does not depend on either converter.
 
 InferenceData layout (every engine; point estimates are chain=1, draw=1)
 ------------------------------------------------------------------------
 posterior        weights (chain, draw, component), means (chain, draw, component, dim),
                  covariances (chain, draw, component, dim, dim_)
 log_likelihood   x (chain, draw, obs): the marginal mixture log density of each observation at
-                 each draw, ``models.pointwise_log_likelihood`` vmapped over draws (az.loo / az.waic)
+                 each draw, ``models.pointwise_log_likelihood`` vmapped over draws (loo / waic)
 sample_stats     per-DRAW statistics, dims (chain, draw): ``total_log_likelihood`` (marginal
                  log-likelihood of the whole data at the draw, the sum of the group above) and, for NUTS,
                  the engine's per-draw traces (``potential_energy``, ``diverging``, ...)
@@ -17,42 +22,60 @@ fit_trace        per-ITERATION traces of the optimisers (EM: log_likelihood, elb
                  get their own dim ``iteration_<name>`` with the step numbers as coordinate).
                  Choice: a separate group, because these traces have neither a
                  chain nor a draw dim and their length differs from the number of draws (SVI has
-                 both draws and steps); ArviZ keeps unknown groups through NetCDF round trips.
+                 both draws and steps); both ArviZ versions keep unknown groups through NetCDF.
 observed_data    x (obs, dim)
 attrs            method, converged (0/1), num_iters, seconds, compile_seconds, run_seconds,
-                 rhat_method
+                 rhat_method (on every group)
 
-R-hat needs at least two chains: single-chain draws (SVI's guide draws) get R-hat null.
+A NetCDF file is the same file on both stacks (one HDF5 group per InferenceData group): a file written
+on one opens on the other (tested).
 
+R-hat needs at least two chains: single-chain draws (SVI's guide draws) get R-hat null (both stacks).
 R-hat: ``RHAT_METHOD = "rank"``, ArviZ's default rank-normalised split R-hat (Vehtari et al. 2021).
 On fully label-switched chains it reads about 1.8 where the classic split R-hat reads about 8.5;
 both flag the problem, the numbers are not comparable.
+
+WAIC: ArviZ 1.x has no WAIC; ``waic`` is then the textbook formula (Watanabe 2010, as ArviZ 0.x wrote it:
+``p_waic`` with the population variance), tested against ``az.waic`` and a brute-force formula.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from importlib.metadata import version as _dist_version
 
 import numpy as np
 import xarray as xr
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)
-    import arviz as az
-
-# ArviZ logs "Shape validation failed" for single-chain draws (SVI); R-hat is then reported as null.
-logging.getLogger("arviz").setLevel(logging.ERROR)
-if isinstance(getattr(az, "_log", None), logging.Logger):  # ArviZ 0.x builds its logger with Logger("arviz")
-    az._log.setLevel(logging.ERROR)
-
 from models.density import pointwise_log_likelihood
 from models.params import GMMParams, covariances, to_numpy
 
+ARVIZ_MAJOR = int(_dist_version("arviz").split(".")[0])
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    if ARVIZ_MAJOR >= 1:
+        import arviz_base as azb
+        import arviz_plots as azp
+        import arviz_stats as azs
+    else:
+        import arviz as az
+
+# ArviZ logs "Shape validation failed" for single-chain draws (SVI); R-hat is then reported as null.
+for _name in ("arviz", "arviz_base", "arviz_stats", "arviz_plots"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+if ARVIZ_MAJOR < 1 and isinstance(getattr(az, "_log", None), logging.Logger):  # 0.x: Logger("arviz")
+    az._log.setLevel(logging.ERROR)
+
 __all__ = [
+    "ARVIZ_MAJOR",
     "RHAT_METHOD",
     "PARAM_VARS",
+    "SUMMARY_COLUMNS",
+    "COMPARE_COLUMNS",
     "to_inference_data",
+    "group_names",
     "save_netcdf",
     "load_netcdf",
     "rhat_of_samples",
@@ -69,10 +92,22 @@ __all__ = [
 RHAT_METHOD = "rank"
 PARAM_VARS = ("weights", "means", "covariances")
 FIT_TRACE_GROUP = "fit_trace"
+GROUPS = ("posterior", "sample_stats", "log_likelihood", "observed_data", FIT_TRACE_GROUP)
+COMPARE_COLUMNS = ("rank", "elpd_loo", "p_loo", "elpd_diff", "weight", "se", "dse", "warning")
+
+
+def _summary_columns(hdi_prob: float) -> tuple:
+    lower, upper = (1 - hdi_prob) / 2, (1 + hdi_prob) / 2
+    return ("mean", "sd", f"hdi_{lower * 100:g}%", f"hdi_{upper * 100:g}%", "mcse_mean", "mcse_sd",
+            "ess_bulk", "ess_tail", "r_hat")
+
+
+SUMMARY_COLUMNS = _summary_columns(0.9)
 
 
 def arviz_version() -> str:
-    return az.__version__
+    """The installed ``arviz`` distribution's version (0.x or 1.x)."""
+    return _dist_version("arviz")
 
 
 def _batched(samples: GMMParams) -> GMMParams:
@@ -85,19 +120,17 @@ def _batched(samples: GMMParams) -> GMMParams:
     return samples
 
 
-def _posterior_dict(samples: GMMParams) -> dict:
+_DIMS = {"weights": ("component",), "means": ("component", "dim"), "covariances": ("component", "dim", "dim_")}
+
+
+def _posterior_dataset(samples: GMMParams) -> xr.Dataset:
+    """(chain, draw, ...) posterior of ``samples`` with integer coordinates on every dim."""
     samples = _batched(samples)
-    return {"weights": samples.weights, "means": samples.means, "covariances": np.asarray(covariances(samples))}
-
-
-def _coords(k: int, d: int, n: int | None = None) -> dict:
-    coords = {"component": np.arange(k), "dim": np.arange(d), "dim_": np.arange(d)}
-    if n is not None:
-        coords["obs"] = np.arange(n)
-    return coords
-
-
-_DIMS = {"weights": ["component"], "means": ["component", "dim"], "covariances": ["component", "dim", "dim_"]}
+    arrays = {"weights": samples.weights, "means": samples.means, "covariances": np.asarray(covariances(samples))}
+    chains, draws, k, d = samples.means.shape
+    coords = {"chain": np.arange(chains), "draw": np.arange(draws), "component": np.arange(k),
+              "dim": np.arange(d), "dim_": np.arange(d)}
+    return xr.Dataset({name: (("chain", "draw") + _DIMS[name], a) for name, a in arrays.items()}, coords=coords)
 
 
 _POINTWISE = []
@@ -136,17 +169,9 @@ def _attrs(result) -> dict:
     return attrs
 
 
-def to_inference_data(result, x) -> "az.InferenceData":
-    """InferenceData of one FitResult (layout in the module docstring)."""
-    x = np.asarray(x)
-    n, d = x.shape
-    k = result.num_components
-    draws = _batched(result.samples if result.samples is not None else result.params)
-    chains, num_draws = draws.weights.shape[:2]
-    coords = _coords(k, d, n)
-    pointwise = _pointwise(draws, x)
-    sample_stats = {"total_log_likelihood": pointwise.sum(-1)}
-    fit_trace = {}
+def _per_draw_stats(result, chains: int, num_draws: int) -> tuple[dict, dict]:
+    """Split the engine's traces into per-draw statistics (chain, draw) and per-iteration traces."""
+    sample_stats, fit_trace = {}, {}
     for name, value in result.trace.items():
         value = np.asarray(value)
         if result.samples is not None and value.size == chains * num_draws and result.method == "nuts":
@@ -159,29 +184,55 @@ def to_inference_data(result, x) -> "az.InferenceData":
     diverging = result.info.get("diverging")
     if diverging is not None and np.size(diverging) == chains * num_draws:
         sample_stats["diverging"] = np.asarray(diverging, dtype=bool).reshape(chains, num_draws)
-    idata = az.from_dict(
-        posterior=_posterior_dict(draws),
-        sample_stats=sample_stats,
-        log_likelihood={"x": pointwise},
-        observed_data={"x": x},
-        coords=coords,
-        dims={**_DIMS, "x": ["obs", "dim"]},
-        attrs=_attrs(result),
-    )
-    for group in ("posterior", "sample_stats", "log_likelihood", "observed_data"):
-        getattr(idata, group).attrs.update(_attrs(result))
-    # from_dict gives the log_likelihood variable the observed dims; fix them to (obs,).
-    idata.log_likelihood["x"] = xr.DataArray(
-        pointwise, dims=("chain", "draw", "obs"),
-        coords={"chain": idata.posterior.chain, "draw": idata.posterior.draw, "obs": np.arange(n)},
-    )
+    return sample_stats, fit_trace
+
+
+def _group_datasets(result, x: np.ndarray) -> dict:
+    """``{group: xr.Dataset}`` of one FitResult, the layout of the module docstring."""
+    n, d = x.shape
+    draws = _batched(result.samples if result.samples is not None else result.params)
+    chains, num_draws = draws.weights.shape[:2]
+    posterior = _posterior_dataset(draws)
+    sample_coords = {"chain": posterior.chain.values, "draw": posterior.draw.values}
+    pointwise = _pointwise(draws, x)
+    stats, fit_trace = _per_draw_stats(result, chains, num_draws)
+    stats = {"total_log_likelihood": pointwise.sum(-1), **stats}
+    groups = {
+        "posterior": posterior,
+        "sample_stats": xr.Dataset({k: (("chain", "draw"), v) for k, v in stats.items()}, coords=sample_coords),
+        "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), pointwise)},
+                                     coords={**sample_coords, "obs": np.arange(n)}),
+        "observed_data": xr.Dataset({"x": (("obs", "dim"), x)}, coords={"obs": np.arange(n), "dim": np.arange(d)}),
+    }
     if fit_trace:
-        ds = _fit_trace_dataset(fit_trace)
+        groups[FIT_TRACE_GROUP] = _fit_trace_dataset(fit_trace)
+    for ds in groups.values():
         ds.attrs.update(_attrs(result))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            idata.add_groups({FIT_TRACE_GROUP: ds})
-    return idata
+    return groups
+
+
+def _assemble(groups: dict, attrs: dict | None = None):
+    """InferenceData (ArviZ 0.x) or DataTree (ArviZ 1.x) of ``{group: Dataset}``."""
+    if ARVIZ_MAJOR >= 1:
+        tree = xr.DataTree.from_dict(dict(groups))
+        tree.attrs.update(attrs or {})
+        return tree
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "fit_trace group is not defined in the schema"
+        return az.InferenceData(**groups, attrs=attrs) if attrs else az.InferenceData(**groups)
+
+
+def to_inference_data(result, x):
+    """InferenceData of one FitResult (layout in the module docstring): an ``arviz.InferenceData``
+    on ArviZ 0.x, an ``xarray.DataTree`` on ArviZ 1.x (ArviZ 1.x's own InferenceData type)."""
+    return _assemble(_group_datasets(result, np.asarray(x)), _attrs(result))
+
+
+def group_names(idata) -> list:
+    """Names of the groups of ``idata`` (either stack), e.g. ``["posterior", "log_likelihood", ...]``."""
+    if ARVIZ_MAJOR >= 1:
+        return list(idata.children)
+    return list(idata.groups())
 
 
 def _fit_trace_dataset(traces: dict) -> xr.Dataset:
@@ -208,21 +259,22 @@ def _fit_trace_dataset(traces: dict) -> xr.Dataset:
 
 
 def save_netcdf(idata, path) -> str:
-    """Write ``idata`` to ``path`` (NetCDF4 via h5netcdf when netCDF4 is absent); returns the path."""
+    """Write ``idata`` to ``path`` (NetCDF4 through h5netcdf, one group per InferenceData group)."""
     path = str(path)
-    try:
-        idata.to_netcdf(path, engine="h5netcdf")
-    except TypeError:  # older ArviZ without the engine argument
-        idata.to_netcdf(path)
+    idata.to_netcdf(path, engine="h5netcdf")
     return path
 
 
-def load_netcdf(path) -> "az.InferenceData":
+def load_netcdf(path):
+    """Read a file written by ``save_netcdf`` on either stack, fully into memory (no open handle)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        if ARVIZ_MAJOR >= 1:
+            with xr.open_datatree(str(path), engine="h5netcdf") as tree:
+                return tree.load().copy()
         try:
             return az.from_netcdf(str(path), engine="h5netcdf")
-        except TypeError:
+        except TypeError:  # older ArviZ without the engine argument
             return az.from_netcdf(str(path))
 
 
@@ -233,38 +285,83 @@ def _finite_or_none(v):
 
 def rhat_of_samples(samples: GMMParams, method: str = RHAT_METHOD) -> dict:
     """Max R-hat over the entries of each parameter, ``{"weights", "means", "covariances"}``
-    (None where undefined, e.g. too few draws)."""
-    ds = az.convert_to_dataset(_posterior_dict(samples))
+    (None where undefined, e.g. a single chain or too few draws)."""
+    ds = _posterior_dataset(samples)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = az.rhat(ds, method=method)
+        r = azs.rhat(ds, method=method) if ARVIZ_MAJOR >= 1 else az.rhat(ds, method=method)
     return {name: _finite_or_none(np.nanmax(r[name].values)) if np.isfinite(r[name].values).any() else None
             for name in r.data_vars}
 
 
 def summary(idata, var_names=PARAM_VARS, hdi_prob: float = 0.9):
-    """az.summary (mean, sd, HDI, mcse, ess_bulk, ess_tail, r_hat [rank-normalised]) as a DataFrame."""
+    """ArviZ's summary as a DataFrame with ArviZ 0.x's columns on both stacks: mean, sd,
+    ``hdi_5%``/``hdi_95%`` (for ``hdi_prob=0.9``), mcse_mean, mcse_sd, ess_bulk, ess_tail, r_hat
+    (rank-normalised; NaN for a single chain). Rows ``weights[0]``, ``means[0, 1]``, ..."""
+    columns = list(_summary_columns(hdi_prob))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return az.summary(idata, var_names=list(var_names), hdi_prob=hdi_prob)
+        if ARVIZ_MAJOR < 1:
+            return az.summary(idata, var_names=list(var_names), hdi_prob=hdi_prob, round_to="none")[columns]
+        table = azs.summary(idata, var_names=list(var_names), ci_prob=hdi_prob, ci_kind="hdi", round_to="none")
+        # ArviZ 1.x's summary takes tail ESS at its ci_prob quantiles (11%/89% by default); ArviZ 0.x and
+        # Vehtari et al. (2021) use 5%/95%: recompute that one column so both stacks report the same number.
+        tail = azs.ess(idata["posterior"].to_dataset()[list(var_names)], method="tail", prob=(0.05, 0.95))
+    pct = f"{hdi_prob * 100:g}"
+    table = table.rename(columns={f"hdi{pct}_lb": columns[2], f"hdi{pct}_ub": columns[3]})
+    for name in var_names:
+        values = np.asarray(tail[name].values)
+        for idx in np.ndindex(values.shape):
+            table.loc[f"{name}[{', '.join(str(i) for i in idx)}]", "ess_tail"] = values[idx]
+    return table[columns].astype(float)
+
+
+def _loo_1x(idata):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return azs.loo(idata, pointwise=True)
 
 
 def loo(idata) -> dict:
-    """PSIS-LOO of one engine with draws: elpd_loo, se, p_loo, max Pareto k, and ArviZ's warning flag."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = az.loo(idata, pointwise=True)
-    return {
-        "elpd_loo": float(res["elpd_loo"]),
-        "se": float(res["se"]),
-        "p_loo": float(res["p_loo"]),
-        "pareto_k_max": float(np.nanmax(np.asarray(res["pareto_k"]))),
-        "warning": bool(res["warning"]),
-    }
+    """PSIS-LOO of one engine with draws: elpd_loo, se, p_loo, max Pareto k, and ArviZ's warning flag
+    (a Pareto k above ArviZ's sample-size dependent threshold)."""
+    if ARVIZ_MAJOR >= 1:
+        res = _loo_1x(idata)
+        elpd, se, p, k, warn = res.elpd, res.se, res.p, res.pareto_k, res.warning
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = az.loo(idata, pointwise=True)
+        elpd, se, p, k, warn = res["elpd_loo"], res["se"], res["p_loo"], res["pareto_k"], res["warning"]
+    return {"elpd_loo": float(elpd), "se": float(se), "p_loo": float(p),
+            "pareto_k_max": float(np.nanmax(np.asarray(k))), "warning": bool(warn)}
+
+
+def _log_lik_matrix(idata) -> np.ndarray:
+    """(S, N) pointwise log-likelihood of ``idata`` (chains and draws flattened)."""
+    ll = np.asarray(idata["log_likelihood"]["x"].values if ARVIZ_MAJOR >= 1 else idata.log_likelihood["x"].values)
+    return ll.reshape(-1, ll.shape[-1])
+
+
+def waic_formula(log_lik_draws) -> dict:
+    """WAIC of an (S, N) matrix by the formula: ``elpd_i = logmeanexp_s ll_si - var_s ll_si`` (population
+    variance), ``elpd_waic = sum_i elpd_i``, ``se = sqrt(N var_i elpd_i)``; ``warning`` when some
+    ``var_s ll_si > 0.4`` (ArviZ 0.x's rule)."""
+    from scipy.special import logsumexp
+
+    ll = np.asarray(log_lik_draws, np.float64)
+    lppd = logsumexp(ll, axis=0) - np.log(ll.shape[0])
+    var = ll.var(axis=0)
+    pointwise = lppd - var
+    return {"elpd_waic": float(pointwise.sum()), "se": float(np.sqrt(ll.shape[1] * pointwise.var())),
+            "p_waic": float(var.sum()), "warning": bool(np.any(var > 0.4))}
 
 
 def waic(idata) -> dict:
-    """WAIC of one engine with draws (``az.waic``, log scale): elpd_waic, se, p_waic, warning."""
+    """WAIC of one engine with draws (log scale): elpd_waic, se, p_waic, warning. ``az.waic`` on
+    ArviZ 0.x; the same formula (``waic_formula``) on ArviZ 1.x, which dropped WAIC."""
+    if ARVIZ_MAJOR >= 1:
+        return waic_formula(_log_lik_matrix(idata))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = az.waic(idata, pointwise=True)  # pointwise=False labels the estimate "waic" (arviz 0.23)
@@ -273,38 +370,60 @@ def waic(idata) -> dict:
 
 
 def waic_of_pointwise(log_lik_draws) -> dict:
-    """``az.waic`` of an (S, N) matrix of pointwise log-likelihoods (S draws, N observations)."""
+    """``waic`` of an (S, N) matrix of pointwise log-likelihoods (S draws, N observations)."""
     ll = np.asarray(log_lik_draws, np.float64)
-    return waic(az.from_dict(log_likelihood={"x": ll[None]}))
+    groups = {"log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), ll[None])},
+                                           coords={"chain": [0], "draw": np.arange(ll.shape[0]), "obs": np.arange(ll.shape[1])})}
+    return waic(_assemble(groups))
 
 
 def compare(idatas: dict):
-    """az.compare (LOO, stacking weights) of ``{name: idata}``; a DataFrame ranked by elpd_loo."""
+    """LOO comparison (stacking weights) of ``{name: idata}``: a DataFrame indexed by name, ranked by
+    elpd_loo, with columns ``COMPARE_COLUMNS`` on both stacks (``warning``: that model's LOO warning)."""
+    import pandas as pd
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return az.compare(dict(idatas), ic="loo")
+        if ARVIZ_MAJOR < 1:
+            return az.compare(dict(idatas), ic="loo")[list(COMPARE_COLUMNS)]
+        loos = {name: _loo_1x(idata) for name, idata in idatas.items()}
+        table = azs.compare(loos, round_to="none")
+    table = table.rename(columns={"elpd": "elpd_loo", "p": "p_loo"})
+    table["elpd_diff"] = table["elpd_loo"].max() - table["elpd_loo"]  # 0.x's sign: >= 0, the best model 0
+    table["warning"] = pd.Series({name: bool(res.warning) for name, res in loos.items()})
+    table["rank"] = table["rank"].astype(int)
+    return table[list(COMPARE_COLUMNS)]
+
+
+def _figure_of(plot_collection):
+    """The matplotlib Figure behind an arviz_plots PlotCollection."""
+    return plot_collection.viz["figure"].item()
 
 
 def plot_trace(idata, var_names=("weights", "means")):
-    """az.plot_trace (compact: one line per component / coordinate) -> Figure."""
+    """ArviZ trace plot (compact: one line per component / coordinate; 0.x ``plot_trace``, 1.x
+    ``plot_trace_dist``) -> Figure."""
     import matplotlib.pyplot as plt
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        axes = az.plot_trace(idata, var_names=list(var_names), compact=True, show=False,
-                             backend_kwargs={"layout": "constrained"})
-    fig = np.ravel(axes)[0].figure
-    fig.suptitle(f"{idata.posterior.attrs.get('method', '')}: trace of the aligned draws (ArviZ plot_trace)")
+        if ARVIZ_MAJOR >= 1:
+            fig = _figure_of(azp.plot_trace_dist(idata, var_names=list(var_names), compact=True, backend="matplotlib"))
+        else:
+            axes = az.plot_trace(idata, var_names=list(var_names), compact=True, show=False,
+                                 backend_kwargs={"layout": "constrained"})
+            fig = np.ravel(axes)[0].figure
+    method = idata["posterior"].attrs.get("method", "") if ARVIZ_MAJOR >= 1 else idata.posterior.attrs.get("method", "")
+    fig.suptitle(f"{method}: trace of the aligned draws (ArviZ trace plot)")
     plt.figure(fig.number)
     return fig
 
 
 def _forest_label_values(truth: GMMParams) -> dict:
-    """Map ArviZ forest tick labels like ``means\\n[0, 1]`` to the true value."""
-    arrays = _posterior_dict(truth)
+    """Map ArviZ 0.x forest tick labels like ``means\\n[0, 1]`` to the true value."""
     values = {}
-    for name, a in arrays.items():
-        a = a[0, 0]
+    for name, a in _posterior_dataset(truth).data_vars.items():
+        a = a.values[0, 0]
         for idx in np.ndindex(a.shape):
             values[(name, tuple(int(i) for i in idx))] = float(a[idx])
     return values
@@ -322,47 +441,100 @@ def _parse_label(label: str):
     return name.strip(), idx
 
 
-def plot_forest(idatas: dict, truth: GMMParams | None = None, var_names=PARAM_VARS, hdi_prob: float = 0.9):
-    """az.plot_forest of all engines side by side (90% HDI, point engines are single dots), true
-    values marked with red crosses. -> Figure."""
+def _truth_points_0x(ax, truth: GMMParams):
+    """(x, y) of the true values on an ArviZ 0.x forest axis, read off its tick labels."""
+    values = _forest_label_values(truth)
+    ticks = ax.get_yticks()
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    xs, ys, current = [], [], None
+    for i in np.argsort(ticks)[::-1]:  # top to bottom: the variable name labels its first row
+        lab = labels[i].replace("\n", " ").strip()
+        if lab and not lab.startswith("[") and "[" in lab:
+            current = lab.split("[", 1)[0].strip()
+        elif lab.startswith("[") and current is not None:
+            lab = current + lab
+        parsed = _parse_label(lab)
+        if parsed is not None and parsed in values:
+            xs.append(values[parsed])
+            ys.append(ticks[i])
+    return xs, ys
+
+
+def _forest_0x(idatas: dict, var_names, hdi_prob: float, truth):
     names = list(idatas)
     rows = sum(int(np.prod(idatas[names[0]].posterior[v].shape[2:])) for v in var_names)
+    axes = az.plot_forest(
+        [idatas[n] for n in names], model_names=names, var_names=list(var_names), combined=True,
+        hdi_prob=hdi_prob, figsize=(8, max(4.0, 0.25 * rows * max(1, len(names)) ** 0.5 + 2)), show=False,
+    )
+    ax = np.ravel(axes)[0]
+    old = ax.get_legend()
+    entries = list(zip(old.legend_handles, [t.get_text() for t in old.get_texts()])) if old is not None else []
+    if old is not None:
+        old.remove()
+    if truth is not None:
+        xs, ys = _truth_points_0x(ax, truth)
+        if ys:
+            entries.append((ax.scatter(xs, ys, marker="x", s=70, color="black", zorder=5), "true value"))
+    return ax, entries
+
+
+def _common_draws(idatas: dict, truth, var_names) -> dict:
+    """Posterior datasets of every engine (and the truth) on one (chain=1, draw=S) shape, as
+    arviz_plots' multi-model forest needs: draws flattened and evenly thinned to the smallest
+    number of draws among the engines that have draws; point estimates repeated S times."""
+    posts = {name: idata["posterior"].to_dataset()[list(var_names)] for name, idata in idatas.items()}
+    if truth is not None:
+        posts["true value"] = _posterior_dataset(truth)[list(var_names)]
+    flat = {name: ds.stack(sample=("chain", "draw")).transpose("sample", ...) for name, ds in posts.items()}
+    sizes = [ds.sizes["sample"] for ds in flat.values() if ds.sizes["sample"] > 1]
+    size = min(sizes) if sizes else 2
+    out = {}
+    for name, ds in flat.items():
+        n = ds.sizes["sample"]
+        idx = np.zeros(size, int) if n == 1 else np.linspace(0, n - 1, size).round().astype(int)
+        ds = ds.drop_vars(["sample", "chain", "draw"]).isel(sample=idx).rename(sample="draw").expand_dims(chain=[0])
+        out[name] = xr.DataTree.from_dict({"posterior": ds.assign_coords(draw=np.arange(size))})
+    return out
+
+
+def _forest_1x(idatas: dict, var_names, hdi_prob: float, truth):
+    from matplotlib.lines import Line2D
+
+    trees = _common_draws(idatas, truth, var_names)
+    pc = azp.plot_forest(trees, var_names=list(var_names), combined=True, ci_probs=[0.5, hdi_prob],
+                         point_estimate="mean", backend="matplotlib")
+    fig = _figure_of(pc)
+    points = pc.viz["point_estimate"]
+    entries = []
+    for name in trees:
+        colls = [c for v in points.data_vars for c in np.ravel(points[v].sel(model=name).values) if c is not None]
+        if name == "true value":
+            offsets = np.concatenate([np.asarray(c.get_offsets()) for c in colls]) if colls else np.empty((0, 2))
+            for c in colls:
+                c.remove()
+            ax = fig.axes[-1]
+            entries.append((ax.scatter(offsets[:, 0], offsets[:, 1], marker="x", s=70, color="black", zorder=5),
+                            "true value"))
+        elif colls:
+            color = colls[0].get_edgecolor()[0]
+            entries.append((Line2D([], [], color=color, marker="o", markerfacecolor="white"), name))
+    return fig.axes[-1], entries
+
+
+def plot_forest(idatas: dict, truth: GMMParams | None = None, var_names=PARAM_VARS, hdi_prob: float = 0.9):
+    """ArviZ forest plot of all engines side by side (``hdi_prob`` HDI lines for engines with draws;
+    point engines are single dots), true values marked with black crosses, one legend -> Figure."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        axes = az.plot_forest(
-            [idatas[n] for n in names], model_names=names, var_names=list(var_names), combined=True,
-            hdi_prob=hdi_prob, figsize=(8, max(4.0, 0.25 * rows * max(1, len(names)) ** 0.5 + 2)), show=False,
-        )
-    ax = np.ravel(axes)[0]
+        draw = _forest_1x if ARVIZ_MAJOR >= 1 else _forest_0x
+        ax, entries = draw(idatas, var_names, hdi_prob, truth)
     fig = ax.figure
-    if truth is not None:
-        values = _forest_label_values(truth)
-        ticks = ax.get_yticks()
-        labels = [t.get_text() for t in ax.get_yticklabels()]
-        ys, xs = [], []
-        current = None
-        order = np.argsort(ticks)[::-1]  # top to bottom: the variable name labels its first row
-        for y, lab in ((ticks[i], labels[i]) for i in order):
-            lab = lab.replace("\n", " ").strip()
-            if lab and not lab.startswith("[") and "[" in lab:
-                current = lab.split("[", 1)[0].strip()
-            elif lab.startswith("[") and current is not None:
-                lab = current + lab
-            parsed = _parse_label(lab)
-            if parsed is not None and parsed in values:
-                ys.append(y)
-                xs.append(values[parsed])
-        old = ax.get_legend()
-        handles = list(old.legend_handles) if old is not None else []
-        texts = [t.get_text() for t in old.get_texts()] if old is not None else []
-        if ys:
-            handles.append(ax.scatter(xs, ys, marker="x", s=70, color="black", zorder=5, label="true value"))
-            texts.append("true value")
-        if old is not None:
-            old.remove()
-        if handles:
-            ax.legend(handles, texts, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", title="engine")
+    if entries:
+        ax.legend(*zip(*entries), loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  fontsize="small", title="engine")
     ax.set_title(f"All engines, aligned to the truth: {int(hdi_prob * 100)}% HDI (lines) and means (dots)")
     ax.set_xlabel("value")
-    fig.tight_layout()
+    if ARVIZ_MAJOR < 1:
+        fig.tight_layout()
     return fig

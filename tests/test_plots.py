@@ -68,8 +68,9 @@ def test_arviz_forest_and_trace_figures():
     truth, x, _, aligned = _problem(2)
     ids = {m: arviz_io.to_inference_data(r, x) for m, r in aligned.items()}
     fig = _render(arviz_io.plot_forest(ids, truth))
-    ax = fig.axes[0]
-    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1
+    texts = [t.get_text() for t in legends[0].get_texts()]
     assert "true value" in texts and set(METHODS) <= set(texts)
     fig = _render(arviz_io.plot_trace(ids["nuts"]))
     assert len(fig.axes) == 4  # weights, means x (density, trace)
