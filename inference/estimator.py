@@ -100,6 +100,11 @@ _MAPPED = {
 # --------------------------------------------------------------------------- jitted helpers
 
 
+def _key_from(rng: np.random.RandomState):
+    """A JAX PRNG key from one draw of a NumPy RandomState (sklearn's ``random_state``)."""
+    return jax.random.PRNGKey(int(rng.randint(np.iinfo(np.int32).max)))
+
+
 def _bucket(num_rows: int) -> int:
     """Padded row count for prediction programs: powers of two up to 2**16, then multiples of
     2**16, so that predicting on many batch sizes compiles O(log N) programs, not one per N."""
@@ -132,6 +137,17 @@ def _posterior_scores(draws: GMMParams, x):
 
 
 @functools.lru_cache(maxsize=None)
+def _em_options() -> tuple:
+    """The keyword options of the EM engines (``inference.em._fit``) that the estimator does not set."""
+    import inspect
+
+    from .em import _fit
+
+    keywords = [p.name for p in inspect.signature(_fit).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    return tuple(name for name in keywords if name not in _MAPPED["em"] and name != "hard")
+
+
+@functools.lru_cache(maxsize=None)
 def _initializer(num_components: int, method: str, covariance_type: str):
     """Jitted ``inference.init.initialize`` for one (K, method, covariance type)."""
     from .init import initialize
@@ -144,6 +160,19 @@ def _m_step_from_resp(covariance_type: str):
     """Jitted M-step of ``inference.stats`` on given responsibilities (sklearn's ``init_params="random"``)."""
     full = needs_full_moment(covariance_type)
     return jax.jit(lambda resp, x, reg_covar: m_step(chunk_moments(resp, x, full), covariance_type, reg_covar, x.shape[0]))
+
+
+def _validate(estimator, X, **kwargs):
+    """sklearn's ``validate_data`` (float64 / float32 kept), its ValueError / TypeError on one line:
+    the same type and wording, without the array dump some messages carry."""
+    try:
+        return validate_data(estimator, X, dtype=[np.float64, np.float32], **kwargs)
+    except (ValueError, TypeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines()]
+        one_line = " ".join(line for line in lines if line and not line.startswith(("[", "array=")))
+        if one_line == str(exc) or type(exc) not in (ValueError, TypeError):
+            raise
+        raise type(exc)(one_line) from None
 
 
 # --------------------------------------------------------------------------- parameter conversions
@@ -325,7 +354,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self
         """
         self._validate_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = _validate(self, X, ensure_min_samples=2)
         num_rows, num_features = X.shape
         if num_rows < self.n_components:
             raise ValueError(
@@ -339,23 +368,30 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         clash = sorted(set(engine_options) & set(_MAPPED[method]))
         if clash:
             raise ValueError(f"engine_options must not set {clash} for method={method!r}: use the estimator's own arguments")
+        if method in ("em", "hard_em"):  # the NumPyro engines name unknown options themselves
+            unknown = sorted(set(engine_options) - set(_em_options()))
+            if unknown:
+                raise ValueError(f"unknown {method} option(s) {unknown} in engine_options; allowed: {', '.join(_em_options())}")
         self._check_initial_parameters(num_features)
 
         rng = check_random_state(self.random_state)
-        key = jax.random.PRNGKey(int(rng.randint(np.iinfo(np.int32).max)))
         warm = self.warm_start and hasattr(self, "converged_")
         start = time.perf_counter()
         if warm:
-            result = self._run(method, key, X, GMMParams(*self.result_.params), 1, covariance_type, engine_options, warm=True)
+            init = GMMParams(*self.result_.params)
+            result = self._run(method, _key_from(rng), X, init, 1, covariance_type, engine_options, warm=True)
         elif self._needs_built_init():
+            # separate fits, the highest lower bound wins (sklearn's rule). Each restart draws from
+            # rng in sklearn's order: init_params="random" with n_init=1 starts at sklearn's point.
             result, best = None, -np.inf
-            for i in range(self.n_init):  # separate fits, highest lower bound wins (sklearn's rule)
-                init = self._built_init(jax.random.fold_in(key, i), rng, X, covariance_type)
-                candidate = self._run(method, jax.random.fold_in(key, self.n_init + i), X, init, 1, covariance_type, engine_options)
+            for _ in range(self.n_init):
+                init = self._built_init(rng, X, covariance_type)
+                candidate = self._run(method, _key_from(rng), X, init, 1, covariance_type, engine_options)
                 bound = self._lower_bounds(candidate, X)[-1]
                 if result is None or bound > best:
                     result, best = candidate, bound
         else:
+            key = _key_from(rng)
             result = self._run(method, key, X, INIT_PARAMS[self.init_params], self.n_init, covariance_type, engine_options)
         self._set_fitted(result, X, covariance_type)
         if self.verbose:
@@ -384,7 +420,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _needs_built_init(self) -> bool:
         return self.init_params == "random" or bool(self._given_parts())
 
-    def _built_init(self, key, rng, X, covariance_type) -> GMMParams:
+    def _built_init(self, rng, X, covariance_type) -> GMMParams:
         """An initial GMMParams: ``init_params``'s initialiser (or random responsibilities + one
         M-step), with the user's ``weights_init`` / ``means_init`` / ``precisions_init`` in place."""
         given = self._given_parts()
@@ -399,7 +435,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             resp /= resp.sum(axis=1, keepdims=True)
             base = _m_step_from_resp(covariance_type)(jnp.asarray(resp, X.dtype), jnp.asarray(X), reg_covar)
         else:
-            base = _initializer(num_components, INIT_PARAMS[self.init_params], covariance_type)(key, jnp.asarray(X), reg_covar)
+            base = _initializer(num_components, INIT_PARAMS[self.init_params], covariance_type)(_key_from(rng), jnp.asarray(X), reg_covar)
         weights, means, tril = (np.asarray(a, np.float64) for a in base)
         if "weights" in given:
             weights = np.asarray(given["weights"], np.float64)
@@ -475,7 +511,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _validated(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return _validate(self, X, reset=False)
 
     @staticmethod
     def _scores(params: GMMParams, X):
@@ -535,9 +571,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample.")
         from models.gmm import sample
 
-        rng = check_random_state(self.random_state)
-        key = jax.random.PRNGKey(int(rng.randint(np.iinfo(np.int32).max)))
-        x, z = sample(key, GMMParams(*(jnp.asarray(a) for a in self.result_.params)), int(n_samples))
+        x, z = sample(_key_from(check_random_state(self.random_state)), GMMParams(*(jnp.asarray(a) for a in self.result_.params)), int(n_samples))
         return np.asarray(x), np.asarray(z)
 
     # ------------------------------------------------------------------ criteria and posterior
