@@ -17,7 +17,7 @@ import importlib
 import models  # noqa: F401  (turns on x64 before any engine builds arrays)
 
 from .result import FitResult
-from .validate import check_choice
+from .validate import check_choice, check_option_names
 
 # method name -> (module, function); modules are imported on first use so that
 # `import inference` stays light.
@@ -50,7 +50,26 @@ def fit(method: str, key, x, num_components: int, **options) -> FitResult:
     **options : engine options by keyword (``init=``, ``n_init=``, ``max_iters=``, ``tol=``,
         ``reg_covar=``, ``covariance_type=``, ``num_steps=``, ``num_chains=``, ...).
     """
-    return get_engine(method)(key, x, num_components, **options)
+    engine = get_engine(method)
+    check_option_names(method, options, valid_options(method))
+    return engine(key, x, num_components, **options)
+
+
+def valid_options(method: str) -> tuple:
+    """The option names engine ``method`` takes (EM: the keyword arguments of ``inference.em._fit``;
+    the NumPyro engines: their ``*_DEFAULTS`` dicts)."""
+    import inspect
+
+    check_choice("method", method, METHODS)
+    if method in ("em", "hard_em"):
+        from .em import _fit
+
+        return tuple(n for n, p in inspect.signature(_fit).parameters.items()
+                     if p.kind is p.KEYWORD_ONLY and n != "hard")
+    module = importlib.import_module({"map": "inference.numpyro_map", "svi": "inference.numpyro_svi",
+                                      "nuts": "inference.numpyro_nuts"}[method])
+    names = tuple(getattr(module, f"{method.upper()}_DEFAULTS"))
+    return names + (("ordered_means",) if method == "nuts" else ())  # nuts explains its removal itself
 
 
 def fit_em(key, x, num_components, **options) -> FitResult:
@@ -72,4 +91,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'inference' has no attribute {name!r}")
 
 
-__all__ = ["fit", "FitResult", "METHODS", "ENGINES", "get_engine", "fit_em", "fit_hard_em", "GaussianMixture"]
+__all__ = ["fit", "FitResult", "METHODS", "ENGINES", "get_engine", "valid_options", "fit_em", "fit_hard_em", "GaussianMixture"]

@@ -66,3 +66,18 @@ def check_choice(name: str, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
     return value
+
+
+def check_option_names(method: str, options, valid) -> None:
+    """Refuse an option name ``method`` does not take: a one-line ``ValueError`` naming it, the closest
+    valid name (difflib) when there is one, and every valid name."""
+    import difflib
+
+    valid = sorted(valid)
+    unknown = [name for name in options if name not in valid]
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown {method} option {name!r}{hint}; valid options: {', '.join(valid)}")
