@@ -37,6 +37,7 @@ __all__ = [
     "enable_compilation_cache",
     "prefer_fast_compile",
     "SUBCOMMANDS",
+    "EXIT_PARTIAL",
 ]
 
 PROG = "gmm-report"
@@ -44,6 +45,9 @@ DEFAULT_OUT = "gmm-report"
 DEFAULT_SWEEP_OUT = "gmm-sweep"
 DEFAULT_SEED = 0
 DEFAULT_NUM_SAMPLES = 500
+# Exit codes of gmm-report: 0 every engine ran; EXIT_PARTIAL the report was written but some engine failed
+# (metrics.json "failed"); 2 a user error, nothing written; 1 an unexpected error; 130 interrupted.
+EXIT_PARTIAL = 3
 
 # --------------------------------------------------------------------------- parsers
 
@@ -188,13 +192,14 @@ def prefer_fast_compile(num_values: int) -> bool:
 
 
 def main(argv=None) -> int:
-    """Entry point of ``gmm-report``; returns the exit code (0 ok, 2 user error, 1 failure).
+    """Entry point of ``gmm-report``; returns the exit code (0 ok, 3 = ``EXIT_PARTIAL`` a report written
+    with some engine failed, 2 user error, 1 failure, 130 interrupted).
 
     ``gmm-report <subcommand> ...`` runs ``SUBCOMMANDS[subcommand](argv)``; otherwise the report.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     subcommand = SUBCOMMANDS.get(argv[0]) if argv else None
-    if subcommand is None:
+    if subcommand is None and not {"-h", "--help"} & set(argv):  # help is printed once, by _parse below
         try:
             early = build_parser().parse_args(argv)
             if early.data is None:
@@ -209,7 +214,14 @@ def main(argv=None) -> int:
         return code
     from analysis.report import run_report  # after the XLA flags: the report starts JAX
 
-    return run_guarded(lambda: run_report(args, argv=argv), "interrupted; no report written")
+    done = {}
+    code = run_guarded(lambda: done.update(metrics=run_report(args, argv=argv)), "interrupted; no report written")
+    failed = (done.get("metrics") or {}).get("failed") or {}
+    if code == 0 and failed:
+        print(f"{PROG}: warning: partial report: {len(failed)} engine(s) failed ({', '.join(failed)}); "
+              f"see 'failed' in metrics.json (exit {EXIT_PARTIAL})", file=sys.stderr)
+        return EXIT_PARTIAL
+    return code
 
 
 # --------------------------------------------------------------------------- gmm-report sweep

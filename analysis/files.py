@@ -46,10 +46,12 @@ __all__ = [
 def load_data(path) -> tuple[np.ndarray, list[str]]:
     """Load ``path`` (.npy, or CSV with a header row) as a float64 (N, D) array and its column names.
 
-    Raises ReportError with one line: missing file, empty file, ragged rows, a non-numeric column,
+    Raises ReportError with one line: missing file, a directory, empty file, ragged rows, a non-numeric column,
     rows with missing / NaN / inf values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ReportError(f"data file {str(path)!r} is a directory; give a CSV or .npy file")
     if not path.is_file():
         raise ReportError(f"data file {str(path)!r} not found")
     if path.suffix.lower() == ".npy":
