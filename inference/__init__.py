@@ -49,10 +49,14 @@ def fit(method: str, key, x, num_components: int, **options) -> FitResult:
     num_components : K.
     **options : engine options by keyword (``init=``, ``n_init=``, ``max_iters=``, ``tol=``,
         ``reg_covar=``, ``covariance_type=``, ``num_steps=``, ``num_chains=``, ...).
+
+    Every result's ``info`` has ``warnings`` (a list of lines: degenerate components for every engine;
+    failed convergence conditions for NUTS) and ``degenerate_components``.
     """
     engine = get_engine(method)
     check_option_names(method, options, valid_options(method))
-    return engine(key, x, num_components, **options)
+    result = engine(key, x, num_components, **options)
+    return with_degeneracy_check(result, x)
 
 
 def valid_options(method: str) -> tuple:
@@ -72,14 +76,31 @@ def valid_options(method: str) -> tuple:
     return names + (("ordered_means",) if method == "nuts" else ())  # nuts explains its removal itself
 
 
+def with_degeneracy_check(result: FitResult, x) -> FitResult:
+    """``result`` with ``info["degenerate_components"]`` (``inference.diagnostics.degenerate_components``
+    of the point estimate) and one line per such component added to ``info["warnings"]``."""
+    import dataclasses
+
+    import numpy as np
+
+    from .diagnostics import degenerate_components
+
+    reg_covar = result.info.get("reg_covar") if result.method in ("em", "hard_em") else None
+    degenerate = degenerate_components(result.params, np.asarray(x, np.float64), result.responsibilities, reg_covar)
+    warnings = list(result.info.get("warnings", []))
+    warnings += [f"component {d['component']} is degenerate: " + "; ".join(d["reasons"]) for d in degenerate]
+    info = dict(result.info, degenerate_components=degenerate, warnings=warnings)
+    return dataclasses.replace(result, info=info)
+
+
 def fit_em(key, x, num_components, **options) -> FitResult:
     """Soft EM; see :func:`inference.em.fit_em`."""
-    return get_engine("em")(key, x, num_components, **options)
+    return fit("em", key, x, num_components, **options)
 
 
 def fit_hard_em(key, x, num_components, **options) -> FitResult:
     """Hard (classification) EM; see :func:`inference.em.fit_hard_em`."""
-    return get_engine("hard_em")(key, x, num_components, **options)
+    return fit("hard_em", key, x, num_components, **options)
 
 
 def __getattr__(name):

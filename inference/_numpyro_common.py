@@ -66,23 +66,12 @@ def prior_items(prior: dict | None) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
-def make_model(num_components: int, prior: tuple = (), ordered_means: bool = False):
-    """``model(x)``: :func:`models.gmm_model` with K and the prior bound.
-
-    With ``ordered_means`` the model is the same joint restricted to
-    ``means[0, 0] < means[1, 0] < ...`` (a ``numpyro.factor`` of 0 or -inf added after the
-    declared model runs), the classic identifiability constraint for MCMC.
-    """
+def make_model(num_components: int, prior: tuple = ()):
+    """``model(x)``: :func:`models.gmm_model` with K and the prior bound."""
     kwargs = {name: (jnp.asarray(value) if isinstance(value, tuple) else value) for name, value in prior}
 
     def model(x):
-        if not ordered_means:
-            return gmm_model(x, num_components=num_components, **kwargs)
-        with handlers.trace() as tr:
-            gmm_model(x, num_components=num_components, **kwargs)
-        first = tr["means"]["value"][..., 0]
-        ordered = jnp.all(first[1:] > first[:-1])
-        numpyro.factor("ordered_means", jnp.where(ordered, 0.0, -jnp.inf).astype(first.dtype))
+        return gmm_model(x, num_components=num_components, **kwargs)
 
     return model
 
@@ -92,7 +81,7 @@ def enumerated(model):
     return enum(config_enumerate(model), first_available_dim=FIRST_ENUM_DIM)
 
 
-def enumerated_log_joint(params: GMMParams, x, *, ordered_means: bool = False, **prior) -> jnp.ndarray:
+def enumerated_log_joint(params: GMMParams, x, **prior) -> jnp.ndarray:
     """NumPyro's log joint of ``gmm_model`` at ``params`` with ``z`` summed out (constrained space).
 
     Equals ``models.log_likelihood(params, x) + models.log_prior(params, **prior)``.
@@ -104,7 +93,7 @@ def enumerated_log_joint(params: GMMParams, x, *, ordered_means: bool = False, *
     """
     x = jnp.asarray(x)
     params = GMMParams(*(jnp.asarray(a, x.dtype) for a in params))
-    model = make_model(params.means.shape[-2], prior_items(prior), ordered_means)
+    model = make_model(params.means.shape[-2], prior_items(prior))
     log_joint, _ = enumerated_log_density(enumerated(model), (x,), {}, sites_from_params(params))
     return log_joint
 

@@ -5,8 +5,16 @@ potential energy, driven by our own jitted ``lax.scan`` so that the compiled pro
 across fits (``numpyro.infer.MCMC`` re-jits its loop on every ``run``). Chains run sequentially
 on CPU (``set_host_device_count`` + parallel chains deadlocked on a 2-core host), vectorised or
 pmapped on accelerators. Label switching: every draw is relabelled against a pivot (the MAP
-point, then the aligned mean) with ``models.alignment.relabel_draws``; ``ordered_means=True``
-adds the ordered-first-coordinate constraint instead/as well.
+point, then the aligned mean) with ``models.alignment.relabel_draws``.
+
+Chains start from dispersed points (chain 1 at the MAP point, the others at the MAP point jittered on
+the unconstrained scale, ``init_jitter``) so that R-hat can see chains that disagree, and
+``converged`` is ``inference.diagnostics``' verdict: rank-normalised R-hat <= 1.01 after relabelling,
+bulk and tail ESS >= 100 per chain, no divergent transitions; ``info["warnings"]`` says which failed.
+
+There is no ordered-means option: the ordering constraint as a hard -inf wall in the potential gave
+wrong, over-confident posteriors with divergences that R-hat did not flag (issue 10); relabelling the
+draws against a pivot answers label switching without changing the posterior.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from numpyro.infer.util import potential_energy
 from models.alignment import mean_of_draws, relabel_draws
 from models.density import log_likelihood, responsibilities
 from models.gmm import params_from_sites
-from models.params import GMMParams, permute
+from models.params import GMMParams
 
 from ._numpyro_common import (
     model_data,
@@ -44,6 +52,7 @@ from ._numpyro_common import (
     unconstrain_fn,
 )
 from .numpyro_map import starting_point
+from .diagnostics import convergence_warnings, diagnose
 from .result import FitResult
 from .validate import check_choice, check_num_components
 
@@ -58,7 +67,7 @@ NUTS_DEFAULTS = dict(
     num_samples=500,
     chain_method="auto",
     progress=True,
-    ordered_means=False,
+    init_jitter=0.5,
     relabel=True,
     target_accept_prob=0.8,
     max_tree_depth=10,
@@ -81,8 +90,8 @@ def resolve_chain_method(chain_method: str, num_chains: int) -> str:
     return "parallel" if jax.local_device_count() >= num_chains else "vectorized"
 
 
-def _nuts_kernel(num_components, prior, ordered_means):
-    model = enumerated(make_model(num_components, prior, ordered_means))
+def _nuts_kernel(num_components, prior):
+    model = enumerated(make_model(num_components, prior))
     potential_fn_gen = lambda x: (lambda unconstrained: potential_energy(model, (x,), {}, unconstrained, enum=True))
     return hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
 
@@ -91,25 +100,25 @@ def _kernel_settings(num_warmup, target_accept_prob, max_tree_depth, dense_mass)
     return dict(num_warmup=num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth, dense_mass=dense_mass)
 
 
-def _build_chain_init(num_components, prior, ordered_means, settings, vectorized):
+def _build_chain_init(num_components, prior, settings, vectorized):
     """``(key, start_unconstrained, x) -> HMCState`` (vmapped over chains when ``vectorized``)."""
     settings = dict(settings)
 
     def init_chain(key, start, x):
-        init_kernel, _ = _nuts_kernel(num_components, prior, ordered_means)
+        init_kernel, _ = _nuts_kernel(num_components, prior)
         return init_kernel(start, model_args=(x,), rng_key=key, **settings)
 
     return jax.vmap(init_chain, in_axes=(0, 0, None)) if vectorized else init_chain
 
 
-def _build_chain_segment(num_components, num_features, prior, ordered_means, settings, length, vectorized):
+def _build_chain_segment(num_components, num_features, prior, settings, length, vectorized):
     """``(state, x) -> (state, draws)``: ``length`` NUTS transitions, collecting constrained sites,
     potential energy, divergences, tree sizes, acceptance and the models/ log-likelihood."""
     settings = dict(settings)
     supports = site_supports(num_components, num_features, prior)
 
     def segment(state, x):
-        init_kernel, sample_kernel = _nuts_kernel(num_components, prior, ordered_means)
+        init_kernel, sample_kernel = _nuts_kernel(num_components, prior)
         # hmc() keeps the adaptation schedule and tree depth in closure variables set by
         # init_kernel; an abstract evaluation sets them without running anything.
         jax.eval_shape(lambda s, data: init_kernel(s.z, model_args=(data,), rng_key=s.rng_key, **settings), state, x)
@@ -190,6 +199,16 @@ def _run_chains(keys, starts, x, chain_method, init_static, segment_static, num_
     return records, compile_seconds, run_seconds
 
 
+def _dispersed_starts(key, start: dict, num_chains: int, jitter: float) -> dict:
+    """Unconstrained starts (chain, ...): chain 0 at ``start``, the others at ``start + N(0, jitter)``."""
+    keys = jax.random.split(key, len(start))
+    out = {}
+    for sub, (name, value) in zip(keys, sorted(start.items())):
+        noise = jitter * jax.random.normal(sub, (num_chains,) + value.shape, value.dtype)
+        out[name] = value + noise.at[0].set(0.0)
+    return out
+
+
 def split_r_hat(samples: GMMParams) -> dict:
     """Max split R-hat per field of draws with leading (chain, draw) dims (weights, means, scale_tril).
 
@@ -212,6 +231,9 @@ def min_ess(samples: GMMParams) -> float:
 
 
 def _check_options(options):
+    if "ordered_means" in options:
+        raise ValueError("ordered_means was removed: a hard ordering wall gave wrong posteriors that looked converged; "
+                         "label switching is undone by relabelling the draws (relabel=True)")
     opts = {**NUTS_DEFAULTS, **options}
     unknown = sorted(set(opts) - set(NUTS_DEFAULTS))
     if unknown:
@@ -224,7 +246,11 @@ def _check_options(options):
     opts["target_accept_prob"] = check_float_option("target_accept_prob", opts["target_accept_prob"])
     if not opts["target_accept_prob"] < 1:
         raise ValueError(f"target_accept_prob must be in (0, 1), got {opts['target_accept_prob']!r}")
-    for name in ("progress", "ordered_means", "relabel", "dense_mass"):
+    jitter = opts["init_jitter"]
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float, np.number)) or not (np.isfinite(jitter) and jitter >= 0):
+        raise ValueError(f"init_jitter must be a finite number >= 0, got {jitter!r}")
+    opts["init_jitter"] = float(jitter)
+    for name in ("progress", "relabel", "dense_mass"):
         if not isinstance(opts[name], (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {opts[name]!r}")
     opts["chain_method"] = resolve_chain_method(opts["chain_method"], opts["num_chains"])
@@ -239,11 +265,12 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     key : PRNG key.
     x : (N, D) float32/float64 data.
     num_components : K.
-    init : "map" (default; every chain starts at the MAP point, ALL global sites) or a GMMParams.
+    init : "map" (default; chains start at the MAP point, ALL global sites) or a GMMParams.
+    init_jitter : sd of the N(0, sd) jitter added on the unconstrained scale to the start of every chain
+        but the first (default 0.5; 0 starts all chains at one point, which R-hat cannot check).
     num_chains, num_warmup, num_samples : default 2, 500, 500.
     chain_method : "auto" (default: sequential on CPU) | "sequential" | "vectorized" | "parallel".
     progress : tqdm progress bar (default True; the run is then cut into segments).
-    ordered_means : restrict the model to increasing ``means[:, 0]`` (default False).
     relabel : relabel every draw against a pivot with ``relabel_draws`` (default True).
     target_accept_prob, max_tree_depth, dense_mass : NUTS settings (0.8, 10, False).
     num_assignment_draws : draws of z by ``infer_discrete`` (temperature 1), default 100.
@@ -256,7 +283,8 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     ``num_steps`` per draw (chain-major); info ``diverging`` (chain, draw), ``num_divergences``,
     ``r_hat_before`` / ``r_hat_after`` relabelling (see ``info["r_hat_kind"]``), ``ess_min``,
     ``ess_per_second``, ``assignment_draws`` (M, N), ``assignments`` (N,) (posterior mode over the
-    draws), ``chain_method``. ``converged``: every aligned split R-hat < 1.05.
+    draws), ``chain_method``, ``diagnostics`` (rank R-hat, bulk/tail ESS of the aligned draws, the
+    worst elements), ``warnings`` (each failed convergence condition in words). ``converged``: no warning.
     """
     start = time.perf_counter()
     x = model_data(x)
@@ -266,12 +294,10 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     prior = prior_items(opts["prior"])
     num_features = x.shape[1]
 
-    map_key, chain_key, assign_key = jax.random.split(key_array(key), 3)
+    map_key, chain_key, assign_key, jitter_key = jax.random.split(key_array(key), 4)
     start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"])
-    if opts["ordered_means"]:
-        start_params = permute(start_params, jnp.argsort(start_params.means[:, 0]))
     start_unconstrained = unconstrain_fn(num_components, num_features, prior)(model_sites(start_params, x.dtype))
-    starts = jax.tree.map(lambda a: jnp.broadcast_to(a, (num_chains,) + a.shape), start_unconstrained)
+    starts = _dispersed_starts(jitter_key, start_unconstrained, num_chains, opts["init_jitter"])
 
     total = num_warmup + num_samples
     length = math.ceil(total / PROGRESS_SEGMENTS) if opts["progress"] else total
@@ -283,8 +309,8 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
         starts,
         jnp.asarray(x),
         opts["chain_method"],
-        (num_components, prior, opts["ordered_means"], settings),
-        (num_components, num_features, prior, opts["ordered_means"], settings, length, vectorized),
+        (num_components, prior, settings),
+        (num_components, num_features, prior, settings, length, vectorized),
         num_segments,
         opts["progress"],
     )
@@ -300,6 +326,8 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     r_hat_before, r_hat_after = split_r_hat(raw), split_r_hat(aligned)
     ess = min_ess(aligned)
     diverging = records["diverging"].astype(bool)
+    diagnostics = diagnose(aligned)
+    warnings = convergence_warnings(diagnostics, num_chains, int(diverging.sum()), diverging.size)
     chain_major = lambda a: np.asarray(a).reshape(-1)
     return FitResult(
         method="nuts",
@@ -312,7 +340,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
         ),
         samples=aligned,
         responsibilities=np.asarray(responsibilities(params, x)),
-        converged=bool(max(r_hat_after.values()) < 1.05),
+        converged=not warnings,
         num_iters=num_samples,
         seconds=time.perf_counter() - start,
         info=dict(
@@ -325,6 +353,8 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
             r_hat_before=r_hat_before,
             r_hat_after=r_hat_after,
             r_hat=r_hat_after,
+            diagnostics=diagnostics,
+            warnings=warnings,
             ess_min=ess,
             ess_per_second=ess / max(run_seconds, 1e-9),
             permutations=perms,

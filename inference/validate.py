@@ -17,6 +17,8 @@ def check_data(x) -> np.ndarray:
         raise ValueError(f"x must be a 2-D array of shape (num_samples, num_features), got shape {arr.shape}")
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"x must have at least one row and one column, got shape {arr.shape}")
+    if np.iscomplexobj(arr):
+        raise ValueError(f"x must be real-valued, got complex dtype {arr.dtype} (take .real or np.abs first)")
     if arr.dtype not in (np.float32, np.float64):
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise ValueError(f"x must be numeric, got dtype {arr.dtype}")

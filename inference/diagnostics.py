@@ -1,0 +1,180 @@
+"""MCMC convergence diagnostics for the engines' own ``converged`` flag (host-side numpy).
+
+Rank-normalised split R-hat, bulk ESS and tail ESS as defined by Vehtari, Gelman, Simpson, Carpenter &
+Bürkner (2021), the numbers ArviZ reports (``tests/test_diagnostics.py`` checks them against ArviZ).
+The autocorrelation-based ESS itself is NumPyro's ``numpyro.diagnostics.effective_sample_size``
+(Stan's estimator), applied to the rank-normalised split chains; nothing else is hand-written.
+inference cannot import ArviZ (analysis owns it), hence this module.
+
+``convergence_warnings`` turns the numbers into the words behind ``FitResult.converged``:
+R-hat <= 1.01, bulk and tail ESS >= 100 per chain, no divergent transitions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpyro.diagnostics import effective_sample_size
+from scipy.special import ndtri
+from scipy.stats import rankdata
+
+from models.params import GMMParams, covariances
+
+RHAT_MAX = 1.01
+ESS_PER_CHAIN_MIN = 100
+MAX_DIVERGENT_FRACTION = 0.0
+
+__all__ = ["RHAT_MAX", "ESS_PER_CHAIN_MIN", "MAX_DIVERGENT_FRACTION", "rank_rhat", "ess_bulk", "ess_tail",
+           "parameter_draws", "diagnose", "convergence_warnings"]
+
+
+def _split(draws: np.ndarray) -> np.ndarray:
+    """(chain, draw) -> (2 chain, draw // 2): each chain cut in halves (the middle draw dropped if odd)."""
+    half = draws.shape[1] // 2
+    return np.concatenate([draws[:, :half], draws[:, draws.shape[1] - half:]], axis=0)
+
+
+def _z_scale(draws: np.ndarray) -> np.ndarray:
+    """Rank-normalised draws: normal scores of the pooled ranks (Blom's offset 3/8)."""
+    ranks = rankdata(draws, method="average").reshape(draws.shape)
+    return ndtri((ranks - 0.375) / (draws.size + 0.25))
+
+
+def _rhat(draws: np.ndarray) -> float:
+    """Classic R-hat of (chain, draw) draws (already split)."""
+    n = draws.shape[1]
+    between = n * np.var(draws.mean(axis=1), ddof=1)
+    within = np.mean(np.var(draws, axis=1, ddof=1))
+    return float(np.sqrt((between / within + n - 1) / n))
+
+
+def rank_rhat(draws) -> float:
+    """Rank-normalised split R-hat of (chain, draw) draws: max of the bulk and folded (tail) R-hat."""
+    draws = np.asarray(draws, np.float64)
+    bulk = _rhat(_z_scale(_split(draws)))
+    folded = np.abs(draws - np.median(draws))
+    return max(bulk, _rhat(_z_scale(_split(folded))))
+
+
+def _ess(draws: np.ndarray) -> float:
+    return float(effective_sample_size(draws))
+
+
+def ess_bulk(draws) -> float:
+    """Bulk ESS: ESS of the rank-normalised split chains."""
+    return _ess(_z_scale(_split(np.asarray(draws, np.float64))))
+
+
+def ess_tail(draws) -> float:
+    """Tail ESS: the smaller ESS of the indicators of the 5% and 95% quantiles (split chains)."""
+    draws = np.asarray(draws, np.float64)
+    out = []
+    for prob in (0.05, 0.95):
+        indicator = (draws <= np.quantile(draws, prob)).astype(np.float64)
+        out.append(_ess(_split(indicator)))
+    return min(out)
+
+
+def parameter_draws(samples: GMMParams) -> dict:
+    """``{"weights[0]": (chain, draw), "means[0, 1]": ..., "covariances[0, 1, 1]": ...}`` of every
+    element that varies (constant elements, e.g. a K = 1 weight, have no R-hat)."""
+    arrays = {"weights": np.asarray(samples.weights), "means": np.asarray(samples.means),
+              "covariances": np.asarray(covariances(samples))}
+    out = {}
+    for name, values in arrays.items():
+        for index in np.ndindex(values.shape[2:]):
+            if name == "covariances" and index[-1] < index[-2]:
+                continue  # symmetric: the upper triangle says it all
+            column = values[(slice(None), slice(None)) + index]
+            if np.ptp(column) > 0:
+                out[f"{name}[{', '.join(str(i) for i in index)}]"] = column
+    return out
+
+
+def diagnose(samples: GMMParams) -> dict:
+    """Worst R-hat and smallest bulk/tail ESS over the elements of aligned draws (chain, draw, ...).
+
+    Returns ``{"rhat_max", "ess_bulk_min", "ess_tail_min", "worst_rhat", "worst_ess"}`` (the last two
+    name the element); R-hat and ESS are None with fewer than 2 chains or 4 draws."""
+    draws = parameter_draws(samples)
+    chains, num_draws = np.shape(samples.weights)[:2]
+    if chains < 2 or num_draws < 4 or not draws:
+        return {"rhat_max": None, "ess_bulk_min": None, "ess_tail_min": None, "worst_rhat": None, "worst_ess": None}
+    rhat = {k: rank_rhat(v) for k, v in draws.items()}
+    bulk = {k: ess_bulk(v) for k, v in draws.items()}
+    tail = {k: ess_tail(v) for k, v in draws.items()}
+    worst_rhat = max(rhat, key=rhat.get)
+    worst_ess = min(draws, key=lambda k: min(bulk[k], tail[k]))
+    return {"rhat_max": rhat[worst_rhat], "ess_bulk_min": min(bulk.values()), "ess_tail_min": min(tail.values()),
+            "worst_rhat": worst_rhat, "worst_ess": worst_ess}
+
+
+def convergence_warnings(diagnostics: dict, num_chains: int, num_divergences: int, num_draws_total: int) -> list:
+    """The failed convergence conditions, in words (empty: converged).
+
+    Conditions: rank-normalised R-hat <= ``RHAT_MAX`` after relabelling; bulk and tail ESS >=
+    ``ESS_PER_CHAIN_MIN`` per chain; divergent transitions <= ``MAX_DIVERGENT_FRACTION`` of the draws.
+    """
+    warnings = []
+    need = ESS_PER_CHAIN_MIN * num_chains
+    rhat = diagnostics.get("rhat_max")
+    if num_chains < 2:
+        warnings.append(f"R-hat needs at least 2 chains, got {num_chains}: convergence cannot be checked")
+    elif rhat is None:
+        warnings.append("R-hat could not be computed (too few draws)")
+    elif rhat > RHAT_MAX:
+        warnings.append(f"R-hat {rhat:.3f} > {RHAT_MAX} (worst: {diagnostics.get('worst_rhat')}): the chains disagree; "
+                        "run longer or check for several modes")
+    for kind in ("bulk", "tail"):
+        ess = diagnostics.get(f"ess_{kind}_min")
+        if ess is not None and ess < need:
+            warnings.append(f"{kind} ESS {ess:.0f} < {need} ({ESS_PER_CHAIN_MIN} per chain; worst: "
+                            f"{diagnostics.get('worst_ess')}): draw more samples")
+    if num_divergences > MAX_DIVERGENT_FRACTION * num_draws_total:
+        warnings.append(f"{num_divergences} divergent transition(s) of {num_draws_total}: the sampler missed part of the "
+                        "posterior; raise target_accept_prob or check the data's scale")
+    return warnings
+
+
+# --------------------------------------------------------------------------- degenerate components
+
+THIN_RATIO = 1e-4  # a component whose variance along some direction is < 1e-4 of the data's (sd 100x thinner)
+REG_COVAR_FACTOR = 10.0  # ... or whose smallest eigenvalue is within 10x of EM's reg_covar floor
+
+
+def degenerate_components(params: GMMParams, x, responsibilities, reg_covar: float | None = None) -> list:
+    """Components that sit on a (near-)singular covariance, relative to the data's scale.
+
+    A component is degenerate when it has fewer than D + 1 effective points (the responsibilities'
+    column sum: too few to span its covariance), or when its covariance, whitened by the data's
+    covariance, has an eigenvalue below ``THIN_RATIO`` (flat along a direction in which the data is
+    not), or, for EM, its smallest eigenvalue is within ``REG_COVAR_FACTOR`` of ``reg_covar`` (the
+    floor EM adds: the points lie on a lower-dimensional set, e.g. a column with one repeated value).
+
+    Returns a list of ``{"component", "effective_count", "min_eigenvalue", "relative_min_eigenvalue",
+    "reasons"}`` (empty: none).
+    """
+    x = np.asarray(x, np.float64)
+    num_rows, num_features = x.shape
+    covs = np.asarray(covariances(params), np.float64)
+    counts = np.asarray(responsibilities, np.float64).sum(axis=0)
+    data_cov = np.atleast_2d(np.cov(x, rowvar=False)) + np.eye(num_features) * 1e-12 * max(np.trace(np.atleast_2d(np.cov(x, rowvar=False))), 1e-300)
+    try:
+        lower = np.linalg.cholesky(data_cov)
+    except np.linalg.LinAlgError:
+        lower = np.diag(np.sqrt(np.maximum(np.diag(data_cov), 1e-300)))
+    out = []
+    for k in range(covs.shape[0]):
+        eig = float(np.linalg.eigvalsh(covs[k])[0])
+        whitened = np.linalg.solve(lower, np.linalg.solve(lower, covs[k]).T)
+        relative = float(np.linalg.eigvalsh((whitened + whitened.T) / 2)[0])
+        reasons = []
+        if counts[k] < num_features + 1:
+            reasons.append(f"{counts[k]:.1f} effective points < D + 1 = {num_features + 1}")
+        if relative < THIN_RATIO:
+            reasons.append(f"variance along one direction is {relative:.1e} of the data's")
+        if reg_covar is not None and eig <= REG_COVAR_FACTOR * reg_covar:
+            reasons.append(f"smallest covariance eigenvalue {eig:.1e} is at the reg_covar floor ({reg_covar:g})")
+        if reasons:
+            out.append({"component": k, "effective_count": float(counts[k]), "min_eigenvalue": eig,
+                        "relative_min_eigenvalue": relative, "reasons": reasons})
+    return out
