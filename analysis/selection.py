@@ -173,14 +173,17 @@ def criteria_row(result, x, covariance_type: str | None = None, posterior: bool 
     return row
 
 
-def select(rows, criterion: str, method: str | None = None):
+def select(rows, criterion: str, method: str | None = None, exclude_degenerate: bool = False):
     """K with the best ``criterion`` among ``rows`` (dicts with ``k`` and the criterion; optionally
-    only those with ``row["method"] == method``). None when no row has a finite value."""
+    only those with ``row["method"] == method``; with ``exclude_degenerate``, only rows whose fit has no
+    degenerate component, ``row["degenerate"] == 0``). None when no row has a finite value."""
     if criterion not in LOWER_IS_BETTER:
         raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
     best_k, best_v = None, None
     for row in rows:
         if method is not None and row.get("method") != method:
+            continue
+        if exclude_degenerate and row.get("degenerate"):
             continue
         v = row.get(criterion)
         if v is None or not np.isfinite(v):
@@ -195,8 +198,10 @@ class Selection(NamedTuple):
     """What :func:`select_num_components` returns.
 
     table : list of row dicts (one per K: ``method, k, loglik, num_parameters, bic, aic, icl,
-        entropy, loo, loo_se, p_loo, pareto_k_max, waic, waic_se, p_waic, seconds, error``).
-    selected : ``{criterion: K}`` for each requested criterion (None if it could not be computed).
+        entropy, loo, loo_se, p_loo, pareto_k_max, waic, waic_se, p_waic, degenerate, seconds, error``;
+        ``degenerate`` counts the fit's degenerate components, ``inference.diagnostics``).
+    selected : ``{criterion: K}`` for each requested criterion (None if it could not be computed);
+        K values whose fit has a degenerate component are excluded when ``exclude_degenerate``.
     fits : ``{K: FitResult}`` of the successful fits.
     """
 
@@ -205,7 +210,8 @@ class Selection(NamedTuple):
     fits: dict
 
 
-def select_num_components(x, ks=range(1, 9), key=None, method: str = "em", criteria=None, **fit_options) -> Selection:
+def select_num_components(x, ks=range(1, 9), key=None, method: str = "em", criteria=None,
+                          exclude_degenerate: bool = True, **fit_options) -> Selection:
     """Fit ``method`` for every K in ``ks`` and select K by each criterion.
 
     Parameters
@@ -215,6 +221,8 @@ def select_num_components(x, ks=range(1, 9), key=None, method: str = "em", crite
     key : jax PRNG key (default ``PRNGKey(0)``); K's fit uses ``fold_in(key, K)``.
     method : any ``inference.fit`` engine; "nuts"/"svi" add LOO and WAIC.
     criteria : subset of ``CRITERIA``; default bic/aic/icl for point engines, all five for nuts/svi.
+    exclude_degenerate : skip K whose fit has a degenerate component (a covariance collapsed onto a
+        lower-dimensional set: its likelihood is unbounded, so BIC would reward it; default True).
     **fit_options : passed to ``inference.fit`` (EM defaults here: ``n_init=5`` restarts).
 
     A K whose fit raises gets a row with ``error`` set and no criteria.
@@ -239,11 +247,12 @@ def select_num_components(x, ks=range(1, 9), key=None, method: str = "em", crite
         try:
             result = fit(method, jax.random.fold_in(key, k), x, k, **fit_options)
             row = criteria_row(result, x, posterior=any(c in POSTERIOR_CRITERIA for c in criteria))
+            row["degenerate"] = len(result.info.get("degenerate_components", []))
             row["error"] = None
             fits[k] = result
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
             row = {"k": k, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
         row = {"method": method, **row, "seconds": time.perf_counter() - start}
         table.append(row)
-    selected = {c: select(table, c) for c in criteria}
+    selected = {c: select(table, c, exclude_degenerate=exclude_degenerate) for c in criteria}
     return Selection(table, selected, fits)

@@ -141,3 +141,20 @@ def test_collinear_rows_give_a_flagged_degenerate_component():
 def test_complex_input_is_a_one_line_error():
     with pytest.raises(ValueError, match="real-valued"):
         fit("em", jax.random.PRNGKey(0), np.ones((10, 2), complex), 2)
+
+
+def test_model_selection_skips_k_with_degenerate_fits_on_iris():
+    """Iris: EM at larger K puts a component on the 29 flowers that share petal width 0.2 (a flat
+    direction, likelihood unbounded): BIC then rewards that K. Excluding degenerate fits gives K = 2,
+    the choice mclust's BIC makes on iris."""
+    from sklearn.datasets import load_iris
+
+    from analysis.selection import select_num_components
+
+    x = load_iris().data
+    raw = select_num_components(x, ks=range(1, 7), exclude_degenerate=False)
+    rows = {r["k"]: r for r in raw.table}
+    assert rows[raw.selected["bic"]]["degenerate"] > 0  # the trap: BIC alone picks a degenerate fit
+    assert rows[2]["degenerate"] == 0 and rows[3]["degenerate"] == 0
+    clean = select_num_components(x, ks=range(1, 7))
+    assert clean.selected["bic"] == 2
