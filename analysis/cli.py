@@ -117,16 +117,21 @@ def error_exit(message: str, code: int = 2) -> int:
     return code
 
 
-def run_guarded(action, interrupted: str = "interrupted; nothing written") -> int:
+def run_guarded(action) -> int:
     """Run ``action()`` for a command: 0 on success; a user error (ReportError, ValueError) is one line
-    on stderr and exit 2, Ctrl-C exit 130, anything else one line and exit 1 (never a traceback;
-    ``GMM_REPORT_DEBUG=1`` re-raises)."""
+    on stderr and exit 2, Ctrl-C (a KeyboardInterrupt, in process) ``gmm-report: interrupted; nothing
+    written`` and exit 130, anything else one line and exit 1 (never a traceback; ``GMM_REPORT_DEBUG=1``
+    re-raises). The command itself runs in a child process (:mod:`analysis.interrupt`), whose parent
+    prints the same line when it stops the child."""
+    from analysis.interrupt import INTERRUPTED_MESSAGE
+
     try:
         action()
     except (ReportError, ValueError) as exc:
         return error_exit(str(exc))
     except KeyboardInterrupt:
-        return error_exit(interrupted, 130)
+        print(f"{PROG}: {INTERRUPTED_MESSAGE}", file=sys.stderr)
+        return 130
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
         if os.environ.get("GMM_REPORT_DEBUG"):
             raise
@@ -147,6 +152,13 @@ def _parse(parser: argparse.ArgumentParser, argv):
 # --------------------------------------------------------------------------- JAX / XLA set-up
 
 
+def compilation_cache_dir() -> str | None:
+    """The persistent compilation cache directory of the commands (no JAX import), or None when
+    ``GMM_REFERENCE_CACHE`` turns it off: ``$GMM_REFERENCE_CACHE``, default ``~/.cache/gmm-reference/jax``."""
+    where = os.environ.get("GMM_REFERENCE_CACHE", str(Path.home() / ".cache" / "gmm-reference" / "jax"))
+    return None if where.lower() in ("", "0", "off", "none", "false") else where
+
+
 def enable_compilation_cache() -> str | None:
     """Turn on JAX's persistent compilation cache for the command-line tools.
 
@@ -155,8 +167,8 @@ def enable_compilation_cache() -> str | None:
     ``$GMM_REFERENCE_CACHE`` (default ``~/.cache/gmm-reference/jax``); ``GMM_REFERENCE_CACHE=off``
     disables it. Returns the directory used, or None.
     """
-    where = os.environ.get("GMM_REFERENCE_CACHE", str(Path.home() / ".cache" / "gmm-reference" / "jax"))
-    if where.lower() in ("", "0", "off", "none", "false"):
+    where = compilation_cache_dir()
+    if where is None:
         return None
     try:
         Path(where).mkdir(parents=True, exist_ok=True)
@@ -196,8 +208,17 @@ def main(argv=None) -> int:
     with some engine failed, 2 user error, 1 failure, 130 interrupted).
 
     ``gmm-report <subcommand> ...`` runs ``SUBCOMMANDS[subcommand](argv)``; otherwise the report.
+    With ``argv`` None (the command: ``gmm-report``, ``python -m analysis``) the work runs in a child
+    process that Ctrl-C stops at once (:mod:`analysis.interrupt`); with a list (tests, notebooks), or
+    with ``GMM_REPORT_IN_PROCESS=1``, in this process.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        from analysis.interrupt import run_supervised, supervision_wanted
+
+        argv = sys.argv[1:]
+        if supervision_wanted():
+            return run_supervised(argv, out=_output_dir_of(argv), cache_dir=compilation_cache_dir(), prog=PROG)
+    argv = list(argv)
     subcommand = SUBCOMMANDS.get(argv[0]) if argv else None
     if subcommand is None and not {"-h", "--help"} & set(argv):  # help is printed once, by _parse below
         try:
@@ -215,13 +236,25 @@ def main(argv=None) -> int:
     from analysis.report import run_report  # after the XLA flags: the report starts JAX
 
     done = {}
-    code = run_guarded(lambda: done.update(metrics=run_report(args, argv=argv)), "interrupted; no report written")
+    code = run_guarded(lambda: done.update(metrics=run_report(args, argv=argv)))
     failed = (done.get("metrics") or {}).get("failed") or {}
     if code == 0 and failed:
         print(f"{PROG}: warning: partial report: {len(failed)} engine(s) failed ({', '.join(failed)}); "
               f"see 'failed' in metrics.json (exit {EXIT_PARTIAL})", file=sys.stderr)
         return EXIT_PARTIAL
     return code
+
+
+def _output_dir_of(argv) -> str:
+    """The ``--out`` a command line asks for (its default otherwise), read without the full parser
+    (the sweep's imports JAX); a malformed line is the child's to report."""
+    default = DEFAULT_SWEEP_OUT if list(argv[:1]) == ["sweep"] else DEFAULT_OUT
+    p = Parser(add_help=False)
+    p.add_argument("--out", default=default)
+    try:
+        return p.parse_known_args(list(argv))[0].out
+    except (ReportError, SystemExit):
+        return default
 
 
 # --------------------------------------------------------------------------- gmm-report sweep
