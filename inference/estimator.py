@@ -36,6 +36,8 @@ Argument mapping (sklearn name -> engine option)
 ``verbose``             0: silent. >= 1: one summary line per fit; >= 2: the lower bound every
                         ``verbose_interval`` iterations (em / hard_em). svi / nuts progress bars
                         are on when ``verbose`` >= 1 (unless ``engine_options`` sets ``progress``).
+``max_iter``            >= 1 (sklearn also takes 0, meaning "return the initial parameters"; the
+                        engines always run at least one iteration, so 0 fails parameter validation).
 ``method``              "em" | "hard_em" | "map" | "svi" | "nuts".
 ``engine_options``      dict of further engine options (e.g. ``chunk_size`` for EM,
                         ``num_warmup``/``num_samples``/``num_chains`` for NUTS). Options that the
@@ -46,7 +48,11 @@ Fitted attributes: sklearn's ``weights_, means_, covariances_, precisions_, prec
 converged_, n_iter_, lower_bound_, lower_bounds_, n_features_in_, feature_names_in_`` plus
 ``result_`` (the FitResult), ``trace_`` (its per-iteration traces) and, for svi / nuts,
 ``posterior_`` (ArviZ InferenceData of the aligned draws, built on first access by
-``analysis.arviz_io.to_inference_data``).
+``analysis.arviz_io.to_inference_data``; the estimator keeps a reference to the training data for it,
+so a pickled svi / nuts estimator carries its data; the InferenceData itself is not pickled).
+
+BIC / AIC come from ``analysis.selection`` (the project's one sklearn-checked parameter count),
+imported inside the methods: inference never imports analysis at module import time.
 
 ``lower_bound_``: em / hard_em: sklearn's, the mean per-sample log-likelihood at the last E-step,
 i.e. log p(x | theta_{T-1}) / N from the engine's trace (``lower_bounds_`` =

@@ -285,6 +285,14 @@ def test_convergence_warning_and_warm_start():
     np.testing.assert_allclose(gm.lower_bound_, ref.lower_bound_, rtol=1e-6)
 
 
+def test_verbose_prints_lower_bounds(capsys):
+    x = blobs(seed=8)
+    gm = GaussianMixture(3, random_state=0, verbose=2, verbose_interval=1, tol=1e-6).fit(x)
+    lines = capsys.readouterr().out.splitlines()
+    assert "converged=True" in lines[0] and len(lines) == 1 + gm.n_iter_
+    assert float(lines[-1].split()[-1]) == pytest.approx(gm.lower_bound_, abs=1e-5)
+
+
 def test_sample_follows_the_fitted_mixture():
     x = blobs(seed=7)
     gm = GaussianMixture(3, random_state=0).fit(x)
