@@ -12,6 +12,7 @@ from .alignment import align, component_cost, match_components, mean_of_draws, r
 from .density import component_log_prob, gaussian_kl, log_likelihood, pointwise_log_likelihood, responsibilities  # noqa: E402
 from .gmm import gmm_model, log_prior, params_from_sites, sample, sites_from_params  # noqa: E402
 from .params import GMMParams, covariances, from_covariances, permute, to_numpy, validate_params  # noqa: E402
+from .predictive import sample_posterior_predictive, sample_prior  # noqa: E402
 
 __all__ = [
     "GMMParams",
@@ -26,6 +27,8 @@ __all__ = [
     "responsibilities",
     "gmm_model",
     "sample",
+    "sample_prior",
+    "sample_posterior_predictive",
     "log_prior",
     "params_from_sites",
     "sites_from_params",

@@ -2,7 +2,8 @@
 
     How do the algorithms change with different true GMM parameters (``separation``), different
     initialisations (``init``), different numbers of samples (``samples``), different numbers of
-    clusters (``components``)?
+    clusters (``components``)? And a fifth: are the Bayesian engines calibrated (``calibration``,
+    simulation-based calibration)?
 
 Python API
 ----------
@@ -10,7 +11,7 @@ Python API
     tables = run_sweep("components", seed=0, out_dir="out", methods=("em", "nuts"))
     figs = plot_sweep("samples", tables)                            # dict: figure name -> Figure
 
-The command line is ``gmm-report sweep separation|init|samples|components [...]`` (:mod:`analysis.cli`).
+The command line is ``gmm-report sweep separation|init|samples|components|calibration [...]`` (:mod:`analysis.cli`).
 
 Every sweep writes ``<table>.csv`` and ``<table>.json`` per table (columns in ``COLUMNS``),
 ``figures/<name>.png``, ``sweep.html`` (self-contained) and ``manifest.json``; the components axis
@@ -26,10 +27,11 @@ shape by the engines, so repeats of one shape cost only run time.
 
 Layout (one job per module): ``common`` (engine settings, a guarded fit, scores, table helpers),
 one module per axis with its truth, experiment and figures (``separation``, ``initialisation``,
-``samples``, ``components``), and ``run`` (dispatch and the output directory). This file only
+``samples``, ``components``, ``calibration``), and ``run`` (dispatch and the output directory). This file only
 gathers the public names.
 """
 
+from analysis.sweeps.calibration import CALIBRATION_PRIOR, sweep_calibration
 from analysis.sweeps.common import NUTS_MAX_N, NUTS_REPEATS, QUICK_ENGINE_OPTIONS, SWEEP_ENGINE_OPTIONS
 from analysis.sweeps.components import CONVENTIONS, SELECTION_SCHEMA, components_truth, sweep_components
 from analysis.sweeps.initialisation import INIT_METHODS, REACHED_BEST_TOL, init_truth, sweep_init
@@ -59,6 +61,8 @@ __all__ = [
     "sweep_init",
     "sweep_samples",
     "sweep_components",
+    "sweep_calibration",
+    "CALIBRATION_PRIOR",
     "separation_truth",
     "init_truth",
     "components_truth",

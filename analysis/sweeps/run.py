@@ -17,7 +17,7 @@ import jax
 
 from analysis.files import atomic_output_dir, csv_text, dumps_json, write_atomically
 from analysis.html_page import figure_html, figure_png, render_html, table_html
-from analysis.sweeps import components, initialisation, samples, separation
+from analysis.sweeps import calibration, components, initialisation, samples, separation
 from analysis.sweeps.common import resolve_methods
 
 __all__ = ["AXES", "COLUMNS", "DEFAULT_METHODS", "QUICK_METHODS", "methods_for", "run_sweep", "plot_sweep", "write_sweep"]
@@ -28,6 +28,7 @@ _AXES = {
     "init": (initialisation, initialisation.sweep_init, initialisation.plot_init),
     "samples": (samples, samples.sweep_samples, samples.plot_samples),
     "components": (components, components.sweep_components, components.plot_components),
+    "calibration": (calibration, calibration.sweep_calibration, calibration.plot_calibration),
 }
 AXES = tuple(_AXES)
 COLUMNS = {axis: module.COLUMNS for axis, (module, _, _) in _AXES.items()}
@@ -48,7 +49,7 @@ def run_sweep(axis: str, seed: int = 0, out_dir=None, quick: bool = False, repea
 
     Parameters
     ----------
-    axis : "separation" | "init" | "samples" | "components".
+    axis : "separation" | "init" | "samples" | "components" | "calibration".
     seed : integer seed of the data and every fit (``key``, a jax PRNG key, overrides it).
     out_dir : when given, the tables (CSV + JSON), figures (PNG), sweep.html and manifest.json are
         written there (atomically; an existing non-empty directory needs ``force=True``).
