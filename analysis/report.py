@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.cli import PROG, main  # noqa: F401  (main: the entry point's historical home)
+from analysis.budget import plan_report
 from analysis.engine_options import ALL_METHODS, parse_methods, report_engine_options
 from analysis.errors import ReportError
 from analysis.files import atomic_output_dir, dumps_json, load_data, write_atomically
@@ -65,6 +66,10 @@ def run_report(args, argv=None) -> dict:
             raise ReportError("the seed problem has 2 components; use --data FILE to fit another K")
         x, k, source, column_names = None, 2, "seed_problem", ["x0", "x1"]
 
+    # Identifiable from these rows, and affordable? (skips engines or refuses with the fix named; analysis.budget)
+    plan = plan_report(args, methods, options, x, k, progress)
+    methods, options, args.skipped_engines = plan.methods, plan.options, plan.skipped
+
     with atomic_output_dir(args.out, args.force) as tmp:
         metrics = _run_into(tmp, args, list(argv) if argv is not None else sys.argv[1:], methods, options, x, k,
                             source, column_names, progress, t_start)
@@ -94,6 +99,7 @@ def _run_into(tmp: Path, args, argv, methods, options, x, k, source, column_name
         x, z = np.asarray(xs, dtype=np.float64), np.asarray(zs)
 
     results, failed = _fit_engines(root, x, k, methods, options, progress)
+    failed = {**getattr(args, "skipped_engines", {}), **failed}  # engines skipped before fitting, with the reason
 
     progress("aligning labels, scoring, building InferenceData")
     aligned, reference = align_results(results, truth)

@@ -1,0 +1,227 @@
+"""Before fitting: can the data identify each engine's model, and what will it cost? One job, :func:`plan_engines`.
+
+Identifiability (counts from :func:`analysis.selection.num_parameters`, sklearn's)
+----------------------------------------------------------------------------------
+A block of columns whose parameters are estimated together needs more rows than free parameters:
+
+* full covariances couple all D columns: ``num_parameters(K, D, "full") = (K-1) + K D + K D (D+1)/2``
+  must be < N. K = 2, D = 50 has 2 651 for 60 rows: the likelihood is then maximised by singular
+  covariances, and NUTS on the 2 651-dimensional posterior runs every trajectory to the maximum tree
+  depth (what took 25 minutes). MAP, SVI and NUTS (NumPyro's LKJ model) only have full covariances:
+  they are skipped, with the reason in the report and in ``metrics.json`` ``failed``.
+* diagonal covariances make the columns independent given the component: each column is its own 1-D
+  mixture with K means, K variances and the K - 1 shared weights, so ``3 K - 1 < N`` suffices. EM and
+  hard EM fall back to ``covariance_type="diag"`` (stated on stderr and in the manifest's engine
+  options) unless the user chose a covariance type with ``--option em.covariance_type=...``, which is
+  then checked and refused (exit 2) if it cannot be identified.
+* if no engine is left, the command stops with exit 2 and one line naming the fix: fewer columns (the
+  largest D the rows allow), fewer components (``--num-components``), diagonal covariances.
+
+Cost (a rough model, measured on this project's 2-core CPU; expect a factor of 2-3 either way)
+----------------------------------------------------------------------------------------------
+One evaluation of the log-likelihood and its gradient costs ``t = 10 us + 3e-10 s x N K (D^2 + 4 D)``
+(full covariances; ``N K 6 D`` for diagonal ones); measured 14 us at N=500, K=2, D=2, 0.11 ms at
+N=60, K=2, D=50, 0.44 ms at N=2000, K=4, D=20, 1.3 ms at N=20000, K=2, D=10. Then, per engine, with
+its options:
+
+* EM / hard EM: compile 1.5 s + ``n_init x max_iters x t`` (the iteration cap: an upper bound);
+* MAP: compile 6 s + ``n_init x num_steps x 4 t`` (cap);
+* SVI: compile 8 s + ``num_steps x num_particles x 4 t`` (cap), plus MAP's cost when it cannot start
+  from this report's MAP point;
+* NUTS: compile 8 s + ``num_chains x (num_warmup + num_samples) x L x t`` (+ MAP as for SVI) with
+  ``L = 8 p^(1/4)`` gradient evaluations per iteration (p free parameters; trajectories grow like
+  d^(1/4) on well-conditioned posteriors; measured L ~ 20 at the seed problem and at K=3, D=5),
+  capped at ``2^max_tree_depth``. An ill-conditioned posterior reaches the cap: then NUTS costs more.
+
+The budget is ``--max-seconds`` (default 600 s for ``--data``; none for the simulated seed problem):
+while the total estimate exceeds it, the most expensive engine is skipped (stated); if even the
+cheapest engine does not fit, exit 2 naming ``--max-seconds``.
+
+Imports: the standard library and :mod:`analysis.errors` at module level; :mod:`analysis.selection`
+(which starts JAX) inside :func:`plan_engines`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from analysis.errors import ReportError
+
+__all__ = ["plan_engines", "Plan", "estimate_seconds", "gradient_seconds", "DEFAULT_DATA_MAX_SECONDS", "SKIPPED"]
+
+DEFAULT_DATA_MAX_SECONDS = 600.0
+SKIPPED = "skipped: "  # prefix of a skipped engine's entry in metrics.json "failed"
+
+NUMPYRO_METHODS = ("map", "svi", "nuts")
+EM_METHODS = ("em", "hard_em")
+
+# The engines' defaults this estimate assumes when an option is not given (inference's *_DEFAULTS).
+_DEFAULTS = {
+    "em": dict(max_iters=500, n_init=1, covariance_type="full"),
+    "hard_em": dict(max_iters=500, n_init=1, covariance_type="full"),
+    "map": dict(num_steps=3000, n_init=4),
+    "svi": dict(num_steps=4000, num_particles=4),
+    "nuts": dict(num_chains=2, num_warmup=500, num_samples=500, max_tree_depth=10),
+}
+_COMPILE_SECONDS = {"em": 1.5, "hard_em": 1.5, "map": 6.0, "svi": 8.0, "nuts": 8.0}
+
+
+def gradient_seconds(n: int, k: int, d: int, covariance_type: str = "full") -> float:
+    """Seconds of one log-likelihood + gradient evaluation at N rows, K components, D columns."""
+    per_row = d * d + 4 * d if covariance_type in ("full", "tied") else 6 * d
+    return 1e-5 + 3e-10 * n * k * per_row
+
+
+def _option(options: dict, method: str, key: str):
+    value = options.get(key, _DEFAULTS[method][key])
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float(_DEFAULTS[method][key])
+
+
+def estimate_seconds(method: str, n: int, k: int, d: int, options: dict, *, map_point: bool = True) -> float:
+    """The rough cost model of the module docstring, in seconds, for ``method`` with ``options``."""
+    from analysis.selection import num_parameters
+
+    o = lambda key: _option(options, method, key)  # noqa: E731
+    if method in EM_METHODS:
+        cov = options.get("covariance_type", "full")
+        return _COMPILE_SECONDS[method] + o("n_init") * o("max_iters") * gradient_seconds(n, k, d, cov)
+    t = gradient_seconds(n, k, d)
+    start = 0.0 if map_point or options.get("init", "map") != "map" else estimate_seconds("map", n, k, d, options.get("map_options") or {})
+    if method == "map":
+        return _COMPILE_SECONDS["map"] + o("n_init") * o("num_steps") * 4 * t
+    if method == "svi":
+        return _COMPILE_SECONDS["svi"] + o("num_steps") * o("num_particles") * 4 * t + start
+    if method == "nuts":
+        p = num_parameters(k, d, "full")
+        steps = min(8 * p**0.25, 2 ** o("max_tree_depth"))
+        return _COMPILE_SECONDS["nuts"] + o("num_chains") * (o("num_warmup") + o("num_samples")) * steps * t + start
+    raise ValueError(f"unknown method {method!r}")
+
+
+@dataclass
+class Plan:
+    """What :func:`plan_engines` decided: the engines to fit with their (possibly changed) options,
+    ``skipped`` {method: reason} (for metrics.json "failed"), ``notes`` (one line each, printed),
+    ``estimates`` {method: seconds} of the engines kept."""
+
+    methods: list
+    options: dict
+    skipped: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    estimates: dict = field(default_factory=dict)
+
+
+def _largest(limit: int, count) -> int:
+    """The largest value v >= 0 with ``count(v) < limit`` (count increasing), found by stepping."""
+    v = 0
+    while count(v + 1) < limit and v < 10_000:
+        v += 1
+    return v
+
+
+def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: float | None) -> Plan:
+    """Decide which engines to fit on N x D data with K components (see the module docstring).
+
+    Raises ReportError (one line, exit 2) when no engine can be identified from the data or when even
+    the cheapest one would run past ``max_seconds`` (None or inf: no budget).
+    """
+    from analysis.selection import num_parameters
+
+    options = {m: dict(options.get(m, {})) for m in methods}
+    plan = Plan(methods=[], options=options)
+    p_full = num_parameters(k, d, "full")
+    full_ok = p_full < n
+    diag_ok = 3 * k - 1 < n
+    why_full = (f"full covariances for K={k}, D={d} have {p_full} free parameters for {n} rows "
+                f"(not identifiable)")
+    fallback = []
+    for m in methods:
+        if m in NUMPYRO_METHODS:
+            if not full_ok:
+                plan.skipped[m] = f"{SKIPPED}{why_full}; this engine has full covariances only"
+                continue
+        else:
+            given = options[m].get("covariance_type")
+            cov = given or "full"
+            ok = full_ok if cov in ("full",) else (diag_ok if cov in ("diag", "spherical") else num_parameters(k, d, cov) < n)
+            if not ok and given is None and diag_ok:
+                options[m]["covariance_type"] = "diag"
+                fallback.append(m)
+            elif not ok:
+                raise ReportError(_fix(f"{m}: covariance_type={cov!r} cannot be identified from {n} rows "
+                                       f"({num_parameters(k, d, cov)} free parameters)", n, d, k,
+                                       f"--option {m}.covariance_type=diag" if diag_ok else None))
+        plan.methods.append(m)
+    if plan.methods and (fallback or plan.skipped):
+        parts = [f"{', '.join(fallback)} fit diagonal covariances instead"] if fallback else []
+        parts += [f"{', '.join(plan.skipped)} skipped (full covariances only)"] if plan.skipped else []
+        plan.notes.append(f"{why_full}: " + "; ".join(parts))
+    if not plan.methods:
+        raise ReportError(_fix(f"{why_full}, and {', '.join(methods)} fit full covariances only", n, d, k,
+                               "--methods em,hard_em (diagonal covariances)" if diag_ok else None))
+
+    def estimates():
+        return {m: estimate_seconds(m, n, k, d, options[m], map_point="map" in plan.methods) for m in plan.methods}
+
+    est = estimates()
+    over = []
+    budget = math.inf if max_seconds is None else float(max_seconds)
+    while sum(est.values()) > budget:
+        worst = max(est, key=est.get)
+        if len(est) == 1:
+            raise ReportError(f"{worst} is estimated at ~{est[worst]:.0f} s, over --max-seconds {budget:g}: "
+                              f"raise --max-seconds, use fewer rows, or cap its iterations (--option {worst}."
+                              f"{'max_iters' if worst in EM_METHODS else 'num_steps' if worst != 'nuts' else 'num_warmup'}=...)")
+        plan.skipped[worst] = (f"{SKIPPED}estimated ~{est[worst]:.0f} s (a rough model), over the budget of "
+                               f"--max-seconds {budget:g} s for all engines; raise --max-seconds to fit it")
+        over.append(f"{worst} ~{est[worst]:.0f}s")
+        plan.methods.remove(worst)
+        est = estimates()
+    if over:
+        plan.notes.append(f"the engines' estimated cost exceeds --max-seconds {budget:g}: skipped {', '.join(over)} "
+                          "(raise --max-seconds to fit them)")
+    plan.estimates = est
+    return plan
+
+
+def _fix(message: str, n: int, d: int, k: int, diag_hint: str | None = None) -> str:
+    """``message`` and the fixes the rows allow: fewer components, fewer columns (the largest K and D
+    with fewer full-covariance parameters than rows), ``diag_hint``, more rows."""
+    from analysis.selection import num_parameters
+
+    d_full = _largest(n, lambda dd: num_parameters(k, dd, "full"))
+    k_full = _largest(n, lambda kk: num_parameters(kk, d, "full"))
+    hints = [f"--num-components {k_full}"] if 1 <= k_full < k else []
+    if d_full >= 1:
+        hints.append(f"at most {d_full} columns (full covariances, K={k})")
+    if diag_hint:
+        hints.append(diag_hint)
+    hints.append("more rows")
+    return f"{message}; use " + ", or ".join(hints)
+
+
+def plan_report(args, methods, options: dict, x, k: int, progress) -> Plan:
+    """:func:`plan_engines` for ``gmm-report``'s parsed ``args`` (``x`` None: the simulated seed problem,
+    N = ``args.num_samples``, D = 2). The budget is ``args.max_seconds``, by default
+    ``DEFAULT_DATA_MAX_SECONDS`` for ``--data`` and none for the seed problem; ``inf`` or 0 turns it off.
+    Prints the estimate (a progress line) and every decision (one ``gmm-report: note:`` line each,
+    shown even with ``--quiet``)."""
+    import sys
+
+    n, d = (args.num_samples, 2) if x is None else x.shape
+    max_seconds = getattr(args, "max_seconds", None)
+    if max_seconds is None and x is not None:
+        max_seconds = DEFAULT_DATA_MAX_SECONDS
+    if max_seconds is not None and (max_seconds <= 0 or math.isinf(max_seconds)):
+        max_seconds = None
+    plan = plan_engines(methods, options, int(n), int(d), int(k), max_seconds)
+    total = sum(plan.estimates.values())
+    progress("cost estimate (rough): " + ", ".join(f"{m} ~{s:.0f}s" for m, s in plan.estimates.items())
+             + f"; total ~{total:.0f}s" + (f" (budget --max-seconds {max_seconds:g})" if max_seconds else ""))
+    for line in plan.notes:
+        print(f"gmm-report: note: {line}", file=sys.stderr, flush=True)
+    return plan
