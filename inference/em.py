@@ -26,6 +26,7 @@ components whose responsibility mass falls below one point in ``info["collapsed_
 from __future__ import annotations
 
 import functools
+import os
 import time
 from typing import NamedTuple
 
@@ -37,8 +38,9 @@ from jax.scipy.special import logsumexp
 from models.density import component_log_prob
 from models.params import GMMParams, to_numpy
 
-from .init import INIT_METHODS, data_covariance_tril, initialize, stack_given_init
+from .init import INIT_METHODS, data_tril_pass, initialize_rows, stack_given_init
 from .result import FitResult
+from .rows import ChunkReader, Layout, NpyRows, RowData, check_sample_weight, data_pass, make_mesh, map_rows, rechunk
 from .stats import (
     COVARIANCE_TYPES,
     SuffStats,
@@ -47,72 +49,81 @@ from .stats import (
     expected_complete_log_lik,
     m_step,
     needs_full_moment,
-    scan_chunks,
 )
 from .validate import check_choice, check_data, check_num_components, check_positive
 
 NUM_SNAPSHOTS = 8
+STREAM_BLOCK_ROWS = 1 << 16  # rows per read of the host pre-pass over a streamed source
 
 
 class EStepOut(NamedTuple):
-    """What one pass over the data returns."""
+    """What one pass over the data returns (all weighted by the sample weights)."""
 
     stats: SuffStats
     log_lik: jnp.ndarray  # total marginal log-likelihood
     entropy: jnp.ndarray  # sum_n H(q_n) (0 for hard EM)
-    worst_ll: jnp.ndarray  # (K,) lowest pointwise log-likelihoods seen
+    worst_ll: jnp.ndarray  # (K,) lowest pointwise log-likelihoods seen (hard EM)
     worst_rows: jnp.ndarray  # (K, D) their rows
 
 
-def e_step(params: GMMParams, x, *, hard: bool, full_moment: bool, chunk_size: int) -> EStepOut:
-    """Soft (posterior) or hard (argmax) E-step, accumulated over row chunks of ``x`` (N, D)."""
+def _estep_chunk(params: GMMParams, xc, wc, row0, *, hard: bool, full_moment: bool) -> EStepOut:
+    """One chunk's weighted contribution: xc (c, D), wc (c,) (padding rows have weight 0)."""
+    num_components = params.means.shape[0]
+    dtype = xc.dtype
+    joint = component_log_prob(params, xc)  # (c, K)
+    point_ll = logsumexp(joint, axis=1)
+    positive = wc > 0
+    log_lik = jnp.sum(jnp.where(positive, wc * point_ll, 0.0))
+    if hard:
+        resp = jax.nn.one_hot(jnp.argmax(joint, axis=1), num_components, dtype=dtype) * wc[:, None]
+        entropy = jnp.zeros((), dtype)
+        take = min(num_components, xc.shape[0])
+        neg, idx = jax.lax.top_k(-jnp.where(positive, point_ll, jnp.inf), take)
+        worst_ll, worst_rows = -neg, xc[idx]
+        if take < num_components:
+            worst_ll = jnp.concatenate([worst_ll, jnp.full(num_components - take, jnp.inf, dtype)])
+            worst_rows = jnp.concatenate([worst_rows, jnp.zeros((num_components - take, xc.shape[1]), dtype)])
+    else:
+        log_resp = joint - point_ll[:, None]
+        post = jnp.exp(log_resp)
+        entropy = -jnp.sum(wc * jnp.sum(jnp.where(post > 0, post * log_resp, 0.0), axis=1))
+        resp = post * wc[:, None]
+        worst_ll = jnp.full((num_components,), jnp.inf, dtype)
+        worst_rows = jnp.zeros((num_components, xc.shape[1]), dtype)
+    return EStepOut(chunk_moments(resp, xc, full_moment), log_lik, entropy, worst_ll, worst_rows)
+
+
+def _merge_hard(acc: EStepOut, part: EStepOut) -> EStepOut:
+    """Sums add; the K worst-explained rows are kept (for re-seeding empty clusters)."""
+    cand_ll = jnp.concatenate([acc.worst_ll, part.worst_ll])
+    cand_rows = jnp.concatenate([acc.worst_rows, part.worst_rows])
+    _, keep = jax.lax.top_k(-cand_ll, acc.worst_ll.shape[0])
+    return EStepOut(jax.tree.map(jnp.add, acc.stats, part.stats), acc.log_lik + part.log_lik,
+                    acc.entropy + part.entropy, cand_ll[keep], cand_rows[keep])
+
+
+def e_step(params: GMMParams, layout: Layout, data: RowData, *, hard: bool, full_moment: bool) -> EStepOut:
+    """Soft (posterior) or hard (argmax) E-step over every row (sharded or streamed): one fold, one
+    ``psum`` (soft) or ``all_gather`` (hard: the worst rows are not a sum)."""
     num_components, num_features = params.means.shape
-    dtype = x.dtype
+    dtype = params.means.dtype
     second = (num_components, num_features, num_features) if full_moment else (num_components, num_features)
-    init = EStepOut(
+    zero = EStepOut(
         SuffStats(jnp.zeros(num_components, dtype), jnp.zeros((num_components, num_features), dtype), jnp.zeros(second, dtype)),
         jnp.zeros((), dtype),
         jnp.zeros((), dtype),
         jnp.full((num_components,), jnp.inf, dtype),
         jnp.zeros((num_components, num_features), dtype),
     )
-
-    def step(acc: EStepOut, xc):
-        joint = component_log_prob(params, xc)  # (c, K)
-        point_ll = logsumexp(joint, axis=1)
-        if hard:
-            resp = jax.nn.one_hot(jnp.argmax(joint, axis=1), num_components, dtype=dtype)
-            entropy = jnp.zeros((), dtype)
-        else:
-            log_resp = joint - point_ll[:, None]
-            resp = jnp.exp(log_resp)
-            entropy = -jnp.sum(jnp.where(resp > 0, resp * log_resp, 0.0))
-        moments = chunk_moments(resp, xc, full_moment)
-        if not hard:
-            return acc._replace(stats=jax.tree.map(jnp.add, acc.stats, moments), log_lik=acc.log_lik + point_ll.sum(),
-                                entropy=acc.entropy + entropy)
-        # keep the K worst-explained rows (for re-seeding empty clusters)
-        k_take = min(num_components, xc.shape[0])
-        neg, idx = jax.lax.top_k(-point_ll, k_take)
-        cand_ll = jnp.concatenate([acc.worst_ll, -neg])
-        cand_rows = jnp.concatenate([acc.worst_rows, xc[idx]])
-        _, keep = jax.lax.top_k(-cand_ll, num_components)
-        return EStepOut(
-            jax.tree.map(jnp.add, acc.stats, moments),
-            acc.log_lik + point_ll.sum(),
-            acc.entropy + entropy,
-            cand_ll[keep],
-            cand_rows[keep],
-        )
-
-    return scan_chunks(step, init, x, chunk_size)
+    chunk_fn = functools.partial(_estep_chunk, hard=hard, full_moment=full_moment)
+    return data_pass(layout, data, chunk_fn, zero, params, merge=_merge_hard if hard else None)
 
 
-def _reseed_empty(params: GMMParams, counts, worst_rows, data_tril, num_rows):
+def _reseed_empty(params: GMMParams, counts, worst_rows, data_tril, total_weight):
     """Re-seed components with zero hard counts at distinct worst-explained rows (see module doc)."""
-    empty = counts < 0.5
+    empty = counts <= 0
     rank = jnp.cumsum(empty) - 1  # j-th empty component takes the j-th worst row
-    weights = jnp.where(empty, 1.0 / num_rows, params.weights)
+    weights = jnp.where(empty, 1.0 / total_weight, params.weights)
     new = GMMParams(
         weights / weights.sum(),
         jnp.where(empty[:, None], worst_rows[jnp.clip(rank, 0, None)], params.means),
@@ -133,26 +144,25 @@ class _LoopState(NamedTuple):
     history: GMMParams
 
 
-def _run_em(init_params: GMMParams, x, tol, reg_covar, *, hard, covariance_type, max_iters, chunk_size):
+def _run_em(init_params: GMMParams, layout, data, data_tril, total_weight, tol, reg_covar, *, hard, covariance_type, max_iters):
     """The EM loop for one start (vmapped over starts by the caller). Pure and jit-able.
 
     Each pass of the loop is E-step at theta_{t-1} (giving its log-likelihood), then M-step to theta_t,
     exactly sklearn's order; ``trace_ll[t-1]`` is therefore log p(x | theta_{t-1}).
     """
-    num_rows = x.shape[0]
     full_moment = needs_full_moment(covariance_type)
-    data_tril = data_covariance_tril(x, covariance_type, reg_covar)
+    dtype = init_params.means.dtype
     history = jax.tree.map(lambda a: jnp.zeros((max_iters + 1,) + a.shape, a.dtype).at[0].set(a), init_params)
 
     def cond(s: _LoopState):
         return (s.iteration < max_iters) & ~s.converged & jnp.isfinite(s.curr_ll)
 
     def body(s: _LoopState):
-        est = e_step(s.params, x, hard=hard, full_moment=full_moment, chunk_size=chunk_size)
-        params = m_step(est.stats, covariance_type, reg_covar, num_rows)
+        est = e_step(s.params, layout, data, hard=hard, full_moment=full_moment)
+        params = m_step(est.stats, covariance_type, reg_covar, total_weight)
         events = s.events
         if hard:
-            params, num_empty = _reseed_empty(params, est.stats.counts, est.worst_rows, data_tril, num_rows)
+            params, num_empty = _reseed_empty(params, est.stats.counts, est.worst_rows, data_tril, total_weight)
             events = events + num_empty.astype(events.dtype)
         else:
             events = events + jnp.sum(est.stats.counts < 1.0).astype(events.dtype)
@@ -163,87 +173,246 @@ def _run_em(init_params: GMMParams, x, tol, reg_covar, *, hard, covariance_type,
             params,
             est.log_lik,
             est.log_lik,
-            jnp.abs(est.log_lik - s.prev_ll) / num_rows < tol,
+            jnp.abs(est.log_lik - s.prev_ll) / total_weight < tol,
             events,
             s.trace_ll.at[i].set(est.log_lik),
             s.trace_obj.at[i].set(objective),
             jax.tree.map(lambda h, a: h.at[i + 1].set(a), s.history, params),
         )
 
-    nan_trace = jnp.full((max_iters,), jnp.nan, x.dtype)
-    zero = jnp.zeros((), x.dtype)
+    nan_trace = jnp.full((max_iters,), jnp.nan, dtype)
+    zero = jnp.zeros((), dtype)
     state = _LoopState(
-        jnp.zeros((), jnp.int32), init_params, jnp.full((), -jnp.inf, x.dtype), zero, jnp.zeros((), bool),
+        jnp.zeros((), jnp.int32), init_params, jnp.full((), -jnp.inf, dtype), zero, jnp.zeros((), bool),
         jnp.zeros((), jnp.int32), nan_trace, nan_trace, history,
     )
     return jax.lax.while_loop(cond, body, state)
 
 
-def _one_hot_or_posterior(joint, hard: bool):
+def _final_rows(params: GMMParams, xc, hard: bool):
+    joint = component_log_prob(params, xc)
+    point_ll = logsumexp(joint, axis=1)
     if hard:
-        return jax.nn.one_hot(jnp.argmax(joint, axis=1), joint.shape[1], dtype=joint.dtype)
-    return jnp.exp(joint - logsumexp(joint, axis=1, keepdims=True))
+        resp = jax.nn.one_hot(jnp.argmax(joint, axis=1), joint.shape[1], dtype=joint.dtype)
+    else:
+        resp = jnp.exp(joint - point_ll[:, None])
+    return resp, point_ll
 
 
-def _final_pass(params: GMMParams, x, hard: bool, chunk_size: int):
-    """(N, K) responsibilities at ``params`` (one-hot argmax for hard EM) and the total log-likelihood."""
-    def one_chunk(xc):
-        joint = component_log_prob(params, xc)
-        return _one_hot_or_posterior(joint, hard), logsumexp(joint, axis=1).sum()
-
-    num_full = x.shape[0] // chunk_size
-    resp, ll = [], jnp.zeros((), x.dtype)
-    if num_full:
-        chunks = x[: num_full * chunk_size].reshape(num_full, chunk_size, -1)
-        r, l = jax.lax.map(one_chunk, chunks)
-        resp.append(r.reshape(num_full * chunk_size, -1))
-        ll = ll + l.sum()
-    if x.shape[0] % chunk_size:
-        r, l = one_chunk(x[num_full * chunk_size :])
-        resp.append(r)
-        ll = ll + l
-    return (jnp.concatenate(resp) if len(resp) > 1 else resp[0]), ll
+def _final_ll_chunk(params, xc, wc, row0):
+    point_ll = logsumexp(component_log_prob(params, xc), axis=1)
+    return jnp.sum(jnp.where(wc > 0, wc * point_ll, 0.0))
 
 
-def _em_program(keys, given_init, x, tol, reg_covar, *, num_components, init, hard, covariance_type, max_iters, chunk_size):
+def _em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout, num_components, init, hard,
+                covariance_type, max_iters, dtype):
     """Initialise (vmapped over keys unless ``given_init``), run EM per start, finish the best start."""
+    dtype = jnp.dtype(dtype)
+    data_tril = data_tril_pass(layout, data, covariance_type, reg_covar, dtype)
     if given_init is None:
-        starts = jax.vmap(lambda k: initialize(k, x, num_components, init, covariance_type, reg_covar, chunk_size))(keys)
+        starts = jax.vmap(lambda k: initialize_rows(k, layout, data, num_components, init, covariance_type, reg_covar,
+                                                    dtype, data_tril))(keys)
     else:
         starts = given_init
-    run = lambda p: _run_em(p, x, tol, reg_covar, hard=hard, covariance_type=covariance_type, max_iters=max_iters, chunk_size=chunk_size)
+    run = lambda p: _run_em(p, layout, data, data_tril, total_weight, tol, reg_covar, hard=hard,
+                            covariance_type=covariance_type, max_iters=max_iters)
     states = jax.vmap(run)(starts)
     best = jnp.argmax(jnp.where(jnp.isfinite(states.curr_ll), states.curr_ll, -jnp.inf))
     best_params = jax.tree.map(lambda a: a[best], states.params)
-    resp, final_ll = _final_pass(best_params, x, hard, chunk_size)
+    if layout.streamed:
+        resp = None
+        final_ll = data_pass(layout, data, _final_ll_chunk, jnp.zeros((), dtype), best_params)
+    else:
+        resp, final_ll = map_rows(layout, data, lambda p, xc: _final_rows(p, xc, hard), best_params, num_components, dtype)
     return states, best, resp, final_ll
 
 
 _COMPILED: dict = {}
 
 
-def _compiled_program(keys, given_init, x, tol, reg_covar, **static):
-    """Ahead-of-time compiled EM program, cached per (shapes, dtype, static options).
+def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, **static):
+    """Ahead-of-time compiled EM program, cached per (shapes, dtype, shardings, static options).
 
     Returns the executable and the seconds spent compiling it (0.0 on a cache hit).
     """
-    shapes = jax.tree.map(lambda a: (a.shape, str(a.dtype)), (keys, given_init, x))
+    shapes = jax.tree.map(lambda a: (a.shape, str(a.dtype)), (keys, given_init, data))
     cache_key = (tuple(sorted(static.items())), str(shapes))
     if cache_key in _COMPILED:
         return _COMPILED[cache_key], 0.0
     start = time.perf_counter()
-    compiled = jax.jit(functools.partial(_em_program, **static)).lower(keys, given_init, x, tol, reg_covar).compile()
+    compiled = jax.jit(functools.partial(_em_program, **static)).lower(keys, given_init, data, total_weight, tol, reg_covar).compile()
     _COMPILED[cache_key] = compiled
     return compiled, time.perf_counter() - start
 
 
-def _given_init(init, x, num_components, n_init, center):
+def _given_init(init, num_features, num_components, n_init, center, dtype):
     """Validated user initial parameters, stacked (n_init, ...) in the centred coordinates; else None."""
     if not isinstance(init, GMMParams):
         check_choice("init", init, INIT_METHODS)
         return None
-    stacked = stack_given_init(init, x, num_components, n_init)
-    return stacked._replace(means=stacked.means - center)
+    stacked = stack_given_init(init, np.zeros((1, num_features), dtype), num_components, n_init)
+    return stacked._replace(means=stacked.means - jnp.asarray(center, dtype))
+
+
+# --------------------------------------------------------------------------- where the rows come from
+
+
+class _Rows(NamedTuple):
+    """Host-side result of reading the user's rows."""
+
+    layout: Layout
+    data: RowData
+    center: np.ndarray
+    total_weight: float
+    dtype: np.dtype
+    reader: ChunkReader | None
+    local_rows: int  # this process's real rows (multi-process: its own; else N)
+
+
+def _is_streamed(x) -> bool:
+    """A path, a callable, an iterator, or a list of 2-D chunks / (x, w) pairs (not a nested list of numbers)."""
+    if isinstance(x, (list, tuple)):
+        return len(x) > 0 and all(isinstance(c, tuple) or np.ndim(c) == 2 for c in x)
+    return isinstance(x, (str, os.PathLike)) or callable(x) or (not isinstance(x, (np.ndarray, jax.Array)) and hasattr(x, "__iter__"))
+
+
+def _padded_slice(arr, rows: slice, num_rows: int, center=None, fill=0.0):
+    """Rows ``rows`` of ``arr`` (shorter than asked beyond ``num_rows``: zero-filled), centred."""
+    start, stop = rows.start or 0, rows.stop if rows.stop is not None else num_rows
+    part = arr[start:min(stop, num_rows)]
+    if center is not None:
+        part = part - center
+    if stop > num_rows:
+        pad = np.full((stop - max(start, num_rows),) + arr.shape[1:], fill, arr.dtype)
+        part = np.concatenate([part, pad]) if part.size else pad
+    return part
+
+
+def _in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows:
+    x_np = check_data(x)
+    num_rows, num_features = x_np.shape
+    dtype = x_np.dtype
+    w = check_sample_weight(sample_weight, num_rows, dtype)
+    positive = x_np if w is None or (w > 0).all() else x_np[w > 0]
+    if positive is not x_np and isinstance(num_components, (int, np.integer)) and 1 <= num_components <= num_rows:
+        if np.unique(positive, axis=0).shape[0] < num_components:
+            raise ValueError(f"x has only {np.unique(positive, axis=0).shape[0]} distinct rows with sample_weight > 0, "
+                             f"fewer than num_components ({num_components})")
+    num_components = check_num_components(num_components, positive)
+    sum_w = float(num_rows) if w is None else float(w.sum(dtype=np.float64))
+    sum_x = x_np.sum(axis=0, dtype=np.float64) if w is None else w.astype(np.float64) @ x_np
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        counts = np.asarray(multihost_utils.process_allgather(np.array([num_rows])))
+        sums = np.asarray(multihost_utils.process_allgather(np.concatenate([[sum_w], sum_x])))
+        sum_w, sum_x = float(sums[:, 0].sum()), sums[:, 1:].sum(axis=0)
+        global_rows, max_local = int(counts.sum()), int(counts.max())
+    else:
+        global_rows, max_local = num_rows, num_rows
+    center = (sum_x / sum_w).astype(dtype)
+    num_devices = mesh.devices.size
+    local_devices = max(1, num_devices // jax.process_count())
+    chunk_size = int(chunk_size or default_chunk_size(-(-max_local // local_devices), num_components, num_features))
+    layout = Layout(global_rows, num_features, chunk_size, mesh)
+    sharding = layout.sharding
+    weights = np.ones(num_rows, dtype) if w is None else w
+    if jax.process_count() > 1:
+        per_process = -(-max_local // local_devices) * local_devices
+        local_x = _padded_slice(x_np, slice(0, per_process), num_rows, center)
+        local_w = _padded_slice(weights, slice(0, per_process), num_rows)
+        total = per_process * jax.process_count()
+        x_dev = jax.make_array_from_process_local_data(sharding, local_x, (total, num_features))
+        w_dev = jax.make_array_from_process_local_data(sharding, local_w, (total,))
+    else:
+        padded = layout.padded_rows
+        x_dev = jax.make_array_from_callback((padded, num_features), sharding,
+                                             lambda idx: _padded_slice(x_np, idx[0], num_rows, center))
+        w_dev = jax.make_array_from_callback((padded,), sharding, lambda idx: _padded_slice(weights, idx[0], num_rows))
+    return _Rows(layout, RowData(x_dev, w_dev), center, sum_w, dtype, None, num_rows)
+
+
+def _source_blocks(x):
+    """A callable returning a fresh iterator of row blocks for a streamed source, and the source to read
+    from (an array-like for ``.npy`` files, the callable otherwise)."""
+    if isinstance(x, (str, os.PathLike)):
+        path = os.fspath(x)
+        if not path.endswith(".npy"):
+            raise ValueError(f"x as a path must name a .npy file, got {path!r}")
+        try:
+            arr = NpyRows(path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"x: could not read {path!r}: {exc}") from None
+        if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+            raise ValueError(f"x must be a 2-D array of shape (num_samples, num_features), got shape {arr.shape} in {path!r}")
+        return arr, (lambda: (arr[i : i + STREAM_BLOCK_ROWS] for i in range(0, arr.shape[0], STREAM_BLOCK_ROWS)))
+    if callable(x):
+        return x, x
+    if iter(x) is x:
+        raise ValueError("x is a one-shot iterator: EM reads the rows once per iteration; pass a callable that "
+                         "returns a fresh iterator of row chunks (or a list of chunks, or a .npy path)")
+    return (lambda: iter(x)), (lambda: iter(x))
+
+
+def _streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows:
+    """One host pre-pass over the source: shape, dtype, finiteness, weights, centre, distinct rows."""
+    if jax.process_count() > 1:
+        raise ValueError("streamed x (a path or chunk iterator) is single-process; in a multi-process run pass each "
+                         "process's rows as an array")
+    source, blocks = _source_blocks(x)
+    num_rows, num_features, dtype = 0, None, None
+    sum_w, sum_x, weights_in_chunks = 0.0, None, None
+    distinct: set = set()
+    for item in blocks():
+        xb, wb = item if isinstance(item, tuple) else (item, None)
+        xb = check_data(np.asarray(xb)[:, None] if np.ndim(xb) == 1 else xb)
+        if num_features is None:
+            num_features, dtype = xb.shape[1], xb.dtype
+            sum_x = np.zeros(num_features)
+        elif xb.shape[1] != num_features:
+            raise ValueError(f"x: a chunk has {xb.shape[1]} columns, the first had {num_features}")
+        if weights_in_chunks is None:
+            weights_in_chunks = wb is not None
+        if (wb is not None) != weights_in_chunks:
+            raise ValueError("x: either every chunk is an (x, w) pair or none is")
+        if wb is not None:
+            if sample_weight is not None:
+                raise ValueError("sample_weight given twice: in the chunks and as sample_weight")
+            wb = check_sample_weight(wb, xb.shape[0], np.float64) if (np.asarray(wb) > 0).any() or np.asarray(wb).size == 0 else np.zeros(xb.shape[0])
+        elif sample_weight is not None:
+            wb = None  # checked below as a whole
+        w64 = np.ones(xb.shape[0]) if wb is None else np.asarray(wb, np.float64)
+        sum_w += float(w64.sum())
+        sum_x += w64 @ xb
+        if len(distinct) < num_components:
+            keep = xb if wb is None else xb[w64 > 0]
+            distinct.update(map(bytes, np.unique(keep[: 4 * num_components + 64], axis=0)))
+        num_rows += xb.shape[0]
+    if num_rows == 0:
+        raise ValueError("x has no rows")
+    w = check_sample_weight(sample_weight, num_rows, dtype)
+    if w is not None:
+        sum_w = float(w.sum(dtype=np.float64))
+        sum_x = np.zeros(num_features)
+        for i, item in enumerate(rechunk(blocks(), STREAM_BLOCK_ROWS)):
+            sum_x += w[i * STREAM_BLOCK_ROWS : i * STREAM_BLOCK_ROWS + item[0].shape[0]].astype(np.float64) @ item[0]
+    if sum_w <= 0:
+        raise ValueError("sample_weight is zero for every row: nothing to fit")
+    if isinstance(num_components, bool) or not isinstance(num_components, (int, np.integer)) or num_components < 1:
+        check_num_components(num_components, np.zeros((1, 1)))
+    if num_components > num_rows:
+        raise ValueError(f"num_components ({num_components}) exceeds the number of rows of x ({num_rows})")
+    if len(distinct) < num_components:
+        raise ValueError(f"x has only {len(distinct)} distinct rows (among its leading rows), fewer than num_components ({num_components})")
+    center = (sum_x / sum_w).astype(dtype)
+    num_devices = mesh.devices.size
+    chunk_size = int(chunk_size or default_chunk_size(num_rows, num_components, num_features))
+    chunks = -(-num_rows // chunk_size)
+    per_device = -(-chunks // num_devices)
+    layout = Layout(num_rows, num_features, chunk_size, mesh, streamed=True, chunks_per_device=per_device)
+    reader = ChunkReader(source, w, center, chunk_size, dtype, window=4 * num_devices + 4)
+    token = jax.device_put(np.int32(reader.token), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    return _Rows(layout, RowData(None, None, token), center, sum_w, dtype, reader, num_rows)
 
 
 def _fit(
@@ -259,10 +428,11 @@ def _fit(
     init="kmeans++",
     n_init: int = 1,
     chunk_size: int | None = None,
+    sample_weight=None,
+    devices=None,
+    mesh=None,
 ) -> FitResult:
     start = time.perf_counter()
-    x_np = check_data(x)
-    num_components = check_num_components(num_components, x_np)
     check_choice("covariance_type", covariance_type, COVARIANCE_TYPES)
     check_positive("reg_covar", reg_covar, allow_zero=True)
     check_positive("tol", tol, allow_zero=True)
@@ -272,24 +442,27 @@ def _fit(
         check_positive("chunk_size", chunk_size, integer=True)
     if isinstance(init, GMMParams) and n_init != 1:
         raise ValueError(f"n_init must be 1 when init is a GMMParams, got {n_init}")
-    num_rows, num_features = x_np.shape
-    chunk_size = int(chunk_size or default_chunk_size(num_rows, num_components, num_features))
-    dtype = x_np.dtype
-    # Translation leaves the likelihood unchanged; centring keeps the moment formulas well conditioned.
-    center_np = x_np.mean(axis=0)
-    xc = jnp.asarray(x_np - center_np.astype(dtype))
-    center = jnp.asarray(center_np, dtype)
+    device_mesh = make_mesh(devices, mesh)
+    streamed = _is_streamed(x)
+    rows = (_streamed_rows if streamed else _in_memory_rows)(x, sample_weight, num_components, chunk_size, device_mesh)
+    layout, dtype, center_np = rows.layout, rows.dtype, rows.center
+    num_components = int(num_components)
 
-    given = _given_init(init, xc, num_components, n_init, center)
+    given = _given_init(init, layout.num_features, num_components, n_init, center_np, dtype)
     keys = jax.random.split(key, n_init)
-    tol_arr, reg_arr = jnp.asarray(tol, dtype), jnp.asarray(reg_covar, dtype)
+    tol_arr, reg_arr, total_arr = (jnp.asarray(v, dtype) for v in (tol, reg_covar, rows.total_weight))
     compiled, compile_seconds = _compiled_program(
-        keys, given, xc, tol_arr, reg_arr, num_components=num_components,
+        keys, given, rows.data, total_arr, tol_arr, reg_arr, layout=layout, num_components=num_components,
         init="params" if given is not None else init, hard=hard, covariance_type=covariance_type,
-        max_iters=int(max_iters), chunk_size=chunk_size,
+        max_iters=int(max_iters), dtype=str(dtype),
     )
     run_start = time.perf_counter()
-    state, best, resp, final_ll = compiled(keys, given, xc, tol_arr, reg_arr)
+    if rows.reader is not None:
+        with rows.reader:
+            state, best, resp, final_ll = compiled(keys, given, rows.data, total_arr, tol_arr, reg_arr)
+            state, best, final_ll = jax.block_until_ready((state, best, final_ll))
+    else:
+        state, best, resp, final_ll = compiled(keys, given, rows.data, total_arr, tol_arr, reg_arr)
     best = int(best)
     final_ll = float(final_ll)
     start_ll = np.asarray(state.curr_ll)
@@ -300,8 +473,14 @@ def _fit(
     num_iters = int(state.iteration[best])
     take = lambda a: np.asarray(a[best])
     params_c = GMMParams(*(take(a) for a in state.params))
-    params = params_c._replace(means=params_c.means + center_np.astype(dtype))
-    responsibilities = np.asarray(resp)
+    params = params_c._replace(means=params_c.means + center_np)
+    if resp is None:
+        responsibilities = np.zeros((0, num_components), dtype)
+    elif jax.process_count() > 1:
+        shards = sorted(resp.addressable_shards, key=lambda s: s.index[0].start or 0)
+        responsibilities = np.concatenate([np.asarray(s.data) for s in shards])[: rows.local_rows]
+    else:
+        responsibilities = np.asarray(resp)[: layout.num_rows]
     run_seconds = time.perf_counter() - run_start
 
     lls_before = take(state.trace_ll)[:num_iters]  # log p(x | theta_{t-1}), t = 1..T
@@ -315,7 +494,7 @@ def _fit(
         trace["kl"] = trace_ll - trace_obj
     snapshot_iters = np.unique(np.round(np.geomspace(1, num_iters + 1, NUM_SNAPSHOTS)).astype(int) - 1)
     history = GMMParams(*(take(h)[snapshot_iters] for h in state.history))
-    history = history._replace(means=history.means + center_np.astype(dtype))
+    history = history._replace(means=history.means + center_np)
     info = {
         "covariance_type": covariance_type,
         "reg_covar": reg_covar,
@@ -326,14 +505,22 @@ def _fit(
         "best_init": best,
         "log_likelihood_per_init": start_ll,
         "initial_log_likelihood": float(lls_before[0]),
-        "chunk_size": chunk_size,
+        "chunk_size": layout.chunk_size,
         "dtype": str(dtype),
+        "num_rows": layout.num_rows,
+        "total_weight": rows.total_weight,
+        "weighted": sample_weight is not None or (rows.reader is not None and rows.reader.weights is not None),
+        "num_devices": layout.num_devices,
+        "streamed": streamed,
         "compile_seconds": compile_seconds,
         "run_seconds": run_seconds,
         "snapshots": history,
         "snapshot_iters": snapshot_iters,
         ("empty_cluster_events" if hard else "collapsed_components"): int(np.asarray(state.events[best])),
     }
+    if streamed:
+        info["responsibilities"] = ("not materialised for streamed data (responsibilities has 0 rows): for rows "
+                                    "x[a:b] use models.responsibilities(result.params, x[a:b])")
     return FitResult(
         method="hard_em" if hard else "em",
         params=to_numpy(params),

@@ -1,8 +1,16 @@
 """Initial GMM parameters: random_from_data (the seed's), k-means++ seeding, k-means (Lloyd).
 
-Every initialiser returns ``GMMParams`` in the dtype of ``x``. k-means++ and k-means end with one
-hard-assignment M-step (as sklearn's ``init_params="k-means++"/"kmeans"``), so weights and
-covariances start from the clusters, not from the identity.
+Every initialiser returns ``GMMParams`` in the dtype of the rows and honours sample weights: rows are
+drawn with probability proportional to their weight (random_from_data: K rows without replacement by
+Gumbel-top-K of ``log w``; k-means++: each new center with probability ~ ``w D(x)^2``), and the moments
+(data covariance, Lloyd's means, the closing M-step) are weighted. k-means++ and k-means end with one
+hard-assignment M-step (as sklearn's ``init_params="k-means++"/"kmeans"``), so weights and covariances
+start from the clusters, not from the identity.
+
+All of them are folds over row chunks (:func:`inference.rows.data_pass`): they run unchanged on
+sharded or streamed rows and never gather the data onto one device. The random draws depend on the
+key and the global row index only (:func:`inference.rows.row_gumbel`), so a key gives the same start on
+any number of devices.
 """
 
 from __future__ import annotations
@@ -12,78 +20,111 @@ import jax.numpy as jnp
 
 from models.params import GMMParams, validate_params
 
-from .stats import SuffStats, chunk_moments, default_chunk_size, m_step, needs_full_moment, scan_chunks
+from .rows import Layout, RowData, data_pass, row_gumbel
+from .stats import SuffStats, chunk_moments, default_chunk_size, m_step, needs_full_moment
 
 INIT_METHODS = ("random_from_data", "kmeans++", "kmeans")
 KMEANS_MAX_ITERS = 100
 
 
-def data_covariance_tril(x, covariance_type: str, reg_covar) -> jnp.ndarray:
-    """Cholesky factor (D, D) of the whole data's covariance, reduced to ``covariance_type``."""
-    num_features = x.shape[1]
-    centered = x - x.mean(axis=0)
-    cov = jnp.atleast_2d(centered.T @ centered / max(x.shape[0] - 1, 1))
+def covariance_tril_from_sums(total, sum_x, sum_xx, covariance_type: str, reg_covar):
+    """Cholesky factor (D, D) of the weighted data covariance from (sum w, sum w x, sum w x x^T), reduced
+    to ``covariance_type`` (unbiased: divided by sum w - 1, as ``np.cov`` for integer weights)."""
+    num_features = sum_x.shape[0]
+    denom = jnp.where(total > 1, total - 1, jnp.maximum(total, 1e-300))
+    mean = sum_x / total
+    if sum_xx.ndim == 1:
+        var = (sum_xx - total * mean**2) / denom
+        if covariance_type == "spherical":
+            var = jnp.full_like(var, var.mean())
+        return jnp.diag(jnp.sqrt(var + reg_covar))
+    cov = (sum_xx - total * jnp.outer(mean, mean)) / denom
+    cov = 0.5 * (cov + cov.T)
     if covariance_type in ("diag", "spherical"):
         var = jnp.diagonal(cov)
         if covariance_type == "spherical":
             var = jnp.full_like(var, var.mean())
         return jnp.diag(jnp.sqrt(var + reg_covar))
-    return jnp.linalg.cholesky(cov + reg_covar * jnp.eye(num_features, dtype=x.dtype))
+    return jnp.linalg.cholesky(cov + reg_covar * jnp.eye(num_features, dtype=cov.dtype))
 
 
-def random_from_data(key, x, num_components: int, covariance_type: str = "full", reg_covar=1e-6) -> GMMParams:
-    """Means at K distinct random rows, equal weights, every covariance = the data covariance."""
-    idx = jax.random.choice(key, x.shape[0], (num_components,), replace=False)
-    tril = data_covariance_tril(x, covariance_type, reg_covar)
-    return GMMParams(
-        jnp.full((num_components,), 1.0 / num_components, x.dtype),
-        x[idx],
-        jnp.broadcast_to(tril, (num_components,) + tril.shape),
-    )
+def _weighted_sums(args, xc, wc, row0):
+    return wc.sum(), wc @ xc, (xc * wc[:, None]).T @ xc
 
 
-def _nearest_sq_dist(x, centers):
-    """Squared distance from each row to its nearest center, (N,), and the argmin, (N,)."""
-    d2 = jnp.sum(x**2, axis=1)[:, None] - 2 * x @ centers.T + jnp.sum(centers**2, axis=1)[None, :]
-    return jnp.maximum(d2.min(axis=1), 0.0), d2.argmin(axis=1)
+def data_tril_pass(layout: Layout, data: RowData, covariance_type: str, reg_covar, dtype):
+    """Cholesky factor of the whole (weighted) data's covariance, one pass."""
+    d = layout.num_features
+    zero = (jnp.zeros((), dtype), jnp.zeros(d, dtype), jnp.zeros((d, d), dtype))
+    total, sum_x, sum_xx = data_pass(layout, data, _weighted_sums, zero, ())
+    return covariance_tril_from_sums(total, sum_x, sum_xx, covariance_type, reg_covar)
 
 
-def kmeans_plus_plus_centers(key, x, num_components: int) -> jnp.ndarray:
-    """k-means++ seeding (Arthur & Vassilvitskii): each new center drawn with probability ~ D(x)^2."""
+def _top_rows_chunk(num_take):
+    def chunk_fn(args, xc, wc, row0):
+        key, centers, num_chosen = args
+        score = jnp.where(wc > 0, jnp.log(jnp.where(wc > 0, wc, 1.0)), -jnp.inf)
+        if centers is not None:
+            d2 = jnp.sum((xc[:, None, :] - centers[None]) ** 2, axis=-1)  # (c, K), exact 0 on a chosen row
+            d2 = jnp.where(jnp.arange(centers.shape[0])[None, :] < num_chosen, d2, jnp.inf).min(axis=1)
+            score = score + jnp.where(num_chosen > 0, jnp.where(d2 > 0, jnp.log(jnp.where(d2 > 0, d2, 1.0)), -jnp.inf), 0.0)
+        score = score + row_gumbel(key, row0, xc.shape[0]).astype(score.dtype)
+        take = min(num_take, xc.shape[0])
+        vals, idx = jax.lax.top_k(score, take)
+        if take < num_take:
+            vals = jnp.concatenate([vals, jnp.full(num_take - take, -jnp.inf, vals.dtype)])
+            idx = jnp.concatenate([idx, jnp.zeros(num_take - take, idx.dtype)])
+        return vals, xc[idx]
+
+    return chunk_fn
+
+
+def _merge_top(acc, part):
+    vals = jnp.concatenate([acc[0], part[0]])
+    rows = jnp.concatenate([acc[1], part[1]])
+    best, keep = jax.lax.top_k(vals, acc[0].shape[0])
+    return best, rows[keep]
+
+
+def _top_rows(layout, data, key, num_take, dtype, centers=None, num_chosen=0):
+    """The ``num_take`` rows with the largest ``log w (+ log D^2) + Gumbel`` keys, in decreasing order."""
+    zero = (jnp.full((num_take,), -jnp.inf, dtype), jnp.zeros((num_take, layout.num_features), dtype))
+    return data_pass(layout, data, _top_rows_chunk(num_take), zero, (key, centers, num_chosen), merge=_merge_top)[1]
+
+
+def kmeans_plus_plus_pass(layout, data, key, num_components: int, dtype):
+    """k-means++ seeding (Arthur & Vassilvitskii), weighted: one pass per center."""
     keys = jax.random.split(key, num_components)
-    first = x[jax.random.randint(keys[0], (), 0, x.shape[0])]
-    centers = jnp.zeros((num_components, x.shape[1]), x.dtype).at[0].set(first)
-    min_d2 = jnp.sum((x - first) ** 2, axis=1)
+    centers = jnp.zeros((num_components, layout.num_features), dtype)
 
-    def body(i, carry):
-        centers, min_d2 = carry
-        logits = jnp.where(min_d2 > 0, jnp.log(jnp.where(min_d2 > 0, min_d2, 1.0)), -jnp.inf)
-        new = x[jax.random.categorical(keys[i], logits)]
-        return centers.at[i].set(new), jnp.minimum(min_d2, jnp.sum((x - new) ** 2, axis=1))
+    def body(j, centers):
+        row = _top_rows(layout, data, keys[j], 1, dtype, centers, j)[0]
+        return centers.at[j].set(row)
 
-    centers, _ = jax.lax.fori_loop(1, num_components, body, (centers, min_d2))
-    return centers
+    return jax.lax.fori_loop(0, num_components, body, centers)
 
 
-def _hard_stats(x, centers, full_moment: bool, chunk_size: int) -> SuffStats:
-    """Moments of the nearest-center partition, accumulated over chunks."""
-    num_components, num_features = centers.shape
-    zeros = SuffStats(
-        jnp.zeros(num_components, x.dtype),
-        jnp.zeros((num_components, num_features), x.dtype),
-        jnp.zeros((num_components, num_features, num_features) if full_moment else (num_components, num_features), x.dtype),
-    )
-
-    def step(stats, xc):
-        _, labels = _nearest_sq_dist(xc, centers)
-        moments = chunk_moments(jax.nn.one_hot(labels, num_components, dtype=x.dtype), xc, full_moment)
-        return jax.tree.map(jnp.add, stats, moments)
-
-    return scan_chunks(step, zeros, x, chunk_size)
+def _nearest(xc, centers):
+    d2 = jnp.sum(xc**2, axis=1)[:, None] - 2 * xc @ centers.T + jnp.sum(centers**2, axis=1)[None, :]
+    return d2.argmin(axis=1)
 
 
-def lloyd(x, centers, chunk_size: int, max_iters: int = KMEANS_MAX_ITERS):
-    """Lloyd's k-means iterations until the centers stop moving; an emptied center keeps its place."""
+def _hard_stats(layout, data, centers, full_moment: bool, dtype) -> SuffStats:
+    """Weighted moments of the nearest-center partition."""
+    num_components, d = centers.shape
+    zero = SuffStats(jnp.zeros(num_components, dtype), jnp.zeros((num_components, d), dtype),
+                     jnp.zeros((num_components, d, d) if full_moment else (num_components, d), dtype))
+
+    def chunk_fn(centers, xc, wc, row0):
+        resp = jax.nn.one_hot(_nearest(xc, centers), num_components, dtype=dtype) * wc[:, None]
+        return chunk_moments(resp, xc, full_moment)
+
+    return data_pass(layout, data, chunk_fn, zero, centers)
+
+
+def lloyd_pass(layout, data, centers, dtype, max_iters: int = KMEANS_MAX_ITERS):
+    """Lloyd's k-means iterations (weighted means) until the centers stop moving; an emptied center keeps
+    its place."""
 
     def cond(carry):
         i, _, moved = carry
@@ -91,26 +132,54 @@ def lloyd(x, centers, chunk_size: int, max_iters: int = KMEANS_MAX_ITERS):
 
     def body(carry):
         i, centers, _ = carry
-        stats = _hard_stats(x, centers, False, chunk_size)
-        new = jnp.where(stats.counts[:, None] > 0, stats.sum_x / jnp.maximum(stats.counts, 1)[:, None], centers)
+        stats = _hard_stats(layout, data, centers, False, dtype)
+        new = jnp.where(stats.counts[:, None] > 0, stats.sum_x / jnp.where(stats.counts > 0, stats.counts, 1)[:, None], centers)
         return i + 1, new, jnp.any(new != centers)
 
     _, centers, _ = jax.lax.while_loop(cond, body, (0, centers, True))
     return centers
 
 
-def _params_from_centers(x, centers, covariance_type, reg_covar, chunk_size) -> GMMParams:
+def _params_from_centers(layout, data, centers, covariance_type, reg_covar, data_tril, dtype) -> GMMParams:
     """One hard M-step on the nearest-center partition; empty clusters get the data covariance."""
-    stats = _hard_stats(x, centers, needs_full_moment(covariance_type), chunk_size)
-    params = m_step(stats, covariance_type, reg_covar, x.shape[0])
-    empty = stats.counts < 0.5
-    tril = data_covariance_tril(x, covariance_type, reg_covar)
-    weights = jnp.where(empty, 1.0 / x.shape[0], params.weights)
+    stats = _hard_stats(layout, data, centers, needs_full_moment(covariance_type), dtype)
+    params = m_step(stats, covariance_type, reg_covar, layout.num_rows)
+    empty = stats.counts <= 0
+    weights = jnp.where(empty, 1.0 / stats.counts.sum(), params.weights)
     return GMMParams(
         weights / weights.sum(),
         jnp.where(empty[:, None], centers, params.means),
-        jnp.where(empty[:, None, None], tril, params.scale_tril),
+        jnp.where(empty[:, None, None], data_tril, params.scale_tril),
     )
+
+
+def initialize_rows(key, layout: Layout, data: RowData, num_components: int, method: str, covariance_type: str,
+                    reg_covar, dtype, data_tril=None) -> GMMParams:
+    """Initial parameters by ``method`` over rows described by ``layout`` / ``data`` (any placement)."""
+    if method not in INIT_METHODS:
+        raise ValueError(f"init must be one of {', '.join(INIT_METHODS)} or a GMMParams; got {method!r}")
+    if data_tril is None:
+        data_tril = data_tril_pass(layout, data, covariance_type, reg_covar, dtype)
+    if method == "random_from_data":
+        means = _top_rows(layout, data, key, num_components, dtype)
+        return GMMParams(jnp.full((num_components,), 1.0 / num_components, dtype), means,
+                         jnp.broadcast_to(data_tril, (num_components,) + data_tril.shape))
+    centers = kmeans_plus_plus_pass(layout, data, key, num_components, dtype)
+    if method == "kmeans":
+        centers = lloyd_pass(layout, data, centers, dtype)
+    return _params_from_centers(layout, data, centers, covariance_type, reg_covar, data_tril, dtype)
+
+
+def data_covariance_tril(x, covariance_type: str, reg_covar, sample_weight=None) -> jnp.ndarray:
+    """Cholesky factor (D, D) of the whole (weighted) data's covariance, reduced to ``covariance_type``."""
+    x = jnp.asarray(x)
+    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else jnp.asarray(sample_weight, x.dtype)
+    total = w.sum()
+    centered = x - (w @ x) / total
+    sums = (total, w @ centered, (centered * w[:, None]).T @ centered)
+    if covariance_type in ("diag", "spherical"):
+        sums = (total, sums[1], jnp.diagonal(sums[2]))
+    return covariance_tril_from_sums(*sums, covariance_type, reg_covar)
 
 
 def stack_given_init(init: GMMParams, x, num_components: int, n_init: int) -> GMMParams:
@@ -130,8 +199,10 @@ def initialize(
     covariance_type: str = "full",
     reg_covar=1e-6,
     chunk_size: int | None = None,
+    sample_weight=None,
 ) -> GMMParams:
-    """Initial parameters by ``method`` (one of ``INIT_METHODS``); jit-able for a static method.
+    """Initial parameters by ``method`` (one of ``INIT_METHODS``) for in-memory ``x``; jit-able for a
+    static method.
 
     Parameters
     ----------
@@ -142,14 +213,13 @@ def initialize(
     covariance_type : "full" | "diag" | "spherical" | "tied".
     reg_covar : added to the diagonal of every covariance.
     chunk_size : rows per chunk for the data passes (default: automatic).
+    sample_weight : (N,) non-negative weights (default: all 1).
     """
     x = jnp.asarray(x)
-    chunk_size = chunk_size or default_chunk_size(x.shape[0], num_components, x.shape[1])
-    if method == "random_from_data":
-        return random_from_data(key, x, num_components, covariance_type, reg_covar)
-    centers = kmeans_plus_plus_centers(key, x, num_components)
-    if method == "kmeans":
-        centers = lloyd(x, centers, chunk_size)
-    elif method != "kmeans++":
-        raise ValueError(f"init must be one of {', '.join(INIT_METHODS)} or a GMMParams; got {method!r}")
-    return _params_from_centers(x, centers, covariance_type, reg_covar, chunk_size)
+    num_rows, num_features = x.shape
+    w = jnp.ones(num_rows, x.dtype) if sample_weight is None else jnp.asarray(sample_weight, x.dtype)
+    center = (w @ x) / w.sum()
+    chunk_size = chunk_size or default_chunk_size(num_rows, num_components, num_features)
+    layout = Layout(num_rows, num_features, int(chunk_size))
+    params = initialize_rows(key, layout, RowData(x - center, w), num_components, method, covariance_type, reg_covar, x.dtype)
+    return params._replace(means=params.means + center)

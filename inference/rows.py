@@ -1,0 +1,389 @@
+"""Where EM's rows live and how one pass over them runs: one device, many devices, many hosts, or disk.
+
+Every data pass of EM (E-steps, initialisers, the final pass) is a fold
+``acc = merge(acc, chunk_fn(args, x_chunk, w_chunk, first_row))`` over row chunks, written once in
+:func:`data_pass`. Where the chunks come from is a static :class:`Layout`:
+
+* **in memory, sharded**: the (centred, padded) rows are one global ``jax.Array`` split over the
+  devices of a 1-D mesh (axis ``"rows"``, ``NamedSharding``); inside ``shard_map`` each device folds
+  its own rows in chunks (``lax.scan``) and the devices' accumulators meet in one ``psum`` per pass
+  (or an ``all_gather`` + the same merge, for the hard-EM "worst rows" that are not sums). The same
+  program serves 1 device, several CPU host devices, several GPUs and several processes
+  (``jax.distributed``), each holding its own rows;
+* **streamed**: the rows stay on disk (a ``.npy`` file, memory-mapped) or in a user's chunk iterator; each
+  chunk is read by a host callback inside the compiled program, so memory is bounded by the chunk
+  buffers, whatever N. Device ``d`` reads global chunks ``d, d + D, d + 2D, ...``.
+
+Padding rows (N not divisible by the device count, or by the streamed block) carry weight 0, so they
+change nothing: every statistic is weighted by the sample weights. Randomness that depends on rows
+(the initialisers' Gumbel keys) is a function of the *global row index* only (:func:`row_gumbel`), so the
+same key gives the same initial point on 1, 2, 3 or 4 devices, and streamed or in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import threading
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+ROW_AXIS = "rows"
+RANDOM_BLOCK = 256  # rows per counter of the row-indexed random stream
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Static description of where the rows are (hashable: part of the compiled program's cache key).
+
+    num_rows : real rows N (padding excluded).
+    chunk_size : rows per chunk of a fold.
+    mesh : 1-D device mesh over axis ``"rows"``; None = plain arrays, no ``shard_map`` (used by
+        ``inference.init.initialize`` for the NumPyro engines).
+    streamed : rows read from a host reader (``RowData.token``) instead of device arrays.
+    chunks_per_device : streamed only.
+    """
+
+    num_rows: int
+    num_features: int
+    chunk_size: int
+    mesh: Any = None
+    streamed: bool = False
+    chunks_per_device: int = 0
+
+    @property
+    def num_devices(self) -> int:
+        return 1 if self.mesh is None else int(self.mesh.devices.size)
+
+    @property
+    def padded_rows(self) -> int:
+        if self.streamed:
+            return self.num_devices * self.chunks_per_device * self.chunk_size
+        return -(-self.num_rows // self.num_devices) * self.num_devices
+
+    @property
+    def sharding(self):
+        return None if self.mesh is None else NamedSharding(self.mesh, P(ROW_AXIS))
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass
+class RowData:
+    """The traced side of the rows: ``x`` (padded N, D) and ``w`` (padded N,) in memory, or a reader
+    ``token`` (int32 scalar) for streamed rows."""
+
+    x: Any = None
+    w: Any = None
+    token: Any = None
+
+    def tree_flatten(self):
+        return (self.x, self.w, self.token), None
+
+    @classmethod
+    def tree_unflatten(cls, _, children):
+        return cls(*children)
+
+
+def make_mesh(devices=None, mesh=None) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: every device JAX sees, all processes) or the user's ``mesh``
+    (its devices, flattened, in order)."""
+    if mesh is not None and devices is not None:
+        raise ValueError("pass either mesh or devices, not both")
+    if mesh is not None:
+        if not isinstance(mesh, Mesh):
+            raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+        devices = list(np.asarray(mesh.devices).ravel())
+    elif devices is None:
+        devices = jax.devices()
+    else:
+        devices = list(devices)
+        if not devices or not all(isinstance(d, jax.Device) for d in devices):
+            raise ValueError("devices must be a non-empty list of jax.Device (e.g. jax.devices()[:2])")
+    return Mesh(np.array(devices), (ROW_AXIS,))
+
+
+def row_gumbel(key, first_row, num_rows: int):
+    """Standard Gumbel noise for global rows ``first_row .. first_row + num_rows - 1``.
+
+    A function of (key, global row index) only: blocks of ``RANDOM_BLOCK`` rows draw from
+    ``fold_in(key, block)``, so any chunking or sharding of the rows sees the same numbers.
+    """
+    first_block = first_row // RANDOM_BLOCK
+    num_blocks = num_rows // RANDOM_BLOCK + 2
+    blocks = first_block + jnp.arange(num_blocks)
+    noise = jax.vmap(lambda b: jax.random.gumbel(jax.random.fold_in(key, b), (RANDOM_BLOCK,)))(blocks).reshape(-1)
+    return jax.lax.dynamic_slice(noise, (first_row - first_block * RANDOM_BLOCK,), (num_rows,))
+
+
+def _tree_add(a, b):
+    return jax.tree.map(jnp.add, a, b)
+
+
+def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, token, device):
+    """This device's fold over its own rows."""
+    cs = layout.chunk_size
+    if layout.streamed:
+        dtype = zero_dtype(zero)
+
+        def body(acc, i):
+            g = i * layout.num_devices + device
+            xc, wc = read_chunk(layout, token, g, dtype)
+            return merge(acc, chunk_fn(args, xc, wc, g * cs)), None
+
+        acc, _ = jax.lax.scan(body, zero, jnp.arange(layout.chunks_per_device))
+        return acc
+    n_local = x_local.shape[0]
+    base = device * n_local
+    num_full = n_local // cs
+    acc = zero
+    if num_full:
+        xs = x_local[: num_full * cs].reshape(num_full, cs, -1)
+        ws = w_local[: num_full * cs].reshape(num_full, cs)
+
+        def body(acc, inp):
+            xc, wc, i = inp
+            return merge(acc, chunk_fn(args, xc, wc, base + i * cs)), None
+
+        acc, _ = jax.lax.scan(body, acc, (xs, ws, jnp.arange(num_full)))
+    if n_local % cs:
+        acc = merge(acc, chunk_fn(args, x_local[num_full * cs :], w_local[num_full * cs :], base + num_full * cs))
+    return acc
+
+
+def zero_dtype(zero):
+    leaves = [a for a in jax.tree.leaves(zero) if jnp.issubdtype(jnp.result_type(a), jnp.floating)]
+    return jnp.result_type(leaves[0]) if leaves else jnp.float64
+
+
+def data_pass(layout: Layout, data: RowData, chunk_fn: Callable, zero, args, merge: Callable | None = None):
+    """Fold ``merge(acc, chunk_fn(args, x_chunk, w_chunk, first_global_row))`` over every row, on every
+    device, and combine the devices: ``psum`` when ``merge`` is None (sums), else ``all_gather`` and
+    ``merge`` in device order. ``args`` (a pytree, replicated) holds everything traced the chunk function
+    needs. Returns the same accumulator on every device."""
+    fold = functools_partial(_fold_local, layout, chunk_fn, merge or _tree_add, zero)
+    if layout.mesh is None:
+        return fold(args, data.x, data.w, data.token, 0)
+
+    def per_device(args, x_local, w_local, token):
+        acc = fold(args, x_local, w_local, token, jax.lax.axis_index(ROW_AXIS))
+        if merge is None:
+            return jax.lax.psum(acc, ROW_AXIS)
+        gathered = jax.lax.all_gather(acc, ROW_AXIS)
+        out = jax.tree.map(lambda a: a[0], gathered)
+        for d in range(1, layout.num_devices):
+            out = merge(out, jax.tree.map(lambda a, d=d: a[d], gathered))
+        return out
+
+    rows = P() if layout.streamed else P(ROW_AXIS)
+    run = jax.shard_map(per_device, mesh=layout.mesh, in_specs=(P(), rows, rows, P()), out_specs=P(), check_vma=False)
+    return run(args, data.x, data.w, data.token)
+
+
+def map_rows(layout: Layout, data: RowData, row_fn: Callable, args, out_width: int, dtype):
+    """(padded N, out_width) = ``row_fn(args, x_chunk)`` per chunk, sharded like the rows (in memory only),
+    and the weighted sum of its second output ``row_fn -> (values (c, W), per_row (c,))``."""
+    cs = layout.chunk_size
+
+    def local(args, x_local, w_local):
+        n_local = x_local.shape[0]
+        num_full = n_local // cs
+        parts, total = [], jnp.zeros((), dtype)
+        if num_full:
+            xs = x_local[: num_full * cs].reshape(num_full, cs, -1)
+            ws = w_local[: num_full * cs].reshape(num_full, cs)
+            vals, per_row = jax.lax.map(lambda xw: row_fn(args, xw[0]), (xs, ws))
+            parts.append(vals.reshape(num_full * cs, out_width))
+            total = total + jnp.sum(per_row * ws)
+        if n_local % cs:
+            vals, per_row = row_fn(args, x_local[num_full * cs :])
+            parts.append(vals)
+            total = total + jnp.sum(per_row * w_local[num_full * cs :])
+        return (jnp.concatenate(parts) if len(parts) > 1 else parts[0]), total
+
+    if layout.mesh is None:
+        return local(args, data.x, data.w)
+
+    def per_device(args, x_local, w_local):
+        vals, total = local(args, x_local, w_local)
+        return vals, jax.lax.psum(total, ROW_AXIS)
+
+    run = jax.shard_map(per_device, mesh=layout.mesh, in_specs=(P(), P(ROW_AXIS), P(ROW_AXIS)),
+                        out_specs=(P(ROW_AXIS), P()), check_vma=False)
+    return run(args, data.x, data.w)
+
+
+def functools_partial(f, *a):
+    return lambda *b: f(*a, *b)
+
+
+# --------------------------------------------------------------------------- host readers (streamed rows)
+
+_READERS: dict[int, "ChunkReader"] = {}
+_NEXT_TOKEN = itertools.count(1)
+
+
+def read_chunk(layout: Layout, token, g, dtype):
+    """Global chunk ``g`` (chunk_size rows, zero-padded, weight 0 beyond the data) from the host."""
+    shapes = (jax.ShapeDtypeStruct((layout.chunk_size, layout.num_features), dtype),
+              jax.ShapeDtypeStruct((layout.chunk_size,), dtype))
+    return jax.pure_callback(_read_callback, shapes, token, g)
+
+
+def _read_callback(token, g):
+    return _READERS[int(token)].chunk(int(g))
+
+
+class ChunkReader:
+    """Serves fixed-size, centred, padded chunks ``(x (c, D), w (c,))`` of a row source to the compiled
+    program. ``source`` is an array-like with row slicing (numpy array, ``np.memmap``, ``np.load(...,
+    mmap_mode="r")``) or a callable returning a fresh iterator of row blocks (arrays, or ``(x, w)``
+    pairs) of any sizes. Thread-safe (devices read concurrently)."""
+
+    def __init__(self, source, weights, center, chunk_size: int, dtype, window: int = 64):
+        self.source, self.weights, self.center = source, weights, np.asarray(center, dtype)
+        self.chunk_size, self.dtype = chunk_size, dtype
+        self.sliceable = not callable(source)
+        self.lock = threading.Lock()
+        self.cache: dict[int, tuple] = {}
+        self.window = window
+        self._restart()
+        self.token = next(_NEXT_TOKEN)
+
+    def _restart(self):
+        self.blocks = None if self.sliceable else rechunk(self.source(), self.chunk_size)
+        self.next_chunk = 0
+        self.next_row = 0
+
+    def __enter__(self):
+        _READERS[self.token] = self
+        return self
+
+    def __exit__(self, *exc):
+        _READERS.pop(self.token, None)
+        self.cache.clear()
+
+    def _finish(self, x, w, first_row):
+        c = self.chunk_size
+        out_x = np.zeros((c, x.shape[1] if x.ndim == 2 else 0), self.dtype)
+        out_w = np.zeros(c, self.dtype)
+        m = x.shape[0]
+        out_x[:m] = x
+        out_x[:m] -= self.center
+        if w is None:
+            w = 1.0 if self.weights is None else self.weights[first_row : first_row + m]
+        out_w[:m] = w
+        return out_x, out_w
+
+    def chunk(self, g: int):
+        c = self.chunk_size
+        if self.sliceable:
+            x = np.asarray(self.source[g * c : (g + 1) * c])
+            return self._finish(x.reshape(x.shape[0], -1) if x.size else np.zeros((0, self.center.size)), None, g * c)
+        with self.lock:
+            if g in self.cache:
+                return self.cache[g]
+            if g < self.next_chunk:
+                self._restart()
+            while self.next_chunk <= g:
+                item = next(self.blocks, None)
+                if item is None:
+                    x, w = np.zeros((0, self.center.size), self.dtype), np.zeros(0, self.dtype)
+                else:
+                    x, w = item
+                out = self._finish(x, w, self.next_row)
+                self.next_row += x.shape[0]
+                self.cache[self.next_chunk] = out
+                self.cache.pop(self.next_chunk - self.window, None)
+                self.next_chunk += 1
+            return self.cache[g]
+
+
+def rechunk(blocks, chunk_size: int):
+    """Row blocks of any sizes -> blocks of exactly ``chunk_size`` rows (the last one shorter):
+    yields ``(x, w_or_None)``."""
+    buf_x, buf_w, have = [], [], 0
+    for item in blocks:
+        x, w = (item if isinstance(item, tuple) else (item, None))
+        x = np.asarray(x)
+        if x.ndim == 1:
+            x = x[:, None]
+        w = None if w is None else np.asarray(w)
+        buf_x.append(x)
+        buf_w.append(w)
+        have += x.shape[0]
+        while have >= chunk_size:
+            xs = np.concatenate(buf_x)
+            ws = None if any(v is None for v in buf_w) else np.concatenate(buf_w)
+            yield xs[:chunk_size], (None if ws is None else ws[:chunk_size])
+            buf_x, buf_w = [xs[chunk_size:]], [None if ws is None else ws[chunk_size:]]
+            have -= chunk_size
+    if have:
+        xs = np.concatenate(buf_x)
+        ws = None if any(v is None for v in buf_w) else np.concatenate(buf_w)
+        yield xs, ws
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_sample_weight(sample_weight, num_rows: int, dtype=np.float64) -> np.ndarray | None:
+    """(N,) finite non-negative weights with a positive sum, as ``dtype``; None stays None. One-line
+    ``ValueError`` naming ``sample_weight`` otherwise."""
+    if sample_weight is None:
+        return None
+    try:
+        w = np.asarray(sample_weight)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise ValueError(f"sample_weight could not be converted to an array: {exc}") from None
+    if w.ndim != 1:
+        raise ValueError(f"sample_weight must be 1-D of length {num_rows} (one weight per row), got shape {w.shape}")
+    if w.shape[0] != num_rows:
+        raise ValueError(f"sample_weight has length {w.shape[0]} but x has {num_rows} rows")
+    if not (np.issubdtype(w.dtype, np.number) or w.dtype == bool) or np.iscomplexobj(w):
+        raise ValueError(f"sample_weight must be real numbers, got dtype {w.dtype}")
+    w = w.astype(dtype, copy=False)
+    if not np.isfinite(w).all():
+        raise ValueError(f"sample_weight contains NaN or inf at {int((~np.isfinite(w)).sum())} row(s), first at row {int(np.flatnonzero(~np.isfinite(w))[0])}")
+    if (w < 0).any():
+        raise ValueError(f"sample_weight must be >= 0, got {w.min()} at row {int(np.argmin(w))}")
+    if not (w > 0).any():
+        raise ValueError("sample_weight is zero for every row: nothing to fit")
+    return w
+
+
+class NpyRows:
+    """Row slices of a C-ordered ``.npy`` file read with ``os.pread`` (no memory map: pages read stay in
+    the OS page cache, not in this process's resident memory). Thread-safe; ``shape``, ``dtype``,
+    ``ndim`` and ``rows[a:b]`` like an array."""
+
+    def __init__(self, path: str):
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran and len(shape) > 1 and min(shape) > 1:
+            raise ValueError(f"x: {path!r} is Fortran-ordered; save it C-ordered (np.ascontiguousarray) to stream it")
+        if dtype.hasobject:
+            raise ValueError(f"x must be numeric, got dtype {dtype} in {path!r}")
+        self.path, self.shape, self.dtype, self.ndim = path, tuple(shape), dtype, len(shape)
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __del__(self):
+        try:
+            os.close(self.fd)
+        except Exception:
+            pass
+
+    def __getitem__(self, rows: slice):
+        start, stop, _ = rows.indices(self.shape[0])
+        count = max(0, stop - start)
+        buf = os.pread(self.fd, count * self.row_bytes, self.offset + start * self.row_bytes)
+        return np.frombuffer(buf, self.dtype).reshape((count,) + self.shape[1:])
