@@ -12,7 +12,6 @@ x         : (N, D) ~ MultivariateNormal(means[z], scale_tril=diag(scales[z]) @ c
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -138,6 +137,9 @@ def sites_from_params(params: GMMParams) -> dict:
 def sample(key, params: GMMParams, num_samples: int):
     """Draw data from ``gmm_model`` run forward with ``params`` substituted.
 
+    The same sampler as the posterior predictive (``models.sample_posterior_predictive``, NumPyro's
+    ``Predictive``) at one point: one replicate.
+
     Parameters
     ----------
     key : jax PRNG key.
@@ -148,19 +150,12 @@ def sample(key, params: GMMParams, num_samples: int):
     -------
     x : (N, D) samples, z : (N,) int true component of each row.
     """
+    from .predictive import sample_posterior_predictive
+
     if int(num_samples) < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    return _sample_jit(key, params, int(num_samples))
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _sample_jit(key, params: GMMParams, num_samples: int):
-    num_components, num_features = params.means.shape
-    seeded = handlers.seed(handlers.substitute(gmm_model, data=sites_from_params(params)), key)
-    trace = handlers.trace(seeded).get_trace(
-        num_components=num_components, num_features=num_features, num_samples=num_samples
-    )
-    return trace["x"]["value"], trace["z"]["value"]
+    x, z = sample_posterior_predictive(key, params, int(num_samples), num_replicates=1)
+    return x[0], z[0]
 
 
 def log_prior(params: GMMParams, **prior) -> jnp.ndarray:
