@@ -97,7 +97,7 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     """The parser of ``gmm-report sweep`` (imports :mod:`analysis.sweeps`, which starts JAX)."""
     from analysis.sweeps import AXES
 
-    p = Parser(prog="gmm-report sweep", description="Run one of the seed notebook's four questions as an experiment: "
+    p = Parser(prog="gmm-report sweep", description="Run one of the seed notebook's four questions (or the calibration check) as an experiment: "
                "tables (CSV, JSON), figures (PNG) and an HTML page in --out.")
     p.add_argument("axis", choices=AXES, help="what to vary")
     p.add_argument("--quick", action="store_true", help="small grids, few repeats, cheap engines (a preview)")
