@@ -204,6 +204,18 @@ def prefer_fast_compile(num_values: int) -> bool:
     return True
 
 
+def use_every_core() -> bool:
+    """Split the CPU into one XLA host device per core (``--xla_force_host_platform_device_count``) so
+    that EM shards its rows over every core; only when JAX has not started and ``XLA_FLAGS`` is unset
+    or holds only this module's own fast-compile flag. Returns whether the flag was added."""
+    flags = os.environ.get("XLA_FLAGS")
+    if "jax" in sys.modules or (flags is not None and flags != FAST_COMPILE_FLAG):
+        return False
+    count = os.cpu_count() or 1
+    os.environ["XLA_FLAGS"] = f"{flags or ''} --xla_force_host_platform_device_count={count}".strip()
+    return True
+
+
 # --------------------------------------------------------------------------- gmm-report
 
 
@@ -231,6 +243,7 @@ def main(argv=None) -> int:
                 prefer_fast_compile(early.num_samples * 2)
         except (ReportError, SystemExit):
             pass  # reported below
+    use_every_core()
     enable_compilation_cache()
     if subcommand is not None:
         return int(subcommand(argv[1:]) or 0)
