@@ -483,7 +483,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _not_converged_message(self) -> str:
         if self.method == "nuts":
-            return ("NUTS chains did not mix: split R-hat >= 1.05 after relabelling. Try more num_warmup / "
+            reasons = "; ".join(self.result_.info.get("warnings", [])) or "see result_.info"
+            return (f"NUTS did not meet its convergence conditions ({reasons}). Try more num_warmup / "
                     "num_samples in engine_options, or check the number of components.")
         if self.method in ("map", "svi"):
             return (f"{self.method} stopped at num_steps before its loss tolerance was met. Try more num_steps "
