@@ -57,7 +57,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     if ARVIZ_MAJOR >= 1:
         import arviz_base as azb
-        import arviz_plots as azp
         import arviz_stats as azs
     else:
         import arviz as az
@@ -86,6 +85,9 @@ __all__ = [
     "compare",
     "plot_trace",
     "plot_forest",
+    "forest_intervals",
+    "loglik_draws_kept",
+    "LOGLIK_MAX_VALUES",
     "arviz_version",
 ]
 
@@ -135,6 +137,13 @@ def _posterior_dataset(samples: GMMParams) -> xr.Dataset:
 
 _POINTWISE = []
 
+# The log_likelihood group holds at most about LOGLIK_MAX_VALUES values (draws x observations) per engine,
+# and never fewer than LOGLIK_MIN_DRAWS draws (when the engine has them): PSIS-LOO / WAIC need the
+# pointwise values of a few hundred draws, not of all of them (their Monte Carlo error at 100 draws is far
+# below their standard error), and the full matrix of N = 50,000 x 1000 draws is 400 MB.
+LOGLIK_MAX_VALUES = 5_000_000
+LOGLIK_MIN_DRAWS = 100
+
 
 def _pointwise_fn():
     if not _POINTWISE:
@@ -144,14 +153,41 @@ def _pointwise_fn():
     return _POINTWISE[0]
 
 
-def _pointwise(samples: GMMParams, x: np.ndarray, max_elements: int = 20_000_000) -> np.ndarray:
-    """(chain, draw, obs) marginal log density, vmapped over draws in blocks to bound memory."""
-    chains, draws = samples.weights.shape[:2]
-    flat = GMMParams(*(a.reshape((chains * draws,) + a.shape[2:]) for a in samples))
+def _pointwise_blocks(flat: GMMParams, x: np.ndarray, max_elements: int = 4_000_000):
+    """Yield (start, (block, N) pointwise log density) over the draws of ``flat`` (S, ...), in blocks
+    of at most ``max_elements`` values so that memory stays bounded."""
     fn = _pointwise_fn()
+    total = flat.weights.shape[0]
     block = max(1, max_elements // max(1, x.shape[0]))
-    out = [np.asarray(fn(GMMParams(*(a[i : i + block] for a in flat)), x)) for i in range(0, chains * draws, block)]
-    return np.concatenate(out, axis=0).reshape(chains, draws, x.shape[0])
+    for i in range(0, total, block):
+        yield i, np.asarray(fn(GMMParams(*(a[i : i + block] for a in flat)), x))
+
+
+def loglik_draws_kept(chains: int, draws: int, num_obs: int, max_values: int = LOGLIK_MAX_VALUES,
+                      min_draws: int | None = None) -> np.ndarray:
+    """Indices (per chain, evenly spaced) of the draws whose pointwise log-likelihood is stored."""
+    min_draws = LOGLIK_MIN_DRAWS if min_draws is None else min_draws
+    keep_total = max(min_draws, max_values // max(1, num_obs))
+    per_chain = max(1, min(draws, -(-keep_total // chains)))
+    return np.unique(np.linspace(0, draws - 1, per_chain).round().astype(int))
+
+
+def _pointwise(samples: GMMParams, x: np.ndarray, max_values: int = LOGLIK_MAX_VALUES):
+    """``(total (chain, draw), pointwise (chain, kept, obs), kept draw indices)``: the marginal
+    log-likelihood of the whole data at every draw, and the pointwise one at the draws kept for LOO."""
+    chains, draws = samples.weights.shape[:2]
+    n = x.shape[0]
+    kept = loglik_draws_kept(chains, draws, n, max_values)
+    flat = GMMParams(*(a.reshape((chains * draws,) + a.shape[2:]) for a in samples))
+    total = np.empty(chains * draws)
+    pointwise = np.empty((chains, len(kept), n))
+    where = {c * draws + d: (c, j) for c in range(chains) for j, d in enumerate(kept)}
+    for start, block in _pointwise_blocks(flat, x):
+        total[start : start + block.shape[0]] = block.sum(-1)
+        for i in range(block.shape[0]):
+            if start + i in where:
+                pointwise[where[start + i]] = block[i]
+    return total.reshape(chains, draws), pointwise, kept
 
 
 def _attrs(result) -> dict:
@@ -187,21 +223,23 @@ def _per_draw_stats(result, chains: int, num_draws: int) -> tuple[dict, dict]:
     return sample_stats, fit_trace
 
 
-def _group_datasets(result, x: np.ndarray) -> dict:
+def _group_datasets(result, x: np.ndarray, max_values: int | None = None) -> dict:
     """``{group: xr.Dataset}`` of one FitResult, the layout of the module docstring."""
     n, d = x.shape
     draws = _batched(result.samples if result.samples is not None else result.params)
     chains, num_draws = draws.weights.shape[:2]
     posterior = _posterior_dataset(draws)
     sample_coords = {"chain": posterior.chain.values, "draw": posterior.draw.values}
-    pointwise = _pointwise(draws, x)
+    total, pointwise, kept = _pointwise(draws, x, LOGLIK_MAX_VALUES if max_values is None else max_values)
     stats, fit_trace = _per_draw_stats(result, chains, num_draws)
-    stats = {"total_log_likelihood": pointwise.sum(-1), **stats}
+    stats = {"total_log_likelihood": total, **stats}
     groups = {
         "posterior": posterior,
         "sample_stats": xr.Dataset({k: (("chain", "draw"), v) for k, v in stats.items()}, coords=sample_coords),
+        # draws thinned to what LOO needs (the draw coordinate names the posterior draws kept)
         "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), pointwise)},
-                                     coords={**sample_coords, "obs": np.arange(n)}),
+                                     coords={"chain": posterior.chain.values, "draw": posterior.draw.values[kept],
+                                             "obs": np.arange(n)}),
         "observed_data": xr.Dataset({"x": (("obs", "dim"), x)}, coords={"obs": np.arange(n), "dim": np.arange(d)}),
     }
     if fit_trace:
@@ -258,10 +296,26 @@ def _fit_trace_dataset(traces: dict) -> xr.Dataset:
     return xr.Dataset(data, coords=coords)
 
 
-def save_netcdf(idata, path) -> str:
-    """Write ``idata`` to ``path`` (NetCDF4 through h5netcdf, one group per InferenceData group)."""
+def _group(idata, name: str) -> xr.Dataset:
+    return idata[name].to_dataset() if ARVIZ_MAJOR >= 1 else getattr(idata, name)
+
+
+def save_netcdf(idata, path, complevel: int = 4) -> str:
+    """Write ``idata`` to ``path``: NetCDF4 through h5netcdf, one HDF5 group per InferenceData group (the
+    layout both ArviZ stacks read), every variable zlib-compressed and the pointwise log-likelihood stored
+    as float32 (LOO / WAIC from it agree with float64 to ~1e-6 of their standard error)."""
     path = str(path)
-    idata.to_netcdf(path, engine="h5netcdf")
+    root_attrs = dict(idata.attrs or {})
+    xr.Dataset(attrs=root_attrs).to_netcdf(path, mode="w", engine="h5netcdf")
+    for name in group_names(idata):
+        ds = _group(idata, name)
+        encoding = {}
+        for var, values in ds.variables.items():
+            enc = {"zlib": True, "complevel": complevel, "shuffle": True} if values.ndim else {}
+            if name == "log_likelihood" and var in ds.data_vars and values.dtype == np.float64:
+                enc["dtype"] = "float32"
+            encoding[var] = enc
+        ds.to_netcdf(path, mode="a", group=name, engine="h5netcdf", encoding=encoding)
     return path
 
 
@@ -395,146 +449,73 @@ def compare(idatas: dict):
     return table[list(COMPARE_COLUMNS)]
 
 
-def _figure_of(plot_collection):
-    """The matplotlib Figure behind an arviz_plots PlotCollection."""
-    return plot_collection.viz["figure"].item()
+def _derived(ds: xr.Dataset) -> dict:
+    """``{kind: (chain, draw, ...) array}`` of the quantities the figures show, each on its own scale:
+    weights (K), means (K, D), sds = sqrt(diag covariance) (K, D) in the data's units, and
+    correlations (K, D, D) (unitless, in [-1, 1])."""
+    cov = np.asarray(ds["covariances"].values, np.float64)
+    sd = np.sqrt(np.clip(np.diagonal(cov, axis1=-2, axis2=-1), 0.0, None))
+    denom = sd[..., :, None] * sd[..., None, :]
+    corr = np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 0)
+    return {"weights": np.asarray(ds["weights"].values, np.float64), "means": np.asarray(ds["means"].values, np.float64),
+            "sds": sd, "correlations": corr}
 
 
-def plot_trace(idata, var_names=("weights", "means")):
-    """ArviZ trace plot (compact: one line per component / coordinate; 0.x ``plot_trace``, 1.x
-    ``plot_trace_dist``) -> Figure."""
-    import matplotlib.pyplot as plt
-
+def _hdi(values: np.ndarray, hdi_prob: float) -> np.ndarray:
+    """ArviZ's HDI of (chain, draw, ...) ``values`` -> (..., 2) [lower, upper] (either stack)."""
+    dims = ("chain", "draw") + tuple(f"d{i}" for i in range(values.ndim - 2))
+    ds = xr.Dataset({"v": (dims, values)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if ARVIZ_MAJOR >= 1:
-            fig = _figure_of(azp.plot_trace_dist(idata, var_names=list(var_names), compact=True, backend="matplotlib"))
+            out = azs.hdi(ds, prob=hdi_prob)["v"]
+            bound = "ci_bound"
         else:
-            axes = az.plot_trace(idata, var_names=list(var_names), compact=True, show=False,
-                                 backend_kwargs={"layout": "constrained"})
-            fig = np.ravel(axes)[0].figure
-    method = idata["posterior"].attrs.get("method", "") if ARVIZ_MAJOR >= 1 else idata.posterior.attrs.get("method", "")
-    fig.suptitle(f"{method}: trace of the aligned draws (ArviZ trace plot)")
-    plt.figure(fig.number)
-    return fig
+            out = az.hdi(ds, hdi_prob=hdi_prob)["v"]
+            bound = "hdi"
+    return np.asarray(out.transpose(..., bound).values)
 
 
-def _forest_label_values(truth: GMMParams) -> dict:
-    """Map ArviZ 0.x forest tick labels like ``means\\n[0, 1]`` to the true value."""
-    values = {}
-    for name, a in _posterior_dataset(truth).data_vars.items():
-        a = a.values[0, 0]
-        for idx in np.ndindex(a.shape):
-            values[(name, tuple(int(i) for i in idx))] = float(a[idx])
-    return values
-
-
-def _parse_label(label: str):
-    label = label.replace("\n", " ").strip()
-    if "[" not in label:
-        return None
-    name, rest = label.split("[", 1)
-    try:
-        idx = tuple(int(v) for v in rest.rstrip("]").split(","))
-    except ValueError:
-        return None
-    return name.strip(), idx
-
-
-def _truth_points_0x(ax, truth: GMMParams):
-    """(x, y) of the true values on an ArviZ 0.x forest axis, read off its tick labels."""
-    values = _forest_label_values(truth)
-    ticks = ax.get_yticks()
-    labels = [t.get_text() for t in ax.get_yticklabels()]
-    xs, ys, current = [], [], None
-    for i in np.argsort(ticks)[::-1]:  # top to bottom: the variable name labels its first row
-        lab = labels[i].replace("\n", " ").strip()
-        if lab and not lab.startswith("[") and "[" in lab:
-            current = lab.split("[", 1)[0].strip()
-        elif lab.startswith("[") and current is not None:
-            lab = current + lab
-        parsed = _parse_label(lab)
-        if parsed is not None and parsed in values:
-            xs.append(values[parsed])
-            ys.append(ticks[i])
-    return xs, ys
-
-
-def _forest_0x(idatas: dict, var_names, hdi_prob: float, truth):
-    names = list(idatas)
-    rows = sum(int(np.prod(idatas[names[0]].posterior[v].shape[2:])) for v in var_names)
-    axes = az.plot_forest(
-        [idatas[n] for n in names], model_names=names, var_names=list(var_names), combined=True,
-        hdi_prob=hdi_prob, figsize=(8, max(4.0, 0.25 * rows * max(1, len(names)) ** 0.5 + 2)), show=False,
-    )
-    ax = np.ravel(axes)[0]
-    old = ax.get_legend()
-    entries = list(zip(old.legend_handles, [t.get_text() for t in old.get_texts()])) if old is not None else []
-    if old is not None:
-        old.remove()
-    if truth is not None:
-        xs, ys = _truth_points_0x(ax, truth)
-        if ys:
-            entries.append((ax.scatter(xs, ys, marker="x", s=70, color="black", zorder=5), "true value"))
-    return ax, entries
-
-
-def _common_draws(idatas: dict, truth, var_names) -> dict:
-    """Posterior datasets of every engine (and the truth) on one (chain=1, draw=S) shape, as
-    arviz_plots' multi-model forest needs: draws flattened and evenly thinned to the smallest
-    number of draws among the engines that have draws; point estimates repeated S times."""
-    posts = {name: idata["posterior"].to_dataset()[list(var_names)] for name, idata in idatas.items()}
-    if truth is not None:
-        posts["true value"] = _posterior_dataset(truth)[list(var_names)]
-    flat = {name: ds.stack(sample=("chain", "draw")).transpose("sample", ...) for name, ds in posts.items()}
-    sizes = [ds.sizes["sample"] for ds in flat.values() if ds.sizes["sample"] > 1]
-    size = min(sizes) if sizes else 2
+def forest_intervals(idatas: dict, hdi_prob: float = 0.9) -> dict:
+    """``{engine: {kind: {"mean": (...), "lower": (...), "upper": (...)}}}`` for every ``kind`` of
+    :func:`_derived`: the posterior mean and ArviZ's ``hdi_prob`` HDI for engines with draws, the point
+    estimate (lower = upper = mean) for the others."""
     out = {}
-    for name, ds in flat.items():
-        n = ds.sizes["sample"]
-        idx = np.zeros(size, int) if n == 1 else np.linspace(0, n - 1, size).round().astype(int)
-        ds = ds.drop_vars(["sample", "chain", "draw"]).isel(sample=idx).rename(sample="draw").expand_dims(chain=[0])
-        out[name] = xr.DataTree.from_dict({"posterior": ds.assign_coords(draw=np.arange(size))})
+    for name, idata in idatas.items():
+        kinds = _derived(_group(idata, "posterior"))
+        entry = {}
+        for kind, values in kinds.items():
+            mean = values.mean(axis=(0, 1))
+            if values.shape[0] * values.shape[1] > 1:
+                bounds = _hdi(values, hdi_prob)
+                lower, upper = bounds[..., 0], bounds[..., 1]
+            else:
+                lower = upper = mean
+            entry[kind] = {"mean": mean, "lower": lower, "upper": upper}
+        out[name] = entry
     return out
 
 
-def _forest_1x(idatas: dict, var_names, hdi_prob: float, truth):
-    from matplotlib.lines import Line2D
+def plot_forest(idatas: dict, reference: GMMParams | None = None, reference_label: str = "truth", column_names=None,
+                hdi_prob: float = 0.9, max_dims: int = 4):
+    """Forest plot of every engine: one panel per parameter kind and data dimension (weights; mean and sd
+    of each shown column; correlations), each on its own scale; ArviZ HDIs as lines, means as dots, the
+    ``reference`` as a thin black tick behind them -> Figure (layout in :func:`analysis.plots.plot_forest_panels`)."""
+    from analysis import plots
 
-    trees = _common_draws(idatas, truth, var_names)
-    pc = azp.plot_forest(trees, var_names=list(var_names), combined=True, ci_probs=[0.5, hdi_prob],
-                         point_estimate="mean", backend="matplotlib")
-    fig = _figure_of(pc)
-    points = pc.viz["point_estimate"]
-    entries = []
-    for name in trees:
-        colls = [c for v in points.data_vars for c in np.ravel(points[v].sel(model=name).values) if c is not None]
-        if name == "true value":
-            offsets = np.concatenate([np.asarray(c.get_offsets()) for c in colls]) if colls else np.empty((0, 2))
-            for c in colls:
-                c.remove()
-            ax = fig.axes[-1]
-            entries.append((ax.scatter(offsets[:, 0], offsets[:, 1], marker="x", s=70, color="black", zorder=5),
-                            "true value"))
-        elif colls:
-            color = colls[0].get_edgecolor()[0]
-            entries.append((Line2D([], [], color=color, marker="o", markerfacecolor="white"), name))
-    return fig.axes[-1], entries
+    ref = None
+    if reference is not None:
+        ref = {k: v[0, 0] for k, v in _derived(_posterior_dataset(reference)).items()}
+    return plots.plot_forest_panels(forest_intervals(idatas, hdi_prob), ref, reference_label=reference_label,
+                                    column_names=column_names, hdi_prob=hdi_prob, max_dims=max_dims)
 
 
-def plot_forest(idatas: dict, truth: GMMParams | None = None, var_names=PARAM_VARS, hdi_prob: float = 0.9):
-    """ArviZ forest plot of all engines side by side (``hdi_prob`` HDI lines for engines with draws;
-    point engines are single dots), true values marked with black crosses, one legend -> Figure."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        draw = _forest_1x if ARVIZ_MAJOR >= 1 else _forest_0x
-        ax, entries = draw(idatas, var_names, hdi_prob, truth)
-    fig = ax.figure
-    if entries:
-        ax.legend(*zip(*entries), loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize="small", title="engine")
-    ax.set_title(f"All engines, aligned to the truth: {int(hdi_prob * 100)}% HDI (lines) and means (dots)")
-    ax.set_xlabel("value")
-    if ARVIZ_MAJOR < 1:
-        fig.tight_layout()
-    return fig
+def plot_trace(idata, column_names=None, max_dims: int = 3):
+    """Trace plot of an engine's aligned draws: every parameter kind (weights, means, sds, correlations),
+    one row per kind and shown column, density left and draws right, colour = component, line style =
+    chain, with a legend -> Figure (layout in :func:`analysis.plots.plot_trace_panels`)."""
+    from analysis import plots
+
+    post = _group(idata, "posterior")
+    return plots.plot_trace_panels(_derived(post), method=str(post.attrs.get("method", "")), column_names=column_names,
+                                   max_dims=max_dims)

@@ -16,14 +16,15 @@ import io
 
 import numpy as np
 
-__all__ = ["render_html", "table_html", "figure_html", "figure_png", "fmt"]
+__all__ = ["render_html", "table_html", "figure_html", "figure_png", "fmt", "scrolling"]
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1250px;
        color: #222; line-height: 1.45; padding: 0 1em; }
 h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
 h2 { margin-top: 2em; border-bottom: 1px solid #bbb; }
-table { border-collapse: collapse; margin: .8em 0; font-size: 0.88em; }
+.scroll { overflow-x: auto; max-width: 100%; margin: .8em 0; }
+table { border-collapse: collapse; font-size: 0.88em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #f0f0f0; }
 td:first-child, th:first-child { text-align: left; }
@@ -32,6 +33,10 @@ figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: .9em; color: #444; }
 .note { background: #f7f7e8; border-left: 4px solid #cc9; padding: .4em .8em; font-size: .92em; }
 .bad { color: #b00; font-weight: bold; }
+.failed { background: #fbeaea; border-left: 4px solid #b00; padding: .4em .8em; }
+.warn { background: #fff4e0; border-left: 4px solid #e69500; padding: .3em .8em; margin: .4em 0; }
+.warn ul, .failed ul { margin: .2em 0; padding-left: 1.2em; }
+ul.toc { columns: 2; }
 code { background: #f3f3f3; padding: 0 .2em; }
 """
 
@@ -79,19 +84,24 @@ def table_html(header, rows, raw_columns=()) -> str:
     for row in rows:
         cells = "".join(f"<td>{c if i in raw_columns else fmt(c)}</td>" for i, c in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return scrolling(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def scrolling(table: str) -> str:
+    """``table`` (HTML) in a box that scrolls sideways, so that a wide table never widens the page."""
+    return f'<div class="scroll">{table}</div>'
 
 
 def render_html(title: str, sections) -> str:
     """A self-contained HTML page: ``sections`` is a list of ``(heading, html_body)``."""
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
     toc = "".join(f'<li><a href="#s{i}">{html.escape(h)}</a></li>' for i, (h, _) in enumerate(sections))
-    parts.append(f"<ul>{toc}</ul>")
+    parts.append(f'<ul class="toc">{toc}</ul>')
     for i, (heading, body) in enumerate(sections):
         parts.append(f'<section id="s{i}"><h2>{html.escape(heading)}</h2>{body}</section>')
     parts.append("</body></html>")

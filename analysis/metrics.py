@@ -26,6 +26,7 @@ __all__ = [
     "compare_metrics",
     "timings_metrics",
     "build_metrics",
+    "engine_notes",
 ]
 
 SCHEMA_VERSION = 1
@@ -41,6 +42,7 @@ METRICS_SCHEMA: dict = {
         "num_samples": "N, rows of the data",
         "num_features": "D, columns of the data",
         "num_components": "K fitted",
+        "columns": "(D,) column names: the CSV header, or x0, x1, ... (simulated data, .npy)",
         "seed": "the --seed integer (data and every engine's key derive from it)",
         "truth": "{weights (K,), means (K,D), covariances (K,D,D)} or null for user data",
         "log_likelihood_truth": "total log-likelihood of the data at the truth, or null",
@@ -77,10 +79,14 @@ METRICS_SCHEMA: dict = {
             "diagnostics": "engines with draws: {rhat_max, ess_bulk_min, ess_tail_min} from az.summary, else null",
             "loo": "engines with draws: {elpd_loo, se, p_loo, pareto_k_max, warning} from az.loo, else null",
             "netcdf": "file name of the engine's InferenceData",
+            "warnings": "one-line warnings of the engine (FitResult.info['warnings']: failed NUTS convergence conditions, degenerate components), [] when none",
+            "degenerate_components": "FitResult.info['degenerate_components']: [{component, reasons, ...}], [] when none",
+            "prior": "the prior actually used, in the data's units ({description, ...}; NumPyro engines), null for em / hard_em",
         }
     },
     "compare": "az.compare (LOO) rows [{engine, rank, elpd_loo, p_loo, elpd_diff, weight, se, dse, warning}] for >= 2 engines with draws, else null",
-    "failed": "{method: one-line error} of engines that raised, {} when none",
+    "failed": "{method: one-line reason} of engines that failed (fit, scoring or InferenceData); the others are reported; gmm-report exits 3",
+    "notes": "one-line notes: library warnings caught during the run (category: message), figures that could not be drawn; [] when none",
     "timings": {
         "total_seconds": "wall time of the whole report",
         "fit_seconds": "{method: seconds}",
@@ -108,7 +114,7 @@ def validate_metrics(metrics: dict, schema: dict = METRICS_SCHEMA, where: str = 
 
 
 def problem_metrics(*, source: str, data_file, x, num_components: int, seed: int, truth, truth_covariances,
-                    log_likelihood_truth) -> dict:
+                    log_likelihood_truth, columns=None) -> dict:
     """The ``problem`` section: ``x`` (N, D); ``truth`` a GMMParams or None, with its covariances
     (K, D, D) and the total log-likelihood of ``x`` at it (both None without a truth)."""
     return {
@@ -117,6 +123,7 @@ def problem_metrics(*, source: str, data_file, x, num_components: int, seed: int
         "num_samples": int(x.shape[0]),
         "num_features": int(x.shape[1]),
         "num_components": int(num_components),
+        "columns": [str(c) for c in columns] if columns is not None else [f"x{j}" for j in range(x.shape[1])],
         "seed": int(seed),
         "truth": None if truth is None else {
             "weights": np.asarray(truth.weights).tolist(),
@@ -168,7 +175,18 @@ def timings_metrics(results: dict, total_seconds: float) -> dict:
     }
 
 
-def build_metrics(*, problem: dict, alignment: dict, engines: dict, compare, failed: dict, timings: dict) -> dict:
+def engine_notes(info: dict) -> dict:
+    """An engine card's ``warnings``, ``degenerate_components`` and ``prior`` from its FitResult ``info``
+    (keys absent from an engine are [] / [] / None)."""
+    return {
+        "warnings": [" ".join(str(w).split()) for w in (info.get("warnings") or [])],
+        "degenerate_components": clean_json(list(info.get("degenerate_components") or [])),
+        "prior": clean_json(info.get("prior")),
+    }
+
+
+def build_metrics(*, problem: dict, alignment: dict, engines: dict, compare, failed: dict, timings: dict,
+                  notes=()) -> dict:
     """The whole metrics dict (keys in the schema's order), validated against ``METRICS_SCHEMA``."""
     metrics = {
         "schema_version": SCHEMA_VERSION,
@@ -177,6 +195,7 @@ def build_metrics(*, problem: dict, alignment: dict, engines: dict, compare, fai
         "engines": engines,
         "compare": compare,
         "failed": failed,
+        "notes": list(notes),
         "timings": timings,
     }
     validate_metrics(metrics)

@@ -11,8 +11,10 @@ renamed at the end, so an interrupted run leaves no half report):
     <method>.nc       one ArviZ InferenceData per engine (NetCDF, layout in ``analysis.arviz_io``)
     figures/*.png     the figures of the HTML as files
 
-User errors (bad data, K > rows, an engine's ValueError, a non-empty ``--out`` without ``--force``)
-raise :class:`~analysis.errors.ReportError`; :mod:`analysis.cli` turns them into one line and exit 2.
+User errors (bad data, K > rows, a misspelt engine option, every engine failing, a non-empty ``--out``
+without ``--force``) raise :class:`~analysis.errors.ReportError`; :mod:`analysis.cli` turns them into one
+line and exit 2. One engine's failure is not one: it is recorded in ``metrics["failed"]``, shown at the
+top of the page, and the command exits 3 (``analysis.cli.EXIT_PARTIAL``).
 
 Imports: numpy and the analysis modules at module level (no JAX: the command line sets XLA flags
 first); JAX, matplotlib, ``models``, ``inference``, ``analysis.arviz_io`` / ``plots`` / ``align`` /
@@ -35,8 +37,8 @@ from analysis.errors import ReportError
 from analysis.files import atomic_output_dir, dumps_json, load_data, write_atomically
 from analysis.html_page import figure_html, figure_png
 from analysis.manifest import build_manifest
-from analysis.metrics import (alignment_metrics, build_metrics, compare_metrics, diagnostics_metrics, problem_metrics,
-                              timings_metrics)
+from analysis.metrics import (alignment_metrics, build_metrics, compare_metrics, diagnostics_metrics, engine_notes,
+                              problem_metrics, timings_metrics)
 from analysis.progress import Progress
 from analysis.report_page import report_page
 
@@ -44,13 +46,19 @@ __all__ = ["run_report", "main"]
 
 
 def run_report(args, argv=None) -> dict:
-    """Run the whole report for parsed ``args``; returns the metrics dict. Raises ReportError."""
+    """Run the whole report for parsed ``args``; returns the metrics dict. Raises ReportError.
+
+    An engine that fails (any exception while fitting, scoring or building its InferenceData) is
+    recorded in ``metrics["failed"]`` with a one-line reason and the report goes on with the others;
+    only when every engine fails is it a ReportError. Misspelt engine options are refused before any work.
+    """
     t_start = time.perf_counter()
     progress = Progress(not args.quiet, PROG)
     methods = parse_methods(args.methods)
     options = report_engine_options(methods, args.quiet, args.num_draws, args.option)
     if args.num_components is not None and args.num_components < 1:
         raise ReportError(f"--num-components must be >= 1, got {args.num_components}")
+    _check_option_names(options)
 
     # Load before touching the output directory: bad input must not create anything.
     if args.data:
@@ -77,8 +85,57 @@ def run_report(args, argv=None) -> dict:
     return metrics
 
 
+def _check_option_names(options: dict) -> None:
+    """A misspelt ``--option METHOD.KEY`` is a user error before any work (one line, valid names listed)."""
+    from inference import valid_options
+    from inference.validate import check_option_names
+
+    for method, opts in options.items():
+        try:
+            check_option_names(method, opts, valid_options(method))
+        except ValueError as exc:
+            raise ReportError(f"--option: {exc}") from None
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line: ``ValueError`` messages as they are, others prefixed with their type."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, ValueError):
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _warning_notes(caught) -> list[str]:
+    """Library warnings caught during the run as unique one-line notes (deprecation warnings aside)."""
+    notes = []
+    for w in caught:
+        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            continue
+        note = f"{w.category.__name__}: {' '.join(str(w.message).split())[:240]} ({Path(w.filename).name}:{w.lineno})"
+        if note not in notes:
+            notes.append(note)
+    return notes
+
+
 def _run_into(tmp: Path, args, argv, methods, options, x, k, source, column_names, progress, t_start) -> dict:
-    """The pipeline into the directory ``tmp``; ``x`` (N, D) is the user's data, or None to simulate."""
+    """The pipeline into the directory ``tmp``; ``x`` (N, D) is the user's data, or None to simulate.
+
+    Library warnings raised meanwhile are caught and become ``notes`` (metrics.json and the page), not
+    stderr lines."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        notes: list[str] = []
+        metrics, summaries, compare_df, fig_html = _pipeline(tmp, args, argv, methods, options, x, k, source,
+                                                             column_names, progress, t_start, notes)
+    metrics["notes"] = notes + [n for n in _warning_notes(caught) if n not in notes]
+    write_atomically(tmp / "metrics.json", dumps_json(metrics))
+    write_atomically(tmp / "report.html", report_page(metrics, summaries, compare_df, fig_html, column_names))
+    return metrics
+
+
+def _pipeline(tmp: Path, args, argv, methods, options, x, k, source, column_names, progress, t_start, notes):
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -87,8 +144,6 @@ def _run_into(tmp: Path, args, argv, methods, options, x, k, source, column_name
     import models
 
     from analysis import arviz_io
-    from analysis.align import align_results
-    from analysis.score import scorecard
 
     root = jax.random.PRNGKey(args.seed)
     truth = z = None
@@ -102,41 +157,53 @@ def _run_into(tmp: Path, args, argv, methods, options, x, k, source, column_name
     failed = {**getattr(args, "skipped_engines", {}), **failed}  # engines skipped before fitting, with the reason
 
     progress("aligning labels, scoring, building InferenceData")
-    aligned, reference = align_results(results, truth)
-    reference_name = "truth" if truth is not None else ("em" if "em" in results else next(iter(results)))
-    cards = {m: scorecard(r, x, truth, z) for m, r in aligned.items()}
-    idatas, summaries, compare_df, compare_rows = _arviz(tmp, aligned, x, cards, progress)
+    aligned, reference, reference_name, cards = _align_and_score(results, x, truth, z, failed, progress)
+    idatas, summaries, compare_df, compare_rows = _arviz(tmp, aligned, x, cards, failed, progress)
+    for m in list(aligned):
+        if m not in idatas:
+            aligned.pop(m)
+            cards.pop(m)
+    if not aligned:
+        raise ReportError("every engine failed: " + "; ".join(f"{m}: {e}" for m, e in failed.items()))
 
     progress("drawing figures")
-    figures = _figures(x, z, aligned, truth, reference, reference_name, idatas)
+    reference_label = "truth" if truth is not None else f"{_label(reference_name)} estimate"
+    figures = _figures(x, z, aligned, truth, reference, reference_label, idatas, column_names, notes)
     fig_html = _write_figures(tmp / "figures", figures)
 
     metrics = build_metrics(
         problem=problem_metrics(source=source, data_file=args.data, x=x, num_components=k, seed=args.seed, truth=truth,
                                 truth_covariances=None if truth is None else models.covariances(truth),
-                                log_likelihood_truth=None if truth is None else models.log_likelihood(truth, x)),
+                                log_likelihood_truth=None if truth is None else models.log_likelihood(truth, x),
+                                columns=column_names),
         alignment=alignment_metrics(reference_name, arviz_io.RHAT_METHOD),
         engines=cards,
         compare=compare_rows,
         failed=failed,
-        timings=timings_metrics(results, time.perf_counter() - t_start),
+        timings=timings_metrics({m: results[m] for m in aligned}, time.perf_counter() - t_start),
+        notes=notes,
     )
-    write_atomically(tmp / "metrics.json", dumps_json(metrics))
     files = (["report.html", "metrics.json", "manifest.json"] + [f"{m}.nc" for m in idatas]
              + [f"figures/{n}.png" for n, _, _ in figures])
     manifest = build_manifest(tool=PROG, argv=argv, seed=args.seed, methods=methods, engine_options=options, source=source,
                               data_file=args.data, x=x, column_names=column_names, jax_backend=jax.default_backend(),
                               files=files)
     write_atomically(tmp / "manifest.json", dumps_json(manifest))
-    write_atomically(tmp / "report.html", report_page(metrics, summaries, compare_df, fig_html, column_names))
-    return metrics
+    return metrics, summaries, compare_df, fig_html
+
+
+def _label(name: str) -> str:
+    from analysis.plots import engine_label
+
+    return engine_label(name)
 
 
 def _fit_engines(root, x, k, methods, options, progress) -> tuple[dict, dict]:
-    """Fit every engine on ``x`` (N, D): ``({method: FitResult}, {method: one-line error})``.
+    """Fit every engine on ``x`` (N, D): ``({method: FitResult}, {method: one-line reason})``.
 
-    An engine's ValueError is a user error (ReportError); a FloatingPointError marks that engine as
-    failed and the report goes on. SVI and NUTS start from this report's MAP point when MAP ran first.
+    Any exception of an engine (Ctrl-C aside) marks that engine as failed and the report goes on;
+    when every engine fails it is a ReportError with their reasons. SVI and NUTS start from this
+    report's MAP point when MAP ran first.
     """
     import jax
 
@@ -152,79 +219,137 @@ def _fit_engines(root, x, k, methods, options, progress) -> tuple[dict, dict]:
             engine_options["init"] = results["map"].params
         try:
             r = fit(method, key, x, k, **engine_options)
-        except ValueError as exc:
-            raise ReportError(f"{method}: {exc}") from None
-        except FloatingPointError as exc:
-            failed[method] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - one engine's failure never sinks the report
+            failed[method] = one_line(exc)
             progress(f"    {method} failed: {failed[method]}")
             continue
         results[method] = r
         comp = r.info.get("compile_seconds")
         split = f" (compile {comp:.1f}s, run {r.info.get('run_seconds', float('nan')):.1f}s)" if comp is not None else ""
         progress(f"    {method}: {r.seconds:.1f}s{split}, {r.num_iters} iterations, converged={r.converged}")
+        for w in r.info.get("warnings") or []:
+            progress(f"    {method} warning: {w}")
     if not results:
         raise ReportError("every engine failed: " + "; ".join(f"{m}: {e}" for m, e in failed.items()))
     return results, failed
 
 
-def _arviz(tmp: Path, aligned: dict, x, cards: dict, progress):
+def _align_and_score(results: dict, x, truth, z, failed: dict, progress):
+    """Align every engine to the truth (or to the reference engine's estimate: EM when it ran) and
+    score it; an engine whose alignment or scoring raises joins ``failed``. Returns
+    ``(aligned, reference params, reference name, cards)``."""
+    from analysis.align import align_result
+    from analysis.score import scorecard
+    from models.params import to_numpy
+
+    if truth is not None:
+        reference, reference_name = truth, "truth"
+    else:
+        reference_name = "em" if "em" in results else next(iter(results))
+        reference = to_numpy(results[reference_name].params)
+    aligned, cards = {}, {}
+    for m, r in results.items():
+        try:
+            a = align_result(r, reference)
+            cards[m] = {**scorecard(a, x, truth, z), **engine_notes(a.info)}
+            aligned[m] = a
+        except Exception as exc:  # noqa: BLE001
+            failed[m] = "scoring: " + one_line(exc)
+            progress(f"    {m} failed: {failed[m]}")
+    if not aligned:
+        raise ReportError("every engine failed: " + "; ".join(f"{m}: {e}" for m, e in failed.items()))
+    return aligned, to_numpy(reference), reference_name, cards
+
+
+def _arviz(tmp: Path, aligned: dict, x, cards: dict, failed: dict, progress):
     """InferenceData per engine (saved as ``<method>.nc``), az.summary / az.loo of the engines with
     draws and az.compare of them; adds ``netcdf``, ``diagnostics`` and ``loo`` to ``cards`` in place.
 
     Returns ``(idatas, summaries, compare_df, compare rows)``, the last two None without a
-    comparison. LOO and compare are diagnostics: their failures are progress lines, never fatal.
+    comparison. An engine whose InferenceData cannot be built joins ``failed``; summary, LOO and
+    compare are diagnostics: their failures are progress lines, never fatal.
     """
     from analysis import arviz_io
 
     idatas = {}
     for m, r in aligned.items():
-        idatas[m] = arviz_io.to_inference_data(r, x)
         name = f"{m}.nc"
-        arviz_io.save_netcdf(idatas[m], tmp / name)
+        try:
+            idata = arviz_io.to_inference_data(r, x)
+            arviz_io.save_netcdf(idata, tmp / name)
+        except Exception as exc:  # noqa: BLE001
+            failed[m] = "InferenceData: " + one_line(exc)
+            progress(f"    {m} failed: {failed[m]}")
+            (tmp / name).unlink(missing_ok=True)
+            continue
+        idatas[m] = idata
         cards[m]["netcdf"] = name
         cards[m]["diagnostics"] = None
         cards[m]["loo"] = None
-    with_draws = [m for m, r in aligned.items() if r.samples is not None]
+    with_draws = [m for m in idatas if aligned[m].samples is not None]
     summaries = {}
     for m in with_draws:
-        summaries[m] = arviz_io.summary(idatas[m])
-        cards[m]["diagnostics"] = diagnostics_metrics(summaries[m])
+        try:
+            summaries[m] = arviz_io.summary(idatas[m])
+            cards[m]["diagnostics"] = diagnostics_metrics(summaries[m])
+        except Exception as exc:  # noqa: BLE001
+            progress(f"    az.summary failed for {m}: {one_line(exc)}")
         try:
             cards[m]["loo"] = arviz_io.loo(idatas[m])
         except Exception as exc:  # noqa: BLE001 - LOO is a diagnostic, never fatal
-            progress(f"    az.loo failed for {m}: {exc}")
+            progress(f"    az.loo failed for {m}: {one_line(exc)}")
     compare_df = compare_rows = None
     if len(with_draws) >= 2:
         try:
             compare_df = arviz_io.compare({m: idatas[m] for m in with_draws})
             compare_rows = compare_metrics(compare_df)
         except Exception as exc:  # noqa: BLE001
-            progress(f"    az.compare failed: {exc}")
+            progress(f"    az.compare failed: {one_line(exc)}")
     return idatas, summaries, compare_df, compare_rows
 
 
-def _figures(x, z, aligned, truth, reference, reference_name, idatas) -> list:
-    """``[(name, caption, Figure)]`` of the report, in page order."""
+def _figures(x, z, aligned, truth, reference, reference_label, idatas, column_names, notes) -> list:
+    """``[(name, caption, Figure)]`` of the report, in page order. A figure that cannot be drawn is a
+    note, never a failed report. Captions say what the labels were aligned to (``reference_label``)."""
     from analysis import arviz_io, plots
 
-    figures = [("data", "The data" + (", coloured by the true component." if z is not None else "."), plots.plot_data(x, z))]
-    figures.append(("components", "Every engine's components (aligned) against the truth: 1σ and 2σ ellipses, × means.",
-                    plots.plot_components(x, aligned, truth)))
-    figures.append(("assignments", "Points coloured by their assigned cluster, one panel per engine; labels aligned "
-                    "to the " + ("truth" if truth is not None else f"{reference_name} estimate") + ".",
-                    plots.plot_assignments(x, aligned, truth)))
-    tr = plots.plot_traces(aligned)
-    if tr is not None:
-        figures.append(("traces", "Log-likelihood and ELBO per iteration (EM, hard EM), the EM KL gap, the MAP/SVI loss.", tr))
+    has_truth = truth is not None
+    against = "the truth" if has_truth else f"the {reference_label} (no truth is known)"
+    specs = [
+        ("data", "The data" + (", coloured by the true component." if z is not None else " (no labels are known)."),
+         lambda: plots.plot_data(x, z, column_names=column_names)),
+        ("components", ("Every engine's components (aligned) against the truth (dashed black): 1σ and 2σ ellipses, × means."
+                        if has_truth else f"Every engine's components, labels aligned to {against}: 1σ and 2σ ellipses, × means."),
+         lambda: plots.plot_components(x, aligned, truth, column_names=column_names, reference_label=reference_label)),
+        ("assignments", f"Points coloured by their assigned cluster, one panel per engine; labels aligned to {against}.",
+         lambda: plots.plot_assignments(x, aligned, truth, column_names=column_names, reference_label=reference_label)),
+        ("traces", "Log-likelihood and ELBO per iteration (EM, hard EM), the EM KL gap, the MAP/SVI loss.",
+         lambda: plots.plot_traces(aligned)),
+    ]
     em = aligned.get("em")
     if em is not None and em.info.get("snapshots") is not None and em.info.get("snapshot_iters") is not None:
-        figures.append(("em_snapshots", "EM's estimate at a few iterations (the seed notebook's per-iteration plots, in one strip).",
-                        plots.plot_em_snapshots(x, em.info["snapshots"], em.info["snapshot_iters"], truth, reference)))
-    figures.append(("forest", "ArviZ forest plot of every engine (90% HDI for engines with draws, dots for point "
-                    "estimates)" + (", true values marked ×." if truth is not None else "."),
-                    arviz_io.plot_forest(idatas, truth)))
+        specs.append(("em_snapshots", "EM's estimate at a few iterations (the seed notebook's per-iteration plots, in one "
+                      "strip)" + (", truth dashed black." if has_truth else f"; colours aligned to {against}."),
+                      lambda: plots.plot_em_snapshots(x, em.info["snapshots"], em.info["snapshot_iters"], truth, reference,
+                                                      column_names=column_names)))
+    specs.append(("forest", f"Every engine side by side, labels aligned to {against}: one panel per parameter kind and "
+                  "column, each on its own scale (weights; mean and sd of each column in the data's units; correlations "
+                  "unitless); 90% HDI from ArviZ (lines) for engines with draws, dots for means and point estimates, "
+                  f"the {reference_label} as thin black ticks behind them.",
+                  lambda: arviz_io.plot_forest(idatas, reference, reference_label, column_names)))
     if "nuts" in idatas:
-        figures.append(("nuts_trace", "ArviZ trace plot of the NUTS draws after relabelling.", arviz_io.plot_trace(idatas["nuts"])))
+        specs.append(("nuts_trace", f"Trace of the NUTS draws after relabelling (labels aligned to {against}): every "
+                      "parameter kind, colour = component, line style = chain.",
+                      lambda: arviz_io.plot_trace(idatas["nuts"], column_names)))
+    figures = []
+    for name, caption, draw in specs:
+        try:
+            fig = draw()
+        except Exception as exc:  # noqa: BLE001 - a figure is never worth the report
+            notes.append(f"figure {name!r} could not be drawn: {one_line(exc)}")
+            continue
+        if fig is not None:
+            figures.append((name, caption, fig))
     return figures
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import html
 
-from analysis.html_page import fmt, render_html, table_html
+import json
+import re
+
+from analysis.html_page import fmt, render_html, scrolling, table_html
 
 __all__ = ["report_page", "FIGURE_HEADINGS"]
 
@@ -22,8 +25,8 @@ FIGURE_HEADINGS = {
     "assignments": "Cluster assignments",
     "traces": "Convergence traces",
     "em_snapshots": "EM along the iterations",
-    "forest": "All engines side by side (ArviZ forest plot)",
-    "nuts_trace": "NUTS trace (ArviZ)",
+    "forest": "All engines side by side (forest plot, ArviZ HDIs)",
+    "nuts_trace": "NUTS trace",
 }
 
 
@@ -39,16 +42,49 @@ def report_page(metrics: dict, summaries: dict, compare_df, fig_html: dict, colu
     column_names : the data's column names.
     """
     has_truth = metrics["problem"]["truth"] is not None
-    sections = [("Problem", _problem_section(metrics, column_names)), ("Scorecard", _scorecard_section(metrics))]
+    column_names = metrics["problem"].get("columns") or column_names
+    sections = [("Problem", _problem_section(metrics, column_names)),
+                ("Engines: warnings and priors", _engines_section(metrics)),
+                ("Scorecard", _scorecard_section(metrics))]
     if has_truth:
         sections.append(("Per component", _components_section(metrics)))
     if summaries:
-        sections.append(("Posterior diagnostics (ArviZ)", _diagnostics_section(metrics["engines"], summaries, compare_df)))
+        sections.append(("Posterior diagnostics (ArviZ)", _diagnostics_section(metrics["engines"], summaries, compare_df,
+                                                                               column_names)))
     sections += [(heading, fig_html[name]) for name, heading in FIGURE_HEADINGS.items() if name in fig_html]
     sections.append(("Timings", _timings_section(metrics["timings"])))
+    if metrics.get("notes"):
+        sections.append(("Notes", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in metrics["notes"]) + "</ul>"))
     title = ("Gaussian mixture: " + ("recovery of the seed problem by " if has_truth else "fits by ")
              + ", ".join(metrics["engines"]))
     return render_html(title, sections)
+
+
+def _warning_box(lines, css: str = "warn", heading: str = "") -> str:
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(str(line))}</li>" for line in lines)
+    return f'<div class="{css}">{heading}<ul>{items}</ul></div>'
+
+
+def _engines_section(metrics: dict) -> str:
+    """Per engine: its warnings first (convergence, degenerate components), then the prior it used."""
+    parts = []
+    for m, c in metrics["engines"].items():
+        parts.append(f"<h3>{html.escape(m)}</h3>")
+        parts.append(_warning_box(c.get("warnings"), heading="<b>Warnings</b>") or "<p>No warnings.</p>")
+        prior = c.get("prior")
+        if prior is None:
+            parts.append("<p>Prior: none (maximum likelihood).</p>")
+        else:
+            desc = prior.get("description") if isinstance(prior, dict) else None
+            rest = {k: v for k, v in prior.items() if k != "description"} if isinstance(prior, dict) else prior
+            parts.append("<p>Prior used (data units): " + html.escape(str(desc or "")) + "</p>"
+                         + (f"<details><summary>prior hyper-parameters</summary><pre>{html.escape(json.dumps(rest, indent=1))}"
+                            "</pre></details>" if rest else ""))
+    for m, reason in metrics["failed"].items():
+        parts.append(f"<h3>{html.escape(m)}</h3>" + _warning_box([reason], "failed", "<b>Failed</b>"))
+    return "".join(parts)
 
 
 def _problem_section(metrics: dict, column_names) -> str:
@@ -70,27 +106,41 @@ def _problem_section(metrics: dict, column_names) -> str:
         "fully label-switched chains it reads about 1.8 where the classic split R-hat reads about 8.5.</p>"
     )
     if metrics["failed"]:
-        intro += "<p class='bad'>Failed engines: " + html.escape("; ".join(f"{m}: {e}" for m, e in metrics["failed"].items())) + "</p>"
+        intro = _warning_box([f"{m}: {e}" for m, e in metrics["failed"].items()], "failed",
+                             f"<b>Partial report: {len(metrics['failed'])} engine(s) failed</b> "
+                             "(the others are reported below; metrics.json \"failed\")") + intro
+    warned = [f"{m}: {w}" for m, c in metrics["engines"].items() for w in (c.get("warnings") or [])]
+    if warned:
+        intro = _warning_box(warned, heading="<b>Engine warnings</b> (details per engine below)") + intro
     return intro
 
 
 def _scorecard_section(metrics: dict) -> str:
     cards = metrics["engines"]
-    header = ["engine", "log-lik", "Δ vs truth", "BIC", "max |Δw|", "max ‖Δμ‖", "max ‖ΔΣ‖F", "mean KL(true‖est)",
-              "ARI", "90% coverage", "iters", "converged", "seconds", "compile s", "run s"]
+    has_truth = metrics["problem"]["truth"] is not None
+    header = ["engine", "log-lik", "BIC", "iters", "converged", "seconds", "compile s", "run s"]
+    if has_truth:
+        header[2:2] = ["Δ vs truth"]
+        header[4:4] = ["max |Δw|", "max ‖Δμ‖", "max ‖ΔΣ‖F", "mean KL(true‖est)", "ARI", "90% coverage"]
     rows = []
     for m, c in cards.items():
         s = c["summary"] or {}
-        delta = None if c["log_likelihood_truth"] is None else c["log_likelihood"] - c["log_likelihood_truth"]
-        cov = (c["posterior"] or {}).get("coverage")
-        rows.append([m, c["log_likelihood"], delta, c["bic"], s.get("weight_abs_error_max"), s.get("mean_l2_error_max"),
-                     s.get("cov_frobenius_error_max"), s.get("kl_true_to_estimate_mean"), c["ari"], cov, c["num_iters"],
-                     c["converged"], c["seconds"], c["compile_seconds"], c["run_seconds"]])
+        row = [m, c["log_likelihood"], c["bic"], c["num_iters"], c["converged"], c["seconds"], c["compile_seconds"],
+               c["run_seconds"]]
+        if has_truth:
+            delta = None if c["log_likelihood_truth"] is None else c["log_likelihood"] - c["log_likelihood_truth"]
+            cov = (c["posterior"] or {}).get("coverage")
+            row[2:2] = [delta]
+            row[4:4] = [s.get("weight_abs_error_max"), s.get("mean_l2_error_max"), s.get("cov_frobenius_error_max"),
+                        s.get("kl_true_to_estimate_mean"), c["ari"], cov]
+        rows.append(row)
     body = table_html(header, rows)
     body += ("<p>Errors are of the aligned point estimate (NUTS/SVI: the posterior mean of the aligned draws) against "
              "the truth; KL(true‖est) in nats; ARI of the hard assignments against the true labels; coverage: share of "
              "the true weights, means and covariance entries inside the central 90% posterior interval.</p>"
-             if metrics["problem"]["truth"] is not None else "")
+             if has_truth else
+             f"<p>No truth is known: no recovery errors. Labels of every engine are aligned to the "
+             f"<b>{html.escape(metrics['alignment']['reference'])}</b> estimate.</p>")
     sizes = table_html(["engine", "cluster sizes", "weights"],
                        [[m, ", ".join(map(str, c["cluster_sizes"])), ", ".join(f"{w:.3f}" for w in c["weights"])]
                         for m, c in cards.items()])
@@ -108,7 +158,34 @@ def _components_section(metrics: dict) -> str:
     return table_html(["engine", "component", "weight", "|Δw|", "‖Δμ‖₂", "‖ΔΣ‖F", "KL(true‖est)"], rows)
 
 
-def _diagnostics_section(cards: dict, summaries: dict, compare_df) -> str:
+def _named_rows(index, column_names) -> list:
+    """az.summary row labels with the data's column names: ``means[0, 1]`` -> ``means[0, eruptions]``,
+    ``covariances[0, 1, 2]`` -> ``covariances[0, waiting, x2]``."""
+    names = list(column_names or [])
+
+    def rename(label: str) -> str:
+        m = re.fullmatch(r"(means|covariances)\[(\d+), (.+)\]", str(label))
+        if not m:
+            return str(label)
+        dims = [int(v) for v in m.group(3).split(", ")]
+        return f"{m.group(1)}[{m.group(2)}, " + ", ".join(names[d] if d < len(names) else str(d) for d in dims) + "]"
+
+    return [rename(i) for i in index]
+
+
+def _summary_html(frame, column_names) -> str:
+    """An az.summary frame as a scrolling table; an all-NaN R-hat column (one chain, e.g. SVI's guide
+    draws) is dropped and said so."""
+    note = ""
+    if "r_hat" in frame and not frame["r_hat"].notna().any():
+        frame = frame.drop(columns=["r_hat"])
+        note = "<p class='note'>R-hat is undefined for a single chain (SVI's guide draws are independent); column left out.</p>"
+    frame = frame.copy()
+    frame.index = _named_rows(frame.index, column_names)
+    return note + scrolling(frame.to_html(float_format=lambda v: f"{v:.3f}"))
+
+
+def _diagnostics_section(cards: dict, summaries: dict, compare_df, column_names=None) -> str:
     diag = []
     for m in summaries:
         c = cards[m]
@@ -119,14 +196,14 @@ def _diagnostics_section(cards: dict, summaries: dict, compare_df) -> str:
     body = table_html(["engine", "R-hat means before relabelling", "R-hat means after", "max R-hat (all)",
                        "min ESS bulk", "min ESS tail", "relabelled draws", "divergences"], diag)
     for m, s in summaries.items():
-        body += f"<h3>az.summary: {html.escape(m)}</h3>" + s.to_html(float_format=lambda v: f"{v:.3f}")
+        body += f"<h3>az.summary: {html.escape(m)}</h3>" + _summary_html(s, column_names)
     if any(cards[m].get("loo") for m in summaries):
         body += "<h3>PSIS-LOO</h3>" + table_html(
             ["engine", "elpd_loo", "se", "p_loo", "max Pareto k", "warning"],
             [[m, cards[m]["loo"]["elpd_loo"], cards[m]["loo"]["se"], cards[m]["loo"]["p_loo"],
               cards[m]["loo"]["pareto_k_max"], cards[m]["loo"]["warning"]] for m in summaries if cards[m].get("loo")])
     if compare_df is not None:
-        body += "<h3>az.compare (LOO)</h3>" + compare_df.to_html(float_format=lambda v: f"{v:.3f}")
+        body += "<h3>az.compare (LOO)</h3>" + scrolling(compare_df.to_html(float_format=lambda v: f"{v:.3f}"))
     return body
 
 

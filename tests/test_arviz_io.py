@@ -40,11 +40,13 @@ def test_netcdf_round_trip_with_documented_groups_and_dims(problem, tmp_path, me
     assert back.log_likelihood["x"].dims == ("chain", "draw", "obs")
     assert back.log_likelihood["x"].shape == (chains, draws, x.shape[0])
     np.testing.assert_allclose(back.observed_data["x"].values, x)
-    np.testing.assert_allclose(back.sample_stats["total_log_likelihood"].values, back.log_likelihood["x"].values.sum(-1))
+    assert back.log_likelihood["x"].dtype == np.float32  # stored at the precision LOO needs
+    np.testing.assert_allclose(back.sample_stats["total_log_likelihood"].values, back.log_likelihood["x"].values.sum(-1),
+                               rtol=1e-6)
     # pointwise values are the models' marginal density
     first = models.GMMParams(*(np.asarray(post[v].values[0, 0]) for v in ("weights", "means")),
                              np.linalg.cholesky(post["covariances"].values[0, 0]))
-    np.testing.assert_allclose(back.log_likelihood["x"].values[0, 0], models.pointwise_log_likelihood(first, x), rtol=1e-10)
+    np.testing.assert_allclose(back.log_likelihood["x"].values[0, 0], models.pointwise_log_likelihood(first, x), rtol=1e-6)
     assert post.attrs["method"] == method
     if method in ("em", "hard_em", "map", "svi"):
         assert "fit_trace" in groups and "iteration" in back["fit_trace"].dims
@@ -69,6 +71,27 @@ def test_loo_compare_summary_and_rhat(problem):
     assert {"r_hat", "ess_bulk", "ess_tail"} <= set(s.columns) and len(s) == 2 + 4 + 8
     switched = fake_result("nuts", truth, x, num_draws=40, switch_chain=True).samples
     assert arviz_io.rhat_of_samples(switched)["means"] > 1.5
+
+
+def test_log_likelihood_is_thinned_to_what_loo_needs_and_loo_stays_within_its_se(problem, tmp_path, monkeypatch):
+    """Above LOGLIK_MAX_VALUES the pointwise log-likelihood keeps evenly spaced draws of each chain (never
+    fewer than LOGLIK_MIN_DRAWS); the totals keep every draw; LOO moves far less than its standard error."""
+    truth, x = problem
+    r = align_result(fake_result("nuts", truth, x, num_draws=400, seed=3), truth)
+    full = arviz_io.to_inference_data(r, x)
+    assert full.log_likelihood["x"].shape == (2, 400, 80)  # 64,000 values: under the default limit
+    monkeypatch.setattr(arviz_io, "LOGLIK_MIN_DRAWS", 60)
+    thin = arviz_io._assemble(arviz_io._group_datasets(r, x, max_values=80 * 100))
+    ll = thin.log_likelihood["x"]
+    assert ll.shape == (2, 50, 80)
+    np.testing.assert_array_equal(ll["draw"].values, np.linspace(0, 399, 50).round().astype(int))
+    assert thin.sample_stats["total_log_likelihood"].shape == (2, 400)
+    np.testing.assert_allclose(ll.values[1, -1], full.log_likelihood["x"].values[1, -1])
+    a, b = arviz_io.loo(full), arviz_io.loo(thin)
+    assert abs(a["elpd_loo"] - b["elpd_loo"]) < 0.1 * a["se"]
+    # the file is compressed: smaller than its float64 payload
+    arviz_io.save_netcdf(full, tmp_path / "f.nc")
+    assert (tmp_path / "f.nc").stat().st_size < 0.8 * full.log_likelihood["x"].values.nbytes  # float64 would not fit
 
 
 def test_arviz_is_imported_only_in_arviz_io():

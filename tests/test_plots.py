@@ -67,10 +67,58 @@ def test_traces_only_em_and_no_trace():
 def test_arviz_forest_and_trace_figures():
     truth, x, _, aligned = _problem(2)
     ids = {m: arviz_io.to_inference_data(r, x) for m, r in aligned.items()}
-    fig = _render(arviz_io.plot_forest(ids, truth))
-    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
-    assert len(legends) == 1
-    texts = [t.get_text() for t in legends[0].get_texts()]
-    assert "true value" in texts and set(METHODS) <= set(texts)
-    fig = _render(arviz_io.plot_trace(ids["nuts"]))
-    assert len(fig.axes) == 4  # weights, means x (density, trace)
+    fig = _render(arviz_io.plot_forest(ids, truth, "truth", ["height", "width"]))
+    assert len(fig.legends) == 1
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == [plots.engine_label(m) for m in METHODS] + ["truth"]
+    titles = [ax.get_title() for ax in fig.axes]
+    # one panel per kind and column, each with its own scale
+    assert titles == ["weights", "correlations", "mean of height", "sd of height", "mean of width", "sd of width"]
+    assert "aligned to the truth" in fig.get_suptitle()
+    fig = _render(arviz_io.plot_trace(ids["nuts"], ["height", "width"]))
+    assert len(fig.axes) == 2 * (1 + 2 * 2 + 1)  # weights, mean/sd of each column, one correlation
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["component 0", "component 1", "chain 0", "chain 1"]
+    assert {ax.get_ylabel() for ax in fig.axes[::2]} >= {"weights", "mean of height", "sd of width"}
+
+
+def _colour_of(fig, name):
+    """The colour of engine ``name``'s legend entry in ``fig``."""
+    import matplotlib.colors as mcolors
+
+    for legend in list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
+        for handle, text in zip(legend.legend_handles, legend.get_texts()):
+            if text.get_text().startswith(plots.engine_label(name)):
+                return mcolors.to_hex(handle.get_color())
+    return None
+
+
+def test_one_colour_per_engine_in_every_figure():
+    import matplotlib.colors as mcolors
+
+    truth, x, _, aligned = _problem(2)
+    ids = {m: arviz_io.to_inference_data(r, x) for m, r in aligned.items()}
+    figs = [plots.plot_components(x, aligned, truth), arviz_io.plot_forest(ids, truth), plots.plot_traces(aligned)]
+    for m in METHODS:
+        seen = {_colour_of(f, m) for f in figs} - {None}
+        assert seen == {mcolors.to_hex(plots.ENGINE_COLORS[m])}, (m, seen)
+
+
+def test_forest_reads_at_any_scale_and_caps_its_size():
+    """Old-Faithful-like scales (weights ~0.5, means ~70) get separate axes; 50 columns x K = 6 stay
+    within the height cap and show a subset, saying so."""
+    rng = np.random.default_rng(1)
+    d = 50
+    truth = models.to_numpy(models.from_covariances(np.full(6, 1 / 6), rng.normal(70, 10, size=(6, d)),
+                                                    np.stack([np.eye(d) * 30] * 6)))
+    x = truth.means[rng.integers(0, 6, size=300)] + rng.normal(size=(300, d)) * 5
+    results = {m: fake_result(m, truth, x, num_draws=10) for m in ("em", "nuts")}
+    ids = {m: arviz_io.to_inference_data(r, x) for m, r in results.items()}
+    fig = _render(arviz_io.plot_forest(ids, None, "EM estimate", [f"c{j}" for j in range(d)]))
+    width, height = fig.get_size_inches()
+    assert height <= plots.FOREST_MAX_HEIGHT_IN + 0.01 and width <= 10
+    assert "of 50 shown" in fig.get_suptitle() and "aligned to the EM estimate" in fig.get_suptitle()
+    weights_ax = fig.axes[0]
+    lo, hi = weights_ax.get_xlim()
+    assert hi - lo < 1.5  # weights are not squeezed onto the means' axis
+    assert len(fig.legends[0].get_texts()) == 2  # no reference entry without a reference

@@ -107,7 +107,9 @@ def csv_file(tmp_path):
         ("1,2\n3,4\n", [], "header"),
         ("", [], "empty"),
         ("a,b\n1,2\n3,4\n5,7\n", ["--methods", "em,bogus"], "unknown method 'bogus'"),
-        ("a,b\n1,2\n3,4\n5,7\n", ["--methods", "em", "--option", "em.tol=-1"], "tol"),
+        ("a,b\n" + "".join(f"{i},{i * i % 7}\n" for i in range(20)), ["--methods", "em", "--option", "em.tol=-1"], "tol"),
+        ("a,b\n" + "".join(f"{i},{i * i % 7}\n" for i in range(20)), ["--methods", "em", "--option", "em.max_iter=5"],
+         "unknown em option 'max_iter' (did you mean 'max_iters'?)"),
         ("a,b\n1,2\n3,4\n5,7\n", ["--num-components", "x"], "invalid int value"),
     ],
 )
@@ -133,7 +135,7 @@ def test_bad_npy_and_missing_file(tmp_path, capsys):
 
 
 def test_schema_is_documented_for_every_engine_key():
-    assert set(METRICS_SCHEMA) == {"schema_version", "problem", "alignment", "engines", "compare", "failed", "timings"}
+    assert set(METRICS_SCHEMA) == {"schema_version", "problem", "alignment", "engines", "compare", "failed", "notes", "timings"}
     with pytest.raises(ValueError, match="missing keys"):
         validate_metrics({"schema_version": 1})
 
