@@ -19,6 +19,10 @@ component), with the whole data's covariance and weight 1/N. Each event is count
 ``info["empty_cluster_events"]``. Soft EM follows sklearn (10 eps added to the counts) and counts
 components whose responsibility mass falls below one point in ``info["collapsed_components"]``.
 
+Rows, weights, devices: every statistic is weighted by ``sample_weight`` (a row of weight w counts as w
+copies; padding rows have weight 0); every data pass is one fold of :mod:`inference.rows` over the rows,
+sharded over the devices of a mesh (one ``psum`` per pass) or streamed from disk (see that module).
+
 ``info["snapshots"]`` holds the parameters at up to ``NUM_SNAPSHOTS`` iterations (geometric spacing,
 ``info["snapshot_iters"]``; 0 = the initial point) for the figures' EM snapshot strip.
 """

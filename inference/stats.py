@@ -1,7 +1,8 @@
 """Sufficient statistics of a GMM, accumulated over row chunks, and the M-step that consumes them.
 
 The E-step never materialises more than ``chunk_size x K x D`` numbers, so memory does not grow with
-``N x K x D^2``: soft EM, hard EM and k-means all run through :func:`scan_chunks`.
+``N x K x D^2``: soft EM, hard EM and k-means all run through :func:`inference.rows.data_pass` (sharded
+or streamed rows; responsibilities arrive already multiplied by the sample weights).
 """
 
 from __future__ import annotations
