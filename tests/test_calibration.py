@@ -66,3 +66,21 @@ def test_calibration_sweep_quick_runs_end_to_end(tmp_path):
     for name in ("ranks.csv", "calibration.csv", "engines.csv", "sweep.html", "figures/calibration_ranks.png",
                  "figures/calibration_coverage.png"):
         assert (tmp_path / "cal" / name).stat().st_size > 0
+
+
+def test_predictive_p_values_flag_a_one_component_fit_of_two_clusters():
+    """Issue 13: on the seed data a K = 2 EM fit reproduces every per-dimension statistic (no extreme
+    p-value); a K = 1 fit (one Gaussian for two clusters) misses the skewness (p-value at 0 or 1)."""
+    from analysis.predictive import posterior_predictive, predictive_p_values
+    from inference import fit
+
+    x, _ = models.sample(jax.random.PRNGKey(0), models.seed_problem(), 500)
+    x = np.asarray(x)
+    good = fit("em", jax.random.PRNGKey(1), x, 2)
+    bad = fit("em", jax.random.PRNGKey(1), x, 1)
+    p_good = predictive_p_values(x, posterior_predictive(jax.random.PRNGKey(2), good, x.shape[0]))
+    p_bad = predictive_p_values(x, posterior_predictive(jax.random.PRNGKey(2), bad, x.shape[0]))
+    assert all(0.01 < p < 0.99 for name in ("mean", "sd", "skewness", "kurtosis") for p in p_good[name])
+    assert any(p <= 0.01 or p >= 0.99 for p in p_bad["skewness"])
+    # mean and sd are fitted exactly by one Gaussian: nothing to see there
+    assert all(0.01 < p < 0.99 for p in p_bad["mean"])

@@ -1,0 +1,95 @@
+"""Predictive checks: replicated data from each engine's fit and from its prior, and test statistics.
+
+One job: draw what the checks need with the model's own samplers (``models.sample_posterior_predictive``
+and ``models.sample_prior``, i.e. ``numpyro.infer.Predictive`` on ``gmm_model``) and compare
+replicated data with the observed data through per-dimension test statistics and their posterior
+predictive p-values (Gelman, Meng & Stern 1996): ``p = P(T(x_rep) >= T(x))``; values near 0 or 1
+say the fitted mixture does not reproduce that feature of the data.
+
+Sizes: at most ``MAX_DRAWS`` replicated data sets per engine (posterior draws evenly thinned; a point
+estimate is replicated), fewer when N x D is large so that one engine's replicates hold at most
+``MAX_ELEMENTS`` numbers.
+
+Imports: numpy, scipy.stats, JAX (keys), ``models``. Never ArviZ (``analysis.arviz_io`` stores the draws).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from scipy import stats
+
+import models
+from models.params import GMMParams
+
+__all__ = ["MAX_DRAWS", "MAX_ELEMENTS", "STATISTICS", "num_replicates", "posterior_predictive", "prior_predictive",
+           "test_statistics", "predictive_p_values"]
+
+MAX_DRAWS = 100
+MAX_ELEMENTS = 2_000_000
+STATISTICS = ("mean", "sd", "skewness", "kurtosis", "min", "max")
+PRIOR_KEYS = ("concentration", "mean_loc", "mean_scale", "scale_loc", "scale_log_sd", "lkj_concentration")
+
+
+def num_replicates(num_rows: int, num_features: int) -> int:
+    """Replicated data sets per engine: ``MAX_DRAWS``, fewer for large N x D (at least 10)."""
+    return int(max(10, min(MAX_DRAWS, MAX_ELEMENTS // max(1, num_rows * num_features))))
+
+
+def _thinned_draws(result, count: int) -> GMMParams:
+    """(count, ...) parameter draws: the posterior draws evenly thinned, or the point estimate repeated."""
+    if result.samples is None:
+        return GMMParams(*(np.broadcast_to(np.asarray(a), (count,) + np.shape(a)) for a in result.params))
+    flat = GMMParams(*(np.asarray(a).reshape((-1,) + np.shape(a)[2:]) for a in result.samples))
+    index = np.linspace(0, flat.weights.shape[0] - 1, min(count, flat.weights.shape[0])).round().astype(int)
+    return GMMParams(*(a[index] for a in flat))
+
+
+def posterior_predictive(key, result, num_rows: int) -> np.ndarray:
+    """Replicated data (S, N, D) from ``result``: one data set per thinned posterior draw (or per
+    replicate of a point estimate), S = ``num_replicates``."""
+    count = num_replicates(num_rows, np.shape(result.params.means)[-1])
+    x_rep, _ = models.sample_posterior_predictive(key, _thinned_draws(result, count), num_rows)
+    return np.asarray(x_rep)
+
+
+def prior_predictive(key, prior: dict, num_rows: int, num_features: int, num_components: int):
+    """(prior parameter draws GMMParams (S, ...), prior predictive data (S, N, D)) from the prior
+    actually used (``FitResult.info["prior"]``, data units)."""
+    kwargs = {k: np.asarray(v, np.float64) for k, v in prior.items() if k in PRIOR_KEYS}
+    count = num_replicates(num_rows, num_features)
+    params, x_rep, _ = models.sample_prior(key, count, num_rows, num_features, num_components, **kwargs)
+    return models.to_numpy(params), np.asarray(x_rep)
+
+
+def test_statistics(x) -> dict:
+    """``{statistic: (..., D)}`` per dimension of data (..., N, D): mean, sd, skewness, excess kurtosis,
+    min, max."""
+    x = np.asarray(x, np.float64)
+    return {
+        "mean": x.mean(-2),
+        "sd": x.std(-2),
+        "skewness": stats.skew(x, axis=-2),
+        "kurtosis": stats.kurtosis(x, axis=-2),
+        "min": x.min(-2),
+        "max": x.max(-2),
+    }
+
+
+def predictive_p_values(x, x_rep) -> dict:
+    """``{statistic: (D,)}`` posterior predictive p-values ``P(T(x_rep) >= T(x))`` (ties count half),
+    for observed ``x`` (N, D) and replicates ``x_rep`` (S, N, D)."""
+    observed, replicated = test_statistics(x), test_statistics(x_rep)
+    out = {}
+    for name in STATISTICS:
+        t_obs, t_rep = observed[name], replicated[name]
+        out[name] = (np.mean(t_rep > t_obs, axis=0) + 0.5 * np.mean(t_rep == t_obs, axis=0))
+    return out
+
+
+def rng_key(seed: int, *path: int):
+    """``PRNGKey(seed)`` folded with ``path`` (the report's predictive draws: a stream of their own)."""
+    key = jax.random.PRNGKey(int(seed))
+    for p in path:
+        key = jax.random.fold_in(key, int(p))
+    return key
