@@ -221,3 +221,30 @@ def test_devices_and_mesh_options(rng):
         fit_em(jax.random.PRNGKey(0), x, 3, mesh=mesh, devices=jax.devices())
     with pytest.raises(ValueError, match="devices must be"):
         fit_em(jax.random.PRNGKey(0), x, 3, devices=["cpu"])
+
+
+@pytest.mark.slow
+def test_two_process_jax_distributed_equals_one_process(tmp_path):
+    """Two processes on localhost (jax.distributed, CPU collectives over gloo), each holding its own half
+    of the rows, give the one-process fit."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    script = os.path.join(SCRIPTS, "two_process.py")
+    ref = subprocess.run([sys.executable, script, "0", "-1", str(tmp_path / "ref.json")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    procs = [subprocess.Popen([sys.executable, script, str(port), str(p), str(tmp_path / f"p{p}.json")], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in (0, 1)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    one, two = (json.load(open(tmp_path / name)) for name in ("ref.json", "p0.json"))
+    assert one["num_devices"] == 1 and two["num_devices"] == 2 and two["local_rows"] == 301
+    np.testing.assert_allclose(two["log_likelihood"], one["log_likelihood"], rtol=1e-10)
+    np.testing.assert_allclose(two["means"], one["means"], rtol=1e-10)
+    np.testing.assert_allclose(two["weights"], one["weights"], rtol=1e-10)
