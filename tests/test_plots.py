@@ -122,3 +122,20 @@ def test_forest_reads_at_any_scale_and_caps_its_size():
     lo, hi = weights_ax.get_xlim()
     assert hi - lo < 1.5  # weights are not squeezed onto the means' axis
     assert len(fig.legends[0].get_texts()) == 2  # no reference entry without a reference
+
+
+def test_no_truth_no_truth_in_any_title_and_columns_label_axes():
+    _, x, _, aligned = _problem(2)
+    names = ["eruptions", "waiting"]
+    figs = [plots.plot_data(x, None, column_names=names),
+            plots.plot_components(x, aligned, None, column_names=names, reference_label="EM estimate"),
+            plots.plot_assignments(x, aligned, None, column_names=names, reference_label="EM estimate")]
+    em = aligned["em"]
+    figs.append(plots.plot_em_snapshots(x, em.info["snapshots"], em.info["snapshot_iters"], None, em.params,
+                                        column_names=names))
+    for fig in figs:
+        texts = [fig.get_suptitle()] + [ax.get_title() for ax in fig.axes]
+        texts += [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+        assert not any("truth" in t for t in texts), texts
+        assert {ax.get_xlabel() for ax in fig.axes} == {"eruptions"}
+    assert "EM estimate" in figs[1].axes[0].get_title() and "EM estimate" in figs[2].get_suptitle()

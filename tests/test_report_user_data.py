@@ -1,0 +1,199 @@
+"""gmm-report on a user's own CSV (issue 15): honest words without a truth, column names everywhere,
+one engine's failure survived (exit 3), bounded output, and the small defects (help once, a directory
+as --data, misspelt options, library warnings as notes)."""
+
+import json
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from analysis import report
+from analysis.cli import EXIT_PARTIAL, main
+from analysis.metrics import validate_metrics
+
+
+def _csv(path, x, names):
+    path.write_text(",".join(names) + "\n" + "\n".join(",".join(f"{v:.6g}" for v in row) for row in x) + "\n")
+    return str(path)
+
+
+def _faithful_like(n=272, seed=0):
+    """A stand-in for Old Faithful (eruption minutes ~2 / ~4.3, waiting minutes ~55 / ~80): two scales."""
+    rng = np.random.default_rng(seed)
+    short = rng.uniform(size=n) < 0.35
+    eruptions = np.where(short, rng.normal(2.0, 0.25, n), rng.normal(4.3, 0.4, n))
+    waiting = np.where(short, rng.normal(54.5, 5.9, n), rng.normal(80.0, 5.9, n)) + 2 * (eruptions - eruptions.mean())
+    return np.column_stack([eruptions, waiting])
+
+
+def _captions(page):
+    return re.findall(r"<figcaption>(.*?)</figcaption>", page, re.S)
+
+
+def test_user_csv_never_claims_a_truth_and_names_columns_and_reference(tmp_path):
+    data = _csv(tmp_path / "faithful.csv", _faithful_like(), ["eruptions", "waiting"])
+    out = tmp_path / "r"
+    assert main(["--data", data, "--methods", "em,hard_em", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    validate_metrics(metrics)
+    assert metrics["problem"]["columns"] == ["eruptions", "waiting"]
+    assert metrics["alignment"]["reference"] == "em" and metrics["failed"] == {}
+    page = re.sub(r"base64,[^\"]*", "", (out / "report.html").read_text())  # the text, not the embedded PNGs
+    captions = _captions(page)
+    assert len(captions) >= 5
+    for caption in captions:
+        assert "truth" not in caption.replace("no truth is known", ""), caption
+    assert sum("EM estimate" in c for c in captions) >= 3  # the reference engine is named
+    assert "eruptions" in page and "waiting" in page
+    assert "Δ vs truth" not in page and "ARI" not in page
+    assert "truth" not in page.replace("No truth is known", "").replace("no truth is known", "")
+    for card in metrics["engines"].values():
+        assert card["prior"] is None and card["warnings"] == [] and card["degenerate_components"] == []
+
+
+def test_one_failing_engine_leaves_a_partial_report(tmp_path, capsys, monkeypatch):
+    import inference
+
+    real_fit = inference.fit
+
+    def fit(method, *a, **k):
+        if method == "hard_em":
+            raise ValueError("zero-size array to reduction operation minimum which has no identity")
+        return real_fit(method, *a, **k)
+
+    monkeypatch.setattr(inference, "fit", fit)
+    data = _csv(tmp_path / "d.csv", _faithful_like(), ["eruptions", "waiting"])
+    out = tmp_path / "r"
+    code = main(["--data", data, "--methods", "em,hard_em", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == EXIT_PARTIAL == 3
+    assert err.count("\n") == 1 and "partial report" in err and "hard_em" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    validate_metrics(metrics)
+    assert metrics["failed"] == {"hard_em": "zero-size array to reduction operation minimum which has no identity"}
+    assert set(metrics["engines"]) == {"em"} and (out / "em.nc").exists() and not (out / "hard_em.nc").exists()
+    page = (out / "report.html").read_text()
+    top = page[: page.index("Scorecard</h2>")]
+    assert "Partial report: 1 engine(s) failed" in top and "zero-size array" in top
+
+
+def test_every_engine_failing_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    import inference
+
+    def fit(method, *a, **k):
+        raise FloatingPointError("overflow")
+
+    monkeypatch.setattr(inference, "fit", fit)
+    data = _csv(tmp_path / "d.csv", _faithful_like(), ["a", "b"])
+    assert main(["--data", data, "--methods", "em,hard_em", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "every engine failed" in err and "FloatingPointError: overflow" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_engine_warnings_and_prior_go_to_metrics_and_the_top_of_the_engine_part(tmp_path, monkeypatch):
+    import dataclasses
+
+    import inference
+
+    real_fit = inference.fit
+
+    def fit(method, *a, **k):
+        r = real_fit(method, *a, **k)
+        info = dict(r.info, warnings=["component 1 is degenerate: variance collapsed"],
+                    degenerate_components=[{"component": 1, "reasons": ["variance collapsed"]}],
+                    prior={"description": "weights ~ Dirichlet(1); means ~ Normal(data mean, 10 sd)", "alpha": 1.0})
+        return dataclasses.replace(r, info=info)
+
+    monkeypatch.setattr(inference, "fit", fit)
+    data = _csv(tmp_path / "d.csv", _faithful_like(), ["eruptions", "waiting"])
+    out = tmp_path / "r"
+    assert main(["--data", data, "--methods", "em", "--out", str(out), "--quiet"]) == 0
+    card = json.loads((out / "metrics.json").read_text())["engines"]["em"]
+    assert card["warnings"] == ["component 1 is degenerate: variance collapsed"]
+    assert card["degenerate_components"] == [{"component": 1, "reasons": ["variance collapsed"]}]
+    assert card["prior"]["description"].startswith("weights ~ Dirichlet")
+    page = (out / "report.html").read_text()
+    engines = page[page.index("Engines: warnings and priors</h2>"):]
+    assert engines.index("variance collapsed") < engines.index("Prior used") < engines.index("Scorecard</h2>")
+    assert page.index("variance collapsed") < page.index("Scorecard</h2>")  # also in the summary box at the top
+
+
+def test_library_warnings_become_notes_not_stderr(tmp_path, capsys, monkeypatch):
+    from analysis import plots
+
+    real = plots.plot_data
+
+    def noisy(*a, **k):
+        warnings.warn("Tight layout not applied. tight_layout cannot make Axes height small enough", UserWarning)
+        return real(*a, **k)
+
+    monkeypatch.setattr(plots, "plot_data", noisy)
+    data = _csv(tmp_path / "d.csv", _faithful_like(), ["a", "b"])
+    out = tmp_path / "r"
+    assert main(["--data", data, "--methods", "em", "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    notes = json.loads((out / "metrics.json").read_text())["notes"]
+    assert any(n.startswith("UserWarning: Tight layout not applied") for n in notes)
+    assert "Tight layout not applied" in (out / "report.html").read_text()
+
+
+def test_a_figure_that_fails_is_a_note(tmp_path, monkeypatch):
+    from analysis import plots
+
+    def broken(*a, **k):
+        raise RuntimeError("no room")
+
+    monkeypatch.setattr(plots, "plot_assignments", broken)
+    data = _csv(tmp_path / "d.csv", _faithful_like(), ["a", "b"])
+    out = tmp_path / "r"
+    assert main(["--data", data, "--methods", "em", "--out", str(out), "--quiet"]) == 0
+    notes = json.loads((out / "metrics.json").read_text())["notes"]
+    assert "figure 'assignments' could not be drawn: RuntimeError: no room" in notes
+    assert not (out / "figures" / "assignments.png").exists() and (out / "figures" / "components.png").exists()
+
+
+def test_help_is_printed_once(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("usage: gmm-report") == 1
+
+
+def test_a_directory_as_data_says_so(tmp_path, capsys):
+    assert main(["--data", str(tmp_path), "--quiet", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "not found" not in err
+
+
+def test_misspelt_option_in_the_api_names_the_valid_ones():
+    import jax
+
+    from inference import fit
+
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    with pytest.raises(ValueError, match=r"unknown em option 'max_iter' \(did you mean 'max_iters'\?\); valid options: "
+                                         r"chunk_size, covariance_type, .*max_iters, .*tol"):
+        fit("em", jax.random.PRNGKey(0), x, 2, max_iter=5)
+    with pytest.raises(ValueError, match=r"unknown nuts option 'num_sample' \(did you mean 'num_samples'\?\)"):
+        fit("nuts", jax.random.PRNGKey(0), x, 2, num_sample=5)
+
+
+def test_bounded_output_on_a_moderately_large_csv(tmp_path, monkeypatch):
+    """20,000 x 6 rows, K = 3, EM and hard EM: the NetCDF files, figures and page stay small (the
+    pointwise log-likelihood is what grows with N; here it is one draw per engine, the data itself
+    dominates: 20,000 x 6 float64 = 0.96 MB per file before compression)."""
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0, 5, size=(3, 6))
+    x = centres[rng.integers(0, 3, 20_000)] + rng.normal(size=(20_000, 6))
+    data = _csv(tmp_path / "big.csv", x, [f"feature_{j}" for j in range(6)])
+    out = tmp_path / "r"
+    assert main(["--data", data, "-k", "3", "--methods", "em,hard_em", "--out", str(out), "--quiet"]) == 0
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    html_size = (out / "report.html").stat().st_size
+    assert html_size < 1_500_000, html_size
+    assert total < 6_000_000, total
+    assert (out / "em.nc").stat().st_size < 1_100_000
+    page = (out / "report.html").read_text()
+    assert "feature_5" in page  # column names label the tables (az.summary rows, columns list)
