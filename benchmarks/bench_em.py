@@ -109,7 +109,8 @@ def sklearn_em(x, k, init, iters):
     precisions = np.linalg.inv(np.asarray(models.covariances(init), np.float64))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        gm = GaussianMixture(k, weights_init=np.asarray(init.weights, np.float64), means_init=np.asarray(init.means, np.float64),
+        weights = np.asarray(init.weights, np.float64)
+        gm = GaussianMixture(k, weights_init=weights / weights.sum(), means_init=np.asarray(init.means, np.float64),
                              precisions_init=precisions, tol=0.0, max_iter=iters, reg_covar=1e-6)
         seconds = _timed(lambda: gm.fit(x))
     return seconds / iters, gm.lower_bounds_[-1]
@@ -130,6 +131,14 @@ def gmmx_em(x, k, init, iters):
     return (long - short) / iters, float(res.log_likelihood)
 
 
+def gmmx_em_checked(x, k, init, iters):
+    """gmmx (float32 only; it mixes dtypes under jax_enable_x64, so it runs with x64 off)."""
+    if x.dtype != np.float32:
+        raise ValueError("gmmx supports float32 only")
+    with jax.enable_x64(False):
+        return gmmx_em(x, k, init, iters)
+
+
 def pomegranate_em(x, k, init, iters):
     import torch
     from pomegranate.distributions import Normal
@@ -146,7 +155,7 @@ def pomegranate_em(x, k, init, iters):
     return seconds / iters, float("nan")
 
 
-PEERS = {"sklearn": sklearn_em, "gmmx": gmmx_em, "pomegranate": pomegranate_em}
+PEERS = {"sklearn": sklearn_em, "gmmx": gmmx_em_checked, "pomegranate": pomegranate_em}
 
 
 def bench_case(n, d, k, iters, dtype, peers, rates):
@@ -178,20 +187,24 @@ def bench_case(n, d, k, iters, dtype, peers, rates):
 
 def memory_runs():
     code = r"""
-import resource, sys, numpy as np, jax
+import sys, numpy as np, jax
 import models
 from inference import fit
 from inference.em import fit_em
 n, d, k = 10_000_000, 8, 8
+def hwm():  # this process's peak resident MB (VmHWM: ru_maxrss would carry the parent's peak across exec)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
 rng = np.random.default_rng(0)
 if sys.argv[1] == "memory":
-    x = rng.normal(size=(n, d)); x[: n // 2] += 4.0
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    x = np.empty((n, d))
+    for i in range(0, n, 1_000_000):
+        x[i : i + 1_000_000] = rng.normal(size=(1_000_000, d)) + (i < n // 2) * 4.0
+    base = hwm()
     res = fit_em(jax.random.PRNGKey(0), x, k, max_iters=3, tol=0.0)
 else:
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = hwm()
     res = fit_em(jax.random.PRNGKey(0), sys.argv[2], k, max_iters=3, tol=0.0)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = hwm()
 print(f"{sys.argv[1]}: peak RSS {peak:.0f} MB (before the fit {base:.0f} MB), data {n * d * 8 / 1e6:.0f} MB, "
       f"{res.info['num_devices']} device(s), {res.seconds:.1f} s for 3 iterations")
 """

@@ -2,7 +2,6 @@
 for itself. Prints one JSON line: file size, the peak RSS growth during the fit, and the fit."""
 
 import json
-import resource
 import sys
 
 import jax
@@ -13,7 +12,9 @@ from inference.em import fit_em
 
 
 def rss_peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident MB (VmHWM; ru_maxrss would carry the parent's peak across exec)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 
 
 path, small = sys.argv[1], sys.argv[2]
