@@ -89,6 +89,9 @@ __all__ = [
     "loglik_draws_kept",
     "LOGLIK_MAX_VALUES",
     "arviz_version",
+    "predictive_groups",
+    "add_groups",
+    "plot_ppc",
 ]
 
 RHAT_METHOD = "rank"
@@ -153,12 +156,14 @@ def _pointwise_fn():
     return _POINTWISE[0]
 
 
-def _pointwise_blocks(flat: GMMParams, x: np.ndarray, max_elements: int = 4_000_000):
+def _pointwise_blocks(flat: GMMParams, x: np.ndarray, max_elements: int = 25_000_000):
     """Yield (start, (block, N) pointwise log density) over the draws of ``flat`` (S, ...), in blocks
-    of at most ``max_elements`` values so that memory stays bounded."""
+    whose largest intermediate, the whitened data (block, N, K, D), has at most ``max_elements`` values
+    (200 MB in float64), so that memory stays bounded."""
     fn = _pointwise_fn()
     total = flat.weights.shape[0]
-    block = max(1, max_elements // max(1, x.shape[0]))
+    k, d = flat.means.shape[-2:]
+    block = max(1, max_elements // max(1, x.shape[0] * k * d))
     for i in range(0, total, block):
         yield i, np.asarray(fn(GMMParams(*(a[i : i + block] for a in flat)), x))
 
@@ -519,3 +524,72 @@ def plot_trace(idata, column_names=None, max_dims: int = 3):
     post = _group(idata, "posterior")
     return plots.plot_trace_panels(_derived(post), method=str(post.attrs.get("method", "")), column_names=column_names,
                                    max_dims=max_dims)
+
+
+# --------------------------------------------------------------------------- predictive groups and checks
+
+PPC_MAX_DIMS = 8
+
+
+def predictive_groups(x_rep=None, prior_params: GMMParams | None = None, x_prior=None) -> dict:
+    """``{group: Dataset}`` for replicated data and prior draws (``analysis.predictive``'s draws):
+
+    posterior_predictive  x (chain=1, draw, obs, dim): replicated data, one set per thinned posterior
+                          draw (point estimates: replicates of the point)
+    prior                 weights / means / covariances (chain=1, draw, ...): draws from the prior used
+    prior_predictive      x (chain=1, draw, obs, dim): one data set per prior draw
+    """
+    def replicated(values):
+        values = np.asarray(values)
+        s, n, d = values.shape
+        coords = {"chain": [0], "draw": np.arange(s), "obs": np.arange(n), "dim": np.arange(d)}
+        return xr.Dataset({"x": (("chain", "draw", "obs", "dim"), values[None])}, coords=coords)
+
+    groups = {}
+    if x_rep is not None:
+        groups["posterior_predictive"] = replicated(x_rep)
+    if prior_params is not None:
+        groups["prior"] = _posterior_dataset(GMMParams(*(np.asarray(a)[None] for a in prior_params)))
+    if x_prior is not None:
+        groups["prior_predictive"] = replicated(x_prior)
+    return groups
+
+
+def add_groups(idata, groups: dict):
+    """``idata`` with ``groups`` ({name: Dataset}) added, on either stack; returns it."""
+    if not groups:
+        return idata
+    if ARVIZ_MAJOR >= 1:
+        for name, ds in groups.items():
+            idata[name] = xr.DataTree(ds)
+        return idata
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        idata.add_groups(dict(groups))
+    return idata
+
+
+def plot_ppc(idata, group: str = "posterior_predictive", title: str = "", num_draws: int = 50):
+    """ArviZ's predictive check plot (0.x ``plot_ppc``, 1.x ``plot_ppc_dist``): the density of each data
+    dimension, observed (black) against ``num_draws`` replicated data sets, one panel per dimension (the
+    first ``PPC_MAX_DIMS``) -> Figure. ``group``: "posterior_predictive" or "prior_predictive"."""
+    import matplotlib.pyplot as plt
+
+    dims = int(idata["observed_data"]["x"].shape[-1]) if ARVIZ_MAJOR >= 1 else int(idata.observed_data["x"].shape[-1])
+    coords = {"dim": list(range(min(dims, PPC_MAX_DIMS)))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if ARVIZ_MAJOR >= 1:
+            import arviz_plots as azp
+
+            pc = azp.plot_ppc_dist(idata, group=group, coords=coords, cols=["dim"], num_samples=num_draws,
+                                   backend="matplotlib")
+            fig = pc.viz["figure"].item()
+        else:
+            axes = az.plot_ppc(idata, group="prior" if group == "prior_predictive" else "posterior", kind="kde",
+                               coords=coords, flatten=["obs"], num_pp_samples=num_draws, show=False)
+            fig = np.ravel(axes)[0].figure
+    if title:
+        fig.suptitle(title)
+    plt.figure(fig.number)
+    return fig

@@ -23,6 +23,7 @@ import models
 from models.params import GMMParams
 
 __all__ = ["MAX_DRAWS", "MAX_ELEMENTS", "STATISTICS", "num_replicates", "posterior_predictive", "prior_predictive",
+           "predictive_checks", "stored_count", "BAYESIAN_METHODS",
            "test_statistics", "predictive_p_values"]
 
 MAX_DRAWS = 100
@@ -93,3 +94,37 @@ def rng_key(seed: int, *path: int):
     for p in path:
         key = jax.random.fold_in(key, int(p))
     return key
+
+
+STORED_ELEMENTS = 1_000_000  # replicated numbers stored per group in an engine's NetCDF file
+BAYESIAN_METHODS = ("map", "svi", "nuts")
+
+
+def stored_count(num_rows: int, num_features: int, available: int) -> int:
+    """How many of ``available`` replicated data sets go into the InferenceData (all when small data)."""
+    return int(max(1, min(available, STORED_ELEMENTS // max(1, num_rows * num_features))))
+
+
+def predictive_checks(seed: int, results: dict, x) -> tuple[dict, dict]:
+    """Everything the report's predictive checks need, for every engine.
+
+    Returns ``(draws, p_values)``: ``draws[method]`` is ``{"x_rep", "prior_params", "x_prior"}`` (the
+    replicates to store, capped by ``stored_count``; prior entries only for the Bayesian engines, whose
+    ``info["prior"]`` says what prior they used) and ``p_values[method]`` is ``{statistic: (D,) list}``
+    from all the replicates (``predictive_p_values``).
+    """
+    x = np.asarray(x, np.float64)
+    n, d = x.shape
+    draws, p_values = {}, {}
+    for i, (method, result) in enumerate(results.items()):
+        x_rep = posterior_predictive(rng_key(seed, 7, i, 0), result, n)
+        p_values[method] = {k: np.asarray(v).tolist() for k, v in predictive_p_values(x, x_rep).items()}
+        keep = stored_count(n, d, x_rep.shape[0])
+        entry = {"x_rep": x_rep[:keep], "prior_params": None, "x_prior": None}
+        prior = result.info.get("prior")
+        if method in BAYESIAN_METHODS and prior:
+            params, x_prior = prior_predictive(rng_key(seed, 7, i, 1), prior, n, d, result.num_components)
+            keep = stored_count(n, d, x_prior.shape[0])
+            entry.update(prior_params=params, x_prior=x_prior[:keep])
+        draws[method] = entry
+    return draws, p_values

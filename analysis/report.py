@@ -158,7 +158,8 @@ def _pipeline(tmp: Path, args, argv, methods, options, x, k, source, column_name
 
     progress("aligning labels, scoring, building InferenceData")
     aligned, reference, reference_name, cards = _align_and_score(results, x, truth, z, failed, progress)
-    idatas, summaries, compare_df, compare_rows = _arviz(tmp, aligned, x, cards, failed, progress)
+    predictive = _predictive(args.seed, aligned, x, cards, notes)
+    idatas, summaries, compare_df, compare_rows = _arviz(tmp, aligned, x, cards, failed, progress, predictive)
     for m in list(aligned):
         if m not in idatas:
             aligned.pop(m)
@@ -261,7 +262,24 @@ def _align_and_score(results: dict, x, truth, z, failed: dict, progress):
     return aligned, to_numpy(reference), reference_name, cards
 
 
-def _arviz(tmp: Path, aligned: dict, x, cards: dict, failed: dict, progress):
+def _predictive(seed: int, aligned: dict, x, cards: dict, notes: list) -> dict:
+    """Replicated data per engine and its prior predictive (``analysis.predictive.predictive_checks``);
+    adds ``ppc_p_values`` to ``cards``. A failure is a note: the checks never sink the report."""
+    from analysis.predictive import predictive_checks
+
+    for card in cards.values():
+        card["ppc_p_values"] = None
+    try:
+        draws, p_values = predictive_checks(seed, aligned, x)
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"predictive checks could not be computed: {one_line(exc)}")
+        return {}
+    for m, values in p_values.items():
+        cards[m]["ppc_p_values"] = values
+    return draws
+
+
+def _arviz(tmp: Path, aligned: dict, x, cards: dict, failed: dict, progress, predictive: dict | None = None):
     """InferenceData per engine (saved as ``<method>.nc``), az.summary / az.loo of the engines with
     draws and az.compare of them; adds ``netcdf``, ``diagnostics`` and ``loo`` to ``cards`` in place.
 
@@ -276,6 +294,8 @@ def _arviz(tmp: Path, aligned: dict, x, cards: dict, failed: dict, progress):
         name = f"{m}.nc"
         try:
             idata = arviz_io.to_inference_data(r, x)
+            if (predictive or {}).get(m):
+                arviz_io.add_groups(idata, arviz_io.predictive_groups(**predictive[m]))
             arviz_io.save_netcdf(idata, tmp / name)
         except Exception as exc:  # noqa: BLE001
             failed[m] = "InferenceData: " + one_line(exc)
@@ -341,6 +361,7 @@ def _figures(x, z, aligned, truth, reference, reference_label, idatas, column_na
         specs.append(("nuts_trace", f"Trace of the NUTS draws after relabelling (labels aligned to {against}): every "
                       "parameter kind, colour = component, line style = chain.",
                       lambda: arviz_io.plot_trace(idatas["nuts"], column_names)))
+    specs += _predictive_specs(idatas, column_names)
     figures = []
     for name, caption, draw in specs:
         try:
@@ -351,6 +372,27 @@ def _figures(x, z, aligned, truth, reference, reference_label, idatas, column_na
         if fig is not None:
             figures.append((name, caption, fig))
     return figures
+
+
+def _predictive_specs(idatas: dict, column_names) -> list:
+    """The predictive-check figures: ArviZ's PPC plot per engine, the prior predictive of the NumPyro
+    engines' prior (one figure: map, svi and nuts share the data-unit prior)."""
+    from analysis import arviz_io
+
+    named = f" (columns: {', '.join(map(str, column_names))})" if column_names is not None else ""
+    specs = []
+    for m, idata in idatas.items():
+        if "posterior_predictive" in arviz_io.group_names(idata):
+            specs.append((f"ppc_{m}", f"Posterior predictive check of {_label(m)}: density of each column{named}, observed "
+                          "(black) against data sets replicated from the fit (one per thinned posterior draw, or replicates "
+                          "of the point estimate).",
+                          lambda idata=idata, m=m: arviz_io.plot_ppc(idata, title=f"{_label(m)}: posterior predictive")))
+    bayes = [m for m in ("nuts", "svi", "map") if m in idatas and "prior_predictive" in arviz_io.group_names(idatas[m])]
+    if bayes:
+        specs.append(("prior_predictive", f"Prior predictive check: data sets drawn from the prior the NumPyro engines used "
+                      f"(in the data's units), against the observed data{named}.",
+                      lambda: arviz_io.plot_ppc(idatas[bayes[0]], group="prior_predictive", title="prior predictive")))
+    return specs
 
 
 def _write_figures(fig_dir: Path, figures) -> dict:

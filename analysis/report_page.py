@@ -52,12 +52,43 @@ def report_page(metrics: dict, summaries: dict, compare_df, fig_html: dict, colu
         sections.append(("Posterior diagnostics (ArviZ)", _diagnostics_section(metrics["engines"], summaries, compare_df,
                                                                                column_names)))
     sections += [(heading, fig_html[name]) for name, heading in FIGURE_HEADINGS.items() if name in fig_html]
+    predictive = _predictive_section(metrics, fig_html, column_names)
+    if predictive:
+        sections.append(("Predictive checks", predictive))
     sections.append(("Timings", _timings_section(metrics["timings"])))
     if metrics.get("notes"):
         sections.append(("Notes", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in metrics["notes"]) + "</ul>"))
     title = ("Gaussian mixture: " + ("recovery of the seed problem by " if has_truth else "fits by ")
              + ", ".join(metrics["engines"]))
     return render_html(title, sections)
+
+
+def _predictive_section(metrics: dict, fig_html: dict, column_names) -> str:
+    """Posterior predictive p-values per engine, statistic and column (flagged outside [0.01, 0.99]),
+    then the PPC figures (``ppc_<engine>``) and the prior predictive figure."""
+    cards = {m: c for m, c in metrics["engines"].items() if c.get("ppc_p_values")}
+    if not cards and not any(name.startswith("ppc_") or name == "prior_predictive" for name in fig_html):
+        return ""
+    body = ""
+    if cards:
+        stats = list(next(iter(cards.values()))["ppc_p_values"])
+        columns = list(column_names) if column_names is not None else None
+        rows, flagged = [], []
+        for m, c in cards.items():
+            for stat in stats:
+                values = c["ppc_p_values"][stat]
+                rows.append([m, stat] + [f"{v:.2f}" + (" ⚠" if not 0.01 <= v <= 0.99 else "") for v in values])
+                flagged += [f"{m}: {stat} of {columns[j] if columns else f'x{j}'} (p = {v:.2f})"
+                            for j, v in enumerate(values) if not 0.01 <= v <= 0.99]
+        d = len(next(iter(cards.values()))["ppc_p_values"][stats[0]])
+        header = ["engine", "statistic"] + (columns if columns and len(columns) == d else [f"x{j}" for j in range(d)])
+        body += ("<p>Posterior predictive p-values P(T(x_rep) ≥ T(x)) of per-column statistics (Gelman, Meng &amp; Stern "
+                 "1996); ⚠ marks values outside [0.01, 0.99]: a feature of the data the fitted mixture does not reproduce.</p>")
+        body += _warning_box(flagged, heading="<b>Flagged by the predictive checks</b>")
+        body += table_html(header, rows)
+    for name in [n for n in fig_html if n.startswith("ppc_")] + (["prior_predictive"] if "prior_predictive" in fig_html else []):
+        body += fig_html[name]
+    return body
 
 
 def _warning_box(lines, css: str = "warn", heading: str = "") -> str:
@@ -69,14 +100,18 @@ def _warning_box(lines, css: str = "warn", heading: str = "") -> str:
 
 def _engines_section(metrics: dict) -> str:
     """Per engine: its warnings first (convergence, degenerate components), then the prior it used."""
-    parts = []
+    parts, seen = [], {}
     for m, c in metrics["engines"].items():
         parts.append(f"<h3>{html.escape(m)}</h3>")
         parts.append(_warning_box(c.get("warnings"), heading="<b>Warnings</b>") or "<p>No warnings.</p>")
         prior = c.get("prior")
+        key = json.dumps(prior, sort_keys=True)
         if prior is None:
             parts.append("<p>Prior: none (maximum likelihood).</p>")
+        elif key in seen:
+            parts.append(f"<p>Prior used: the same as {html.escape(seen[key])}'s.</p>")
         else:
+            seen[key] = m
             desc = prior.get("description") if isinstance(prior, dict) else None
             rest = {k: v for k, v in prior.items() if k != "description"} if isinstance(prior, dict) else prior
             parts.append("<p>Prior used (data units): " + html.escape(str(desc or "")) + "</p>"
@@ -212,4 +247,6 @@ def _timings_section(t: dict) -> str:
     return (table_html(["engine", "fit seconds", "compile", "run"], rows)
             + f"<p>Whole report: {t['total_seconds']:.1f} s (before writing the HTML).</p>"
             "<p>Files: <code>metrics.json</code>, <code>manifest.json</code>, one ArviZ InferenceData per engine "
-            "(<code>&lt;engine&gt;.nc</code>, reload with <code>arviz.from_netcdf</code>), <code>figures/*.png</code>.</p>")
+            "(<code>&lt;engine&gt;.nc</code>, reload with <code>arviz.from_netcdf</code>; compressed, the pointwise "
+            "log-likelihood in float32 and, for large N, of evenly thinned draws: what LOO needs), "
+            "<code>figures/*.png</code>.</p>")

@@ -56,7 +56,7 @@ def fit(method: str, key, x, num_components: int, **options) -> FitResult:
     engine = get_engine(method)
     check_option_names(method, options, valid_options(method))
     result = engine(key, x, num_components, **options)
-    return with_degeneracy_check(result, x)
+    return with_degeneracy_check(result, x, options.get("sample_weight"))
 
 
 def valid_options(method: str) -> tuple:
@@ -76,17 +76,27 @@ def valid_options(method: str) -> tuple:
     return names + (("ordered_means",) if method == "nuts" else ())  # nuts explains its removal itself
 
 
-def with_degeneracy_check(result: FitResult, x) -> FitResult:
+def with_degeneracy_check(result: FitResult, x, sample_weight=None) -> FitResult:
     """``result`` with ``info["degenerate_components"]`` (``inference.diagnostics.degenerate_components``
-    of the point estimate) and one line per such component added to ``info["warnings"]``."""
+    of the point estimate; effective counts weighted by ``sample_weight``) and one line per such
+    component added to ``info["warnings"]``. Streamed fits (a path or chunks, no responsibilities in
+    memory) are not checked: ``info["degenerate_components"]`` is then None."""
     import dataclasses
 
     import numpy as np
 
     from .diagnostics import degenerate_components
 
+    responsibilities = np.asarray(result.responsibilities)
+    if result.info.get("streamed") or not hasattr(x, "shape") or responsibilities.shape[0] != np.shape(x)[0]:
+        return dataclasses.replace(result, info=dict(result.info, degenerate_components=None,
+                                                     warnings=list(result.info.get("warnings", []))))
+    if sample_weight is not None:
+        responsibilities = responsibilities * np.asarray(sample_weight, np.float64)[:, None]
     reg_covar = result.info.get("reg_covar") if result.method in ("em", "hard_em") else None
-    degenerate = degenerate_components(result.params, np.asarray(x, np.float64), result.responsibilities, reg_covar)
+    covariance_type = result.info.get("covariance_type", "full")
+    degenerate = degenerate_components(result.params, np.asarray(x, np.float64), responsibilities, reg_covar,
+                                       full_covariance=covariance_type in ("full", "tied"))
     warnings = list(result.info.get("warnings", []))
     warnings += [f"component {d['component']} is degenerate: " + "; ".join(d["reasons"]) for d in degenerate]
     info = dict(result.info, degenerate_components=degenerate, warnings=warnings)

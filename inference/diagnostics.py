@@ -141,7 +141,8 @@ THIN_RATIO = 1e-4  # a component whose variance along some direction is < 1e-4 o
 REG_COVAR_FACTOR = 10.0  # ... or whose smallest eigenvalue is within 10x of EM's reg_covar floor
 
 
-def degenerate_components(params: GMMParams, x, responsibilities, reg_covar: float | None = None) -> list:
+def degenerate_components(params: GMMParams, x, responsibilities, reg_covar: float | None = None,
+                          full_covariance: bool = True) -> list:
     """Components that sit on a (near-)singular covariance, relative to the data's scale.
 
     A component is degenerate when it has fewer than D + 1 effective points (the responsibilities'
@@ -168,8 +169,9 @@ def degenerate_components(params: GMMParams, x, responsibilities, reg_covar: flo
         whitened = np.linalg.solve(lower, np.linalg.solve(lower, covs[k]).T)
         relative = float(np.linalg.eigvalsh((whitened + whitened.T) / 2)[0])
         reasons = []
-        if counts[k] < num_features + 1:
-            reasons.append(f"{counts[k]:.1f} effective points < D + 1 = {num_features + 1}")
+        needed = num_features + 1 if full_covariance else 2  # a full covariance needs D + 1 points to span it
+        if counts[k] < needed:
+            reasons.append(f"{counts[k]:.1f} effective points < {'D + 1' if full_covariance else 2} = {needed}")
         if relative < THIN_RATIO:
             reasons.append(f"variance along one direction is {relative:.1e} of the data's")
         if reg_covar is not None and eig <= REG_COVAR_FACTOR * reg_covar:

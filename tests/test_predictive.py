@@ -1,0 +1,37 @@
+"""Predictive groups in the InferenceData (both ArviZ stacks) and ArviZ's predictive check figure."""
+
+import jax
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+
+import models  # noqa: E402
+from analysis import arviz_io  # noqa: E402
+from analysis.predictive import num_replicates, posterior_predictive, prior_predictive  # noqa: E402
+from inference import fit  # noqa: E402
+
+
+def test_predictive_groups_round_trip_netcdf_with_documented_dims(tmp_path):
+    x, _ = models.sample(jax.random.PRNGKey(0), models.seed_problem(), 120)
+    x = np.asarray(x)
+    result = fit("map", jax.random.PRNGKey(1), x, 2)
+    x_rep = posterior_predictive(jax.random.PRNGKey(2), result, x.shape[0])
+    prior_params, x_prior = prior_predictive(jax.random.PRNGKey(3), result.info["prior"], x.shape[0], 2, 2)
+    s = num_replicates(120, 2)
+    assert x_rep.shape == (s, 120, 2) and x_prior.shape == (s, 120, 2) and prior_params.means.shape == (s, 2, 2)
+    idata = arviz_io.add_groups(arviz_io.to_inference_data(result, x),
+                                arviz_io.predictive_groups(x_rep, prior_params, x_prior))
+    path = arviz_io.save_netcdf(idata, tmp_path / "map.nc")
+    back = arviz_io.load_netcdf(path)
+    assert {"posterior_predictive", "prior", "prior_predictive", "observed_data"} <= set(arviz_io.group_names(back))
+    assert back["posterior_predictive"]["x"].dims == ("chain", "draw", "obs", "dim")
+    assert back["posterior_predictive"]["x"].shape == (1, s, 120, 2)
+    assert back["prior"]["means"].dims == ("chain", "draw", "component", "dim")
+    np.testing.assert_allclose(back["prior_predictive"]["x"].values[0], x_prior)
+    # the prior draws are from the prior in the data's units: centred on the data's mean
+    assert np.all(np.abs(np.median(prior_params.means.reshape(-1, 2), axis=0) - x.mean(0)) < 3 * 10 * x.std(0) / np.sqrt(2 * s))
+    fig = arviz_io.plot_ppc(back, title="map")
+    assert len([ax for ax in fig.axes if ax.has_data()]) == 2  # one panel per dimension
+    fig = arviz_io.plot_ppc(back, group="prior_predictive")
+    assert len([ax for ax in fig.axes if ax.has_data()]) == 2
