@@ -10,16 +10,16 @@ Sizes: at most ``MAX_DRAWS`` replicated data sets per engine (posterior draws ev
 estimate is replicated), fewer when N x D is large so that one engine's replicates hold at most
 ``MAX_ELEMENTS`` numbers.
 
-Imports: numpy, scipy.stats, JAX (keys), ``models``. Never ArviZ (``analysis.arviz_io`` stores the draws).
+Imports: numpy, scipy.stats, ``models``, the seeded keys of ``analysis.sweeps.common``. Never ArviZ (``analysis.arviz_io`` stores the draws).
 """
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 from scipy import stats
 
 import models
+from analysis.sweeps.common import key as rng_key
 from models.params import GMMParams
 
 __all__ = ["MAX_DRAWS", "MAX_ELEMENTS", "STATISTICS", "num_replicates", "posterior_predictive", "prior_predictive",
@@ -86,14 +86,6 @@ def predictive_p_values(x, x_rep) -> dict:
         t_obs, t_rep = observed[name], replicated[name]
         out[name] = (np.mean(t_rep > t_obs, axis=0) + 0.5 * np.mean(t_rep == t_obs, axis=0))
     return out
-
-
-def rng_key(seed: int, *path: int):
-    """``PRNGKey(seed)`` folded with ``path`` (the report's predictive draws: a stream of their own)."""
-    key = jax.random.PRNGKey(int(seed))
-    for p in path:
-        key = jax.random.fold_in(key, int(p))
-    return key
 
 
 STORED_ELEMENTS = 1_000_000  # replicated numbers stored per group in an engine's NetCDF file
