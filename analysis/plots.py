@@ -549,14 +549,14 @@ def plot_trace_panels(kinds: dict, method: str = "", column_names=None, max_dims
                 ax_t.plot(draws, v[c], color=color, ls=style, lw=0.6, alpha=0.75)
                 if np.ptp(v[c]) > 0:
                     ax_d.hist(v[c], bins=int(np.clip(num_draws // 15, 5, 40)), density=True, histtype="step", color=color, ls=style, lw=1.0)
-        ax_d.set_ylabel(title, fontsize="small")
+        ax_d.set_title(title, loc="left", fontsize="small")
+        ax_t.set_title(title, loc="left", fontsize="small")
         ax_d.set_yticks([])
         ax_d.tick_params(axis="x", labelsize="small")
         ax_t.tick_params(labelsize="small")
         ax_t.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("value (density per chain)", fontsize="small")
     axes[-1, 1].set_xlabel("draw")
-    axes[0, 0].set_title("density (per chain)", fontsize="small")
-    axes[0, 1].set_title("draws", fontsize="small")
     handles = [Line2D([], [], color=_component_color(k), lw=1.5, label=f"component {k}") for k in range(num_components)]
     handles += [Line2D([], [], color="0.3", ls=CHAIN_STYLES[c % len(CHAIN_STYLES)], lw=1.2, label=f"chain {c}")
                 for c in range(num_chains)]

@@ -79,7 +79,7 @@ def test_arviz_forest_and_trace_figures():
     assert len(fig.axes) == 2 * (1 + 2 * 2 + 1)  # weights, mean/sd of each column, one correlation
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["component 0", "component 1", "chain 0", "chain 1"]
-    assert {ax.get_ylabel() for ax in fig.axes[::2]} >= {"weights", "mean of height", "sd of width"}
+    assert {ax.get_title(loc="left") for ax in fig.axes[::2]} >= {"weights", "mean of height", "sd of width"}
 
 
 def _colour_of(fig, name):
