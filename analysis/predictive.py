@@ -88,7 +88,7 @@ def predictive_p_values(x, x_rep) -> dict:
     return out
 
 
-STORED_ELEMENTS = 1_000_000  # replicated numbers stored per group in an engine's NetCDF file
+STORED_ELEMENTS = 200_000  # replicated numbers stored per group in an engine's NetCDF file (float32)
 BAYESIAN_METHODS = ("map", "svi", "nuts")
 
 
