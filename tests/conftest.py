@@ -32,3 +32,26 @@ def seed_data():
     truth = models.seed_problem()
     x, z = models.sample(jax.random.PRNGKey(0), truth, 5000)
     return truth, np.asarray(x), np.asarray(z)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop every compiled XLA program after each test module.
+
+    The engines cache their compiled executables for the life of the process (a second fit compiles
+    nothing). A whole test session compiles hundreds of programs for many shapes and priors, and each
+    holds JIT code mappings: the process hit the kernel's vm.max_map_count (65,530 here) and LLVM
+    failed with "Cannot allocate memory" / a segfault inside a compile. Users' processes compile a
+    handful of programs; the test session releases them per module instead.
+    """
+    yield
+    import gc
+
+    from inference import _numpyro_common, em
+
+    _numpyro_common.clear_compiled_cache()
+    for cached in (_numpyro_common.make_model, _numpyro_common.site_supports, _numpyro_common.unconstrain_fn):
+        cached.cache_clear()
+    em._COMPILED.clear()
+    jax.clear_caches()
+    gc.collect()
