@@ -26,6 +26,7 @@ from models.density import log_likelihood
 from models.gmm import GLOBAL_SITES, gmm_model, params_from_sites, sites_from_params
 from models.params import GMMParams
 
+from .compiled_cache import remember_compiled
 from .init import INIT_METHODS, stack_given_init
 from .validate import check_choice, check_data, check_positive
 
@@ -267,7 +268,7 @@ def compiled_call(build, static: tuple, *args):
     if executable is None:
         start = time.perf_counter()
         executable = jax.jit(build(*static)).lower(*args).compile()
-        _COMPILED[key] = executable
+        remember_compiled(_COMPILED, key, executable)
         compile_seconds = time.perf_counter() - start
     start = time.perf_counter()
     out = jax.block_until_ready(executable(*args))

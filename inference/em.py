@@ -42,6 +42,7 @@ from jax.scipy.special import logsumexp
 from models.density import component_log_prob
 from models.params import GMMParams, to_numpy
 
+from .compiled_cache import remember_compiled
 from .init import INIT_METHODS, data_tril_pass, initialize_rows, stack_given_init
 from .result import FitResult
 from .rows import ChunkReader, Layout, NpyRows, RowData, check_sample_weight, data_pass, make_mesh, map_rows, rechunk
@@ -245,7 +246,7 @@ def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, **st
         return _COMPILED[cache_key], 0.0
     start = time.perf_counter()
     compiled = jax.jit(functools.partial(_em_program, **static)).lower(keys, given_init, data, total_weight, tol, reg_covar).compile()
-    _COMPILED[cache_key] = compiled
+    remember_compiled(_COMPILED, cache_key, compiled)
     return compiled, time.perf_counter() - start
 
 

@@ -158,3 +158,13 @@ def test_model_selection_skips_k_with_degenerate_fits_on_iris():
     assert rows[2]["degenerate"] == 0 and rows[3]["degenerate"] == 0
     clean = select_num_components(x, ks=range(1, 7))
     assert clean.selected["bic"] == 2
+
+
+def test_compiled_program_caches_are_bounded():
+    """Each executable holds hundreds of memory mappings; the caches keep the newest MAX_COMPILED."""
+    from inference.compiled_cache import MAX_COMPILED, remember_compiled
+
+    cache = {}
+    for i in range(MAX_COMPILED + 5):
+        remember_compiled(cache, i, object())
+    assert len(cache) == MAX_COMPILED and min(cache) == 5 and max(cache) == MAX_COMPILED + 4
