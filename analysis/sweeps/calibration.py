@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 import models
-from analysis.sweeps.common import engine_color, engine_label, key, one_line, progress_of, resolve_methods, row
+from analysis.sweeps.common import engine_color, engine_label, fit_once, key, progress_of, resolve_methods, row
 
 __all__ = ["sweep_calibration", "plot_calibration", "COLUMNS", "CALIBRATION_PRIOR", "NUM_RANK_DRAWS"]
 
@@ -100,15 +100,9 @@ _ENGINES = {"nuts": ("inference.numpyro_nuts", "fit_nuts"), "svi": ("inference.n
 def _fit(method, fit_key, x, k, options):
     """(FitResult or None, error line or None, seconds) of the engine itself (module docstring)."""
     import importlib
-    import time
 
     module, name = _ENGINES[method]
-    start = time.perf_counter()
-    try:
-        result = getattr(importlib.import_module(module), name)(fit_key, x, k, **options)
-        return result, None, time.perf_counter() - start
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
-        return None, one_line(exc), time.perf_counter() - start
+    return fit_once(method, fit_key, x, k, options, engine=getattr(importlib.import_module(module), name))
 
 
 def scalar_parameters(params: models.GMMParams) -> dict:

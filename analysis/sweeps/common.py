@@ -98,13 +98,14 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
-def fit_once(method, key, x, k, opts):
-    """(FitResult or None, error line or None, wall seconds): a numerical failure is a table row."""
+def fit_once(method, key, x, k, opts, engine=None):
+    """(FitResult or None, error line or None, wall seconds): a numerical failure is a table row.
+    ``engine``: a fit function ``(key, x, k, **opts)`` to call instead of ``inference.fit(method, ...)``."""
     from inference import fit
 
     start = time.perf_counter()
     try:
-        result = fit(method, key, x, k, **opts)
+        result = engine(key, x, k, **opts) if engine is not None else fit(method, key, x, k, **opts)
         return result, None, time.perf_counter() - start
     except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
         return None, one_line(exc), time.perf_counter() - start
