@@ -22,7 +22,7 @@ from jax import lax
 from numpyro.distributions.transforms import biject_to
 
 import models  # noqa: F401  (x64 on before arrays are built)
-from models.density import log_likelihood
+from models.density import component_log_prob, log_likelihood, pointwise_log_likelihood
 from models.gmm import GLOBAL_SITES, gmm_model, params_from_sites, sites_from_params
 from models.params import GMMParams
 
@@ -68,11 +68,11 @@ def prior_items(prior: dict | None) -> tuple:
 
 @functools.lru_cache(maxsize=None)
 def make_model(num_components: int, prior: tuple = ()):
-    """``model(x)``: :func:`models.gmm_model` with K and the prior bound."""
+    """``model(x, sample_weight=None)``: :func:`models.gmm_model` with K and the prior bound."""
     kwargs = {name: (jnp.asarray(value) if isinstance(value, tuple) else value) for name, value in prior}
 
-    def model(x):
-        return gmm_model(x, num_components=num_components, **kwargs)
+    def model(x, sample_weight=None):
+        return gmm_model(x, num_components=num_components, sample_weight=sample_weight, **kwargs)
 
     return model
 
@@ -82,21 +82,50 @@ def enumerated(model):
     return enum(config_enumerate(model), first_available_dim=FIRST_ENUM_DIM)
 
 
-def enumerated_log_joint(params: GMMParams, x, **prior) -> jnp.ndarray:
+def enumerated_log_joint(params: GMMParams, x, sample_weight=None, **prior) -> jnp.ndarray:
     """NumPyro's log joint of ``gmm_model`` at ``params`` with ``z`` summed out (constrained space).
 
-    Equals ``models.log_likelihood(params, x) + models.log_prior(params, **prior)``.
+    Equals ``sum_n w_n log p(x_n | params) + models.log_prior(params, **prior)`` (w = 1 without weights).
 
     Parameters
     ----------
     params : GMMParams, weights (K,), means (K, D), scale_tril (K, D, D).
     x : (N, D) data.
+    sample_weight : (N,) row weights or None.
     """
     x = jnp.asarray(x)
     params = GMMParams(*(jnp.asarray(a, x.dtype) for a in params))
     model = make_model(params.means.shape[-2], prior_items(prior))
-    log_joint, _ = enumerated_log_density(enumerated(model), (x,), {}, sites_from_params(params))
+    log_joint, _ = enumerated_log_density(enumerated(model), (x, sample_weight), {}, sites_from_params(params))
     return log_joint
+
+
+def elbo_for(sample_weight, num_particles: int = 1):
+    """The ELBO for ``model(x, sample_weight)``: ``TraceEnum_ELBO`` (z summed out by funsor) without weights;
+    ``Trace_ELBO`` with them (the weighted model has no z site, ``models.gmm``; TraceEnum_ELBO mishandles a
+    per-row ``handlers.scale`` on a non-enumerated site, returning an (N,) "loss")."""
+    from numpyro.infer import Trace_ELBO, TraceEnum_ELBO
+
+    if sample_weight is None:
+        return TraceEnum_ELBO(num_particles=num_particles, max_plate_nesting=1)
+    return Trace_ELBO(num_particles=num_particles)
+
+
+def weighted_log_likelihood(params: GMMParams, x, sample_weight=None) -> jnp.ndarray:
+    """``sum_n w_n log p(x_n | params)``; ``models.log_likelihood`` when ``sample_weight`` is None."""
+    if sample_weight is None:
+        return log_likelihood(params, x)
+    return jnp.sum(sample_weight * pointwise_log_likelihood(params, x))
+
+
+def bayes_assignments(key, params: GMMParams, x, temperature: int) -> jnp.ndarray:
+    """``z`` (N,) from ``p(z_n | x_n, params)`` by Bayes' rule: the argmax (``temperature=0``) or a draw
+    (``temperature=1``); what ``infer_discrete`` gives on the unweighted model, for the weighted one
+    (which has no ``z`` site, ``models.gmm``)."""
+    joint = component_log_prob(params, x)
+    if temperature == 0:
+        return jnp.argmax(joint, axis=-1)
+    return jax.random.categorical(key, joint, axis=-1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -184,12 +213,12 @@ class ChunkProgress:
 
 
 def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, chunk_converged, min_checks: int = 1,
-                    report_progress: bool = False):
+                    report_progress: bool = False, sample_weight=None):
     """Drive ``svi.update`` in ``lax.scan`` chunks of ``check_every`` steps inside ``lax.while_loop``.
 
     After each chunk ``chunk_converged(previous_summary, chunk_losses) -> (summary, converged)`` decides
     whether to stop (never before ``min_checks`` chunks, never after ``num_checks``), and the models/
-    log-likelihood of the guide's median is recorded. Jit-able (the whole loop is one program).
+    (weighted) log-likelihood of the guide's median is recorded. Jit-able (the whole loop is one program).
     With ``report_progress`` every chunk advances :class:`ChunkProgress` (a host callback).
 
     Returns
@@ -201,12 +230,12 @@ def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, 
 
     def run_chunk(carry):
         state, chunk, previous, _, losses, log_liks = carry
-        state, chunk_losses = lax.scan(lambda s, _: svi.update(s, x), state, None, length=check_every)
+        state, chunk_losses = lax.scan(lambda s, _: svi.update(s, x, sample_weight), state, None, length=check_every)
         summary, converged = chunk_converged(previous, chunk_losses)
         if report_progress:
             jax.debug.callback(ChunkProgress.advance, check_every)
         point = params_from_sites(guide.median(svi.get_params(state)))
-        return (state, chunk + 1, summary, converged, losses.at[chunk].set(chunk_losses), log_liks.at[chunk].set(log_likelihood(point, x)))
+        return (state, chunk + 1, summary, converged, losses.at[chunk].set(chunk_losses), log_liks.at[chunk].set(weighted_log_likelihood(point, x, sample_weight)))
 
     keep_going = lambda carry: (carry[1] < num_checks) & ((carry[1] < min_checks) | ~carry[3])
     init = (state, 0, jnp.asarray(jnp.inf, x.dtype), False, losses, log_liks)
@@ -216,11 +245,12 @@ def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, 
 # --------------------------------------------------------------------------- initial points
 
 
-def initial_params(key, x, num_components: int, init, n_init: int) -> tuple[GMMParams, float]:
+def initial_params(key, x, num_components: int, init, n_init: int, sample_weight=None) -> tuple[GMMParams, float]:
     """Stacked starting points, GMMParams with a leading (n_init,) dim, dtype of ``x``.
 
     ``init`` is a method name understood by ``inference.init.initialize`` (the initialisers EM
-    uses; vmapped over restarts and compiled once per shape) or a GMMParams (used for every restart).
+    uses, weighted by ``sample_weight``; vmapped over restarts and compiled once per shape) or a
+    GMMParams (used for every restart).
 
     Returns
     -------
@@ -230,15 +260,15 @@ def initial_params(key, x, num_components: int, init, n_init: int) -> tuple[GMMP
         return stack_given_init(init, x, num_components, n_init), 0.0
     check_choice("init", init, INIT_METHODS)
     keys = jax.random.split(key, n_init)
-    starts, compile_seconds, _ = compiled_call(_build_initializer, (num_components, init), keys, x)
+    starts, compile_seconds, _ = compiled_call(_build_initializer, (num_components, init), keys, x, sample_weight)
     return starts, compile_seconds
 
 
 def _build_initializer(num_components: int, method: str):
     from inference.init import initialize
 
-    def initialize_all(keys, x):
-        return jax.vmap(lambda k: initialize(k, x, num_components, method=method))(keys)
+    def initialize_all(keys, x, sample_weight):
+        return jax.vmap(lambda k: initialize(k, x, num_components, method=method, sample_weight=sample_weight))(keys)
 
     return initialize_all
 
@@ -291,6 +321,24 @@ def params_from_site_draws(sites: dict) -> GMMParams:
 def check_int_option(name: str, value, *, allow_zero: bool = False) -> int:
     """A positive (or non-negative) integer option, else ``ValueError`` naming it."""
     return int(check_positive(name, value, integer=True, allow_zero=allow_zero))
+
+
+def with_checked_weights(options: dict, x) -> dict:
+    """``options`` with ``sample_weight`` validated (``inference.rows.check_sample_weight``: (N,), finite,
+    >= 0, not all zero; one-line ValueError naming it) as x's dtype, or None."""
+    from .rows import check_sample_weight
+
+    weights = options.get("sample_weight")
+    if weights is None:
+        return options
+    return dict(options, sample_weight=check_sample_weight(weights, x.shape[0], x.dtype))
+
+
+def weight_info(options: dict, x) -> dict:
+    """``info`` entries describing the weights: ``weighted`` and ``total_weight`` (sum of the weights, N
+    without)."""
+    weights = options.get("sample_weight")
+    return dict(weighted=weights is not None, total_weight=float(x.shape[0] if weights is None else np.sum(weights)))
 
 
 def check_float_option(name: str, value) -> float:

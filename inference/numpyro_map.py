@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from numpyro import handlers
-from numpyro.infer import SVI, TraceEnum_ELBO
+from numpyro.infer import SVI
 from numpyro.infer.autoguide import AutoDelta
 from numpyro.infer.initialization import init_to_value
 
@@ -21,8 +21,10 @@ from models.params import GMMParams
 from ._numpyro_common import (
     check_float_option,
     check_int_option,
+    bayes_assignments,
     compiled_call,
     discrete_assignments,
+    elbo_for,
     initial_params,
     key_array,
     make_model,
@@ -30,6 +32,8 @@ from ._numpyro_common import (
     model_sites,
     prior_items,
     train_in_chunks,
+    weight_info,
+    with_checked_weights,
 )
 from .result import FitResult
 from .validate import check_num_components
@@ -43,6 +47,7 @@ MAP_DEFAULTS = dict(
     tol=1e-8,
     check_every=50,
     prior=None,
+    sample_weight=None,
 )
 
 
@@ -53,27 +58,29 @@ def adam_with_decay(learning_rate: float, final_learning_rate: float, num_steps:
 
 
 def _build_map_runner(num_components, prior, num_steps, learning_rate, final_learning_rate, tol, check_every):
-    """Compiled-once function ``(keys (R,), starts (R, ...), assign_key, x) -> dict`` of the best restart."""
+    """Compiled-once function ``(keys (R,), starts (R, ...), assign_key, x, sample_weight) -> dict`` of the
+    best restart (``sample_weight`` None or (N,): the weighted model, ``models.gmm``)."""
     model = make_model(num_components, prior)
     num_checks = -(-num_steps // check_every)
 
-    def optimise(key, start_sites, x):
+    def optimise(key, start_sites, x, sample_weight):
         guide = AutoDelta(handlers.block(model, hide=["z"]), init_loc_fn=init_to_value(values=start_sites))
-        svi = SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), TraceEnum_ELBO(max_plate_nesting=1))
-        state = svi.init(key, x)
+        svi = SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), elbo_for(sample_weight))
+        state = svi.init(key, x, sample_weight)
 
         def chunk_converged(previous, chunk_losses):
             loss = chunk_losses[-1]
             return loss, jnp.abs(previous - loss) <= tol * (1.0 + jnp.abs(loss))
 
         state, chunks, loss, converged, losses, log_liks = train_in_chunks(
-            svi, guide, state, x, num_checks=num_checks, check_every=check_every, chunk_converged=chunk_converged
+            svi, guide, state, x, num_checks=num_checks, check_every=check_every, chunk_converged=chunk_converged,
+            sample_weight=sample_weight,
         )
         sites = guide.median(svi.get_params(state))
         return sites, loss, converged, chunks, losses, log_liks
 
-    def run(keys, starts, assign_key, x):
-        sites, loss, converged, chunks, losses, log_liks = jax.vmap(optimise, in_axes=(0, 0, None))(keys, starts, x)
+    def run(keys, starts, assign_key, x, sample_weight):
+        sites, loss, converged, chunks, losses, log_liks = jax.vmap(optimise, in_axes=(0, 0, None, None))(keys, starts, x, sample_weight)
         best = jnp.argmin(jnp.where(jnp.isfinite(loss), loss, jnp.inf))
         pick = lambda a: a[best]
         best_sites = jax.tree.map(pick, sites)
@@ -87,7 +94,8 @@ def _build_map_runner(num_components, prior, num_steps, learning_rate, final_lea
             losses=losses[best],
             log_liks=log_liks[best],
             responsibilities=responsibilities(params, x),
-            assignments=discrete_assignments(assign_key, model, best_sites, x, temperature=0),
+            assignments=(discrete_assignments(assign_key, model, best_sites, x, temperature=0) if sample_weight is None
+                         else bayes_assignments(assign_key, params, x, temperature=0)),
         )
 
     return run
@@ -111,18 +119,22 @@ def map_point(key, x: np.ndarray, num_components: int, **options):
     final_learning_rate = check_float_option("final_learning_rate", opts["final_learning_rate"])
     tol = float(check_float_option("tol", opts["tol"]) if opts["tol"] != 0 else 0.0)
     prior = prior_items(opts["prior"])
+    weights = opts["sample_weight"]
     init_key, run_key, assign_key = jax.random.split(key_array(key), 3)
-    starts, init_compile = initial_params(init_key, x, num_components, opts["init"], n_init)
+    starts, init_compile = initial_params(init_key, x, num_components, opts["init"], n_init, weights)
     start_sites = model_sites(GMMParams(*starts), x.dtype)
     static = (num_components, prior, num_steps, learning_rate, final_learning_rate, tol, check_every)
     out, compile_seconds, run_seconds = compiled_call(
-        _build_map_runner, static, jax.random.split(run_key, n_init), start_sites, assign_key, jnp.asarray(x)
+        _build_map_runner, static, jax.random.split(run_key, n_init), start_sites, assign_key, jnp.asarray(x),
+        None if weights is None else jnp.asarray(weights, x.dtype),
     )
     used = dict(opts, n_init=n_init, num_steps=num_steps, check_every=check_every, prior=dict(prior))
+    del used["sample_weight"]
     return out, used, compile_seconds + init_compile, run_seconds
 
 
-def starting_point(key, x: np.ndarray, num_components: int, init, prior, map_options) -> tuple[GMMParams, float, float]:
+def starting_point(key, x: np.ndarray, num_components: int, init, prior, map_options,
+                   sample_weight=None) -> tuple[GMMParams, float, float]:
     """The point SVI and NUTS start from: the MAP (``init="map"``) or a user GMMParams.
 
     Returns
@@ -136,6 +148,9 @@ def starting_point(key, x: np.ndarray, num_components: int, init, prior, map_opt
         raise ValueError(f"init must be 'map' or a GMMParams, got {init!r}")
     map_options = dict(map_options or {})
     map_options.setdefault("prior", prior)
+    if "sample_weight" in map_options:
+        raise ValueError("map_options cannot hold sample_weight: pass sample_weight to the fit itself")
+    map_options["sample_weight"] = sample_weight
     out, _, compile_seconds, run_seconds = map_point(key, x, num_components, **map_options)
     return out["params"], compile_seconds, run_seconds
 
@@ -155,6 +170,8 @@ def fit_map(key, x, num_components: int, **options) -> FitResult:
     tol : stop when the loss changes by <= tol * (1 + |loss|) between checks (default 1e-8).
     check_every : steps between convergence checks and log-likelihood records (default 50).
     prior : dict of ``gmm_model`` prior overrides (concentration, mean_loc, mean_scale, ...).
+    sample_weight : (N,) non-negative row weights (row n's log-likelihood counts w_n times; integer
+        weights = repeated rows); the loss and log-likelihoods are then weighted.
 
     Returns
     -------
@@ -165,6 +182,7 @@ def fit_map(key, x, num_components: int, **options) -> FitResult:
     start = time.perf_counter()
     x = model_data(x)
     num_components = check_num_components(num_components, x)
+    options = with_checked_weights(options, x)
     out, used, compile_seconds, run_seconds = map_point(key, x, num_components, **options)
     chunks = int(out["chunks"])
     check_every = used["check_every"]
@@ -187,5 +205,6 @@ def fit_map(key, x, num_components: int, **options) -> FitResult:
             restart_losses=np.asarray(out["restart_losses"]),
             compile_seconds=compile_seconds,
             run_seconds=run_seconds,
+            **weight_info(options, x),
         ),
     )

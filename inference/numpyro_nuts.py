@@ -31,7 +31,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import potential_energy
 
 from models.alignment import mean_of_draws, relabel_draws
-from models.density import log_likelihood, responsibilities
+from models.density import component_log_prob, responsibilities
 from models.gmm import params_from_sites
 from models.params import GMMParams
 
@@ -50,6 +50,9 @@ from ._numpyro_common import (
     site_supports,
     to_constrained,
     unconstrain_fn,
+    weight_info,
+    weighted_log_likelihood,
+    with_checked_weights,
 )
 from .numpyro_map import starting_point
 from .diagnostics import convergence_warnings, diagnose
@@ -75,6 +78,7 @@ NUTS_DEFAULTS = dict(
     num_assignment_draws=100,
     prior=None,
     map_options=None,
+    sample_weight=None,
 )
 
 
@@ -92,7 +96,8 @@ def resolve_chain_method(chain_method: str, num_chains: int) -> str:
 
 def _nuts_kernel(num_components, prior):
     model = enumerated(make_model(num_components, prior))
-    potential_fn_gen = lambda x: (lambda unconstrained: potential_energy(model, (x,), {}, unconstrained, enum=True))
+    # a weighted model has no z to enumerate (models.gmm): its plain log density honours per-row scales
+    potential_fn_gen = lambda x, w: (lambda unconstrained: potential_energy(model, (x, w), {}, unconstrained, enum=w is None))
     return hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
 
 
@@ -101,30 +106,30 @@ def _kernel_settings(num_warmup, target_accept_prob, max_tree_depth, dense_mass)
 
 
 def _build_chain_init(num_components, prior, settings, vectorized):
-    """``(key, start_unconstrained, x) -> HMCState`` (vmapped over chains when ``vectorized``)."""
+    """``(key, start_unconstrained, x, sample_weight) -> HMCState`` (vmapped over chains when ``vectorized``)."""
     settings = dict(settings)
 
-    def init_chain(key, start, x):
+    def init_chain(key, start, x, w):
         init_kernel, _ = _nuts_kernel(num_components, prior)
-        return init_kernel(start, model_args=(x,), rng_key=key, **settings)
+        return init_kernel(start, model_args=(x, w), rng_key=key, **settings)
 
-    return jax.vmap(init_chain, in_axes=(0, 0, None)) if vectorized else init_chain
+    return jax.vmap(init_chain, in_axes=(0, 0, None, None)) if vectorized else init_chain
 
 
 def _build_chain_segment(num_components, num_features, prior, settings, length, vectorized):
-    """``(state, x) -> (state, draws)``: ``length`` NUTS transitions, collecting constrained sites,
-    potential energy, divergences, tree sizes, acceptance and the models/ log-likelihood."""
+    """``(state, x, sample_weight) -> (state, draws)``: ``length`` NUTS transitions, collecting constrained
+    sites, potential energy, divergences, tree sizes, acceptance and the (weighted) log-likelihood."""
     settings = dict(settings)
     supports = site_supports(num_components, num_features, prior)
 
-    def segment(state, x):
+    def segment(state, x, w):
         init_kernel, sample_kernel = _nuts_kernel(num_components, prior)
         # hmc() keeps the adaptation schedule and tree depth in closure variables set by
         # init_kernel; an abstract evaluation sets them without running anything.
-        jax.eval_shape(lambda s, data: init_kernel(s.z, model_args=(data,), rng_key=s.rng_key, **settings), state, x)
+        jax.eval_shape(lambda s, data, wd: init_kernel(s.z, model_args=(data, wd), rng_key=s.rng_key, **settings), state, x, w)
 
         def step(state, _):
-            state = sample_kernel(state, model_args=(x,))
+            state = sample_kernel(state, model_args=(x, w))
             sites = to_constrained(state.z, supports)
             record = dict(
                 sites=sites,
@@ -132,13 +137,13 @@ def _build_chain_segment(num_components, num_features, prior, settings, length, 
                 diverging=state.diverging,
                 num_steps=state.num_steps,
                 accept_prob=state.accept_prob,
-                log_likelihood=log_likelihood(params_from_sites(sites), x),
+                log_likelihood=weighted_log_likelihood(params_from_sites(sites), x, w),
             )
             return state, record
 
         return lax.scan(step, state, None, length=length)
 
-    return jax.vmap(segment, in_axes=(0, None)) if vectorized else segment
+    return jax.vmap(segment, in_axes=(0, None, None)) if vectorized else segment
 
 
 def _build_assignment_draws(num_components, prior):
@@ -147,7 +152,14 @@ def _build_assignment_draws(num_components, prior):
     return lambda keys, sites, x: jax.vmap(lambda k, s: discrete_assignments(k, model, s, x, temperature=1), in_axes=(0, 0))(keys, sites)
 
 
-def _run_chains(keys, starts, x, chain_method, init_static, segment_static, num_segments, progress):
+def _build_bayes_draws():
+    """``(keys (M,), sites (M, ...), x) -> z (M, N)``: one draw of z from p(z | x, theta_m) per parameter draw
+    (the weighted model has no z site; the same distribution as ``infer_discrete`` at temperature 1)."""
+    draw = lambda k, s, x: jax.random.categorical(k, component_log_prob(params_from_sites(s), x), axis=-1)
+    return lambda keys, sites, x: jax.vmap(draw, in_axes=(0, 0, None))(keys, sites, x)
+
+
+def _run_chains(keys, starts, data, chain_method, init_static, segment_static, num_segments, progress):
     """Run every chain; returns (records with leading (chain, step), compile_seconds, run_seconds)."""
     compile_seconds = run_seconds = 0.0
     bar = None
@@ -166,23 +178,23 @@ def _run_chains(keys, starts, x, chain_method, init_static, segment_static, num_
         step_axis = 0 if chain_method == "sequential" else 1
         records = []
         for _ in range(num_segments):
-            state, record = advance(_build_chain_segment, segment_static, state, x)
+            state, record = advance(_build_chain_segment, segment_static, state, *data)
             records.append(record)
             if bar is not None:
                 bar.update(segment_static[-2] * chains)
         return jax.tree.map(lambda *r: jnp.concatenate(r, axis=step_axis), *records)
 
     if chain_method == "vectorized":
-        state = advance(_build_chain_init, init_static + (True,), keys, starts, x)
+        state = advance(_build_chain_init, init_static + (True,), keys, starts, *data)
         records = run_segments(state, keys.shape[0])
     elif chain_method == "parallel":
         start = time.perf_counter()
-        init = jax.pmap(_build_chain_init(*init_static, False), in_axes=(0, 0, None))
-        segment = jax.pmap(_build_chain_segment(*segment_static, False), in_axes=(0, None))
-        state = init(keys, starts, x)
+        init = jax.pmap(_build_chain_init(*init_static, False), in_axes=(0, 0, None, None))
+        segment = jax.pmap(_build_chain_segment(*segment_static, False), in_axes=(0, None, None))
+        state = init(keys, starts, *data)
         records = []
         for _ in range(num_segments):
-            state, record = segment(state, x)
+            state, record = segment(state, *data)
             records.append(record)
             if bar is not None:
                 bar.update(segment_static[-2] * keys.shape[0])
@@ -191,7 +203,7 @@ def _run_chains(keys, starts, x, chain_method, init_static, segment_static, num_
     else:
         per_chain = []
         for chain in range(keys.shape[0]):
-            state = advance(_build_chain_init, init_static + (False,), keys[chain], jax.tree.map(lambda a: a[chain], starts), x)
+            state = advance(_build_chain_init, init_static + (False,), keys[chain], jax.tree.map(lambda a: a[chain], starts), *data)
             per_chain.append(run_segments(state, 1))
         records = jax.tree.map(lambda *r: jnp.stack(r), *per_chain)
     if bar is not None:
@@ -276,6 +288,8 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     target_accept_prob, max_tree_depth, dense_mass : NUTS settings (0.8, 10, False).
     num_assignment_draws : draws of z by ``infer_discrete`` (temperature 1), default 100.
     prior : dict of ``gmm_model`` prior overrides; map_options : options for the MAP start.
+    sample_weight : (N,) non-negative row weights (weighted likelihood, as ``fit_map``); assignment draws
+        then come from Bayes' rule at each parameter draw.
 
     Returns
     -------
@@ -290,13 +304,15 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     start = time.perf_counter()
     x = model_data(x)
     num_components = check_num_components(num_components, x)
-    opts = _check_options(options)
+    opts = with_checked_weights(_check_options(options), x)
+    weights = None if opts["sample_weight"] is None else jnp.asarray(opts["sample_weight"])
     num_chains, num_warmup, num_samples = opts["num_chains"], opts["num_warmup"], opts["num_samples"]
     prior = prior_items(opts["prior"])
     num_features = x.shape[1]
 
     map_key, chain_key, assign_key, jitter_key = jax.random.split(key_array(key), 4)
-    start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"])
+    start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"],
+                                                         opts["sample_weight"])
     start_unconstrained = unconstrain_fn(num_components, num_features, prior)(model_sites(start_params, x.dtype))
     starts = _dispersed_starts(jitter_key, start_unconstrained, num_chains, opts["init_jitter"])
 
@@ -308,7 +324,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     records, compile_seconds, run_seconds = _run_chains(
         jax.random.split(chain_key, num_chains),
         starts,
-        jnp.asarray(x),
+        (jnp.asarray(x), weights),
         opts["chain_method"],
         (num_components, prior, settings),
         (num_components, num_features, prior, settings, length, vectorized),
@@ -322,7 +338,8 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     aligned, perms = relabel_draws(raw, pivot) if opts["relabel"] else (raw, None)
     params = mean_of_draws(aligned)
 
-    assignment_draws, c, r = _assignment_draws(assign_key, aligned, x, num_components, prior, opts["num_assignment_draws"])
+    assignment_draws, c, r = _assignment_draws(assign_key, aligned, x, num_components, prior, opts["num_assignment_draws"],
+                                              weighted=weights is not None)
     compile_seconds, run_seconds = compile_seconds + c + start_compile, run_seconds + r + start_run
     r_hat_before, r_hat_after = split_r_hat(raw), split_r_hat(aligned)
     ess = min_ess(aligned)
@@ -345,7 +362,8 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
         num_iters=num_samples,
         seconds=time.perf_counter() - start,
         info=dict(
-            options=dict(opts, prior=dict(prior)),
+            options={name: value for name, value in dict(opts, prior=dict(prior)).items() if name != "sample_weight"},
+            **weight_info(opts, x),
             chain_method=opts["chain_method"],
             diverging=diverging,
             num_divergences=int(diverging.sum()),
@@ -370,14 +388,16 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     )
 
 
-def _assignment_draws(key, aligned: GMMParams, x, num_components, prior, num_draws):
-    """z draws (M, N) from ``infer_discrete`` at M evenly spaced ALIGNED parameter draws."""
+def _assignment_draws(key, aligned: GMMParams, x, num_components, prior, num_draws, weighted=False):
+    """z draws (M, N) from ``infer_discrete`` (Bayes' rule for a weighted fit) at M evenly spaced ALIGNED
+    parameter draws."""
     if num_draws == 0:
         return np.zeros((0, x.shape[0]), np.int64), 0.0, 0.0
     flat = GMMParams(*(np.asarray(a).reshape((-1,) + np.shape(a)[2:]) for a in aligned))
     index = np.linspace(0, flat.weights.shape[0] - 1, min(num_draws, flat.weights.shape[0])).round().astype(int)
     sites = model_sites(GMMParams(*(a[index] for a in flat)), x.dtype)
-    z, c, r = compiled_call(_build_assignment_draws, (num_components, prior), jax.random.split(key, index.size), sites, jnp.asarray(x))
+    build, static = (_build_bayes_draws, ()) if weighted else (_build_assignment_draws, (num_components, prior))
+    z, c, r = compiled_call(build, static, jax.random.split(key, index.size), sites, jnp.asarray(x))
     return np.asarray(z), c, r
 
 

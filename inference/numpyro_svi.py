@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
-from numpyro.infer import SVI, TraceEnum_ELBO
+from numpyro.infer import SVI
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.infer.initialization import init_to_value
 
@@ -27,6 +27,7 @@ from ._numpyro_common import (
     check_float_option,
     check_int_option,
     compiled_call,
+    elbo_for,
     key_array,
     make_model,
     model_data,
@@ -34,6 +35,8 @@ from ._numpyro_common import (
     params_from_site_draws,
     prior_items,
     train_in_chunks,
+    weight_info,
+    with_checked_weights,
 )
 from .numpyro_map import adam_with_decay, starting_point
 from .result import FitResult
@@ -52,20 +55,21 @@ SVI_DEFAULTS = dict(
     progress=True,
     prior=None,
     map_options=None,
+    sample_weight=None,
 )
 
 
 def _build_svi_runner(num_components, prior, num_steps, learning_rate, final_learning_rate, num_particles, init_scale, tol, check_every, num_draws):
-    """Compiled-once ``(key, start_sites, x) -> dict`` training the guide and drawing from it."""
+    """Compiled-once ``(key, start_sites, x, sample_weight) -> dict`` training the guide and drawing from it."""
     model = make_model(num_components, prior)
     num_checks = -(-num_steps // check_every)
 
-    def run(key, start_sites, x):
+    def run(key, start_sites, x, sample_weight):
         train_key, draw_key = jax.random.split(key)
         guide = AutoNormal(handlers.block(model, hide=["z"]), init_loc_fn=init_to_value(values=start_sites), init_scale=init_scale)
-        elbo = TraceEnum_ELBO(num_particles=num_particles, max_plate_nesting=1)
+        elbo = elbo_for(sample_weight, num_particles)
         svi = SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), elbo)
-        state = svi.init(train_key, x)
+        state = svi.init(train_key, x, sample_weight)
 
         def chunk_converged(previous, chunk_losses):
             # Converged when consecutive chunk-mean losses differ by less than tol * (1 + |loss|)
@@ -76,7 +80,7 @@ def _build_svi_runner(num_components, prior, num_steps, learning_rate, final_lea
 
         state, chunks, _, converged, losses, log_liks = train_in_chunks(
             svi, guide, state, x, num_checks=num_checks, check_every=check_every, chunk_converged=chunk_converged, min_checks=2,
-            report_progress=True,
+            report_progress=True, sample_weight=sample_weight,
         )
         params = svi.get_params(state)
         draws = guide.sample_posterior(draw_key, params, sample_shape=(num_draws,))
@@ -112,6 +116,7 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     num_draws : guide draws returned as ``samples`` (default 1000).
     progress : tqdm bar of the training steps on stderr (default True; never recompiles).
     prior : dict of ``gmm_model`` prior overrides; map_options : options for the MAP start.
+    sample_weight : (N,) non-negative row weights (weighted likelihood, as :func:`fit_map`).
 
     Returns
     -------
@@ -123,7 +128,7 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     start = time.perf_counter()
     x = model_data(x)
     num_components = check_num_components(num_components, x)
-    opts = {**SVI_DEFAULTS, **options}
+    opts = with_checked_weights({**SVI_DEFAULTS, **options}, x)
     unknown = sorted(set(opts) - set(SVI_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown SVI option(s) {unknown}; allowed: {', '.join(SVI_DEFAULTS)}")
@@ -142,11 +147,14 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
         check_int_option("num_draws", opts["num_draws"]),
     )
     map_key, svi_key = jax.random.split(key_array(key))
-    start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"])
+    start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"],
+                                                         opts["sample_weight"])
     if not isinstance(opts["progress"], (bool, np.bool_)):
         raise ValueError(f"progress must be True or False, got {opts['progress']!r}")
     with ChunkProgress.shown(bool(opts["progress"]), num_steps, "svi (steps, stops early when converged)"):
-        out, compile_seconds, run_seconds = compiled_call(_build_svi_runner, static, svi_key, model_sites(start_params, x.dtype), jnp.asarray(x))
+        weights = None if opts["sample_weight"] is None else jnp.asarray(opts["sample_weight"])
+        out, compile_seconds, run_seconds = compiled_call(_build_svi_runner, static, svi_key, model_sites(start_params, x.dtype),
+                                                          jnp.asarray(x), weights)
 
     pivot = params_from_site_draws(out["median"])
     draws = params_from_site_draws(out["draws"])
@@ -169,7 +177,8 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
         num_iters=chunks * check_every,
         seconds=time.perf_counter() - start,
         info=dict(
-            options=dict(opts, prior=dict(static[1])),
+            options={name: value for name, value in dict(opts, prior=dict(static[1])).items() if name != "sample_weight"},
+            **weight_info(opts, x),
             guide="AutoNormal",
             guide_params={name: np.asarray(v) for name, v in out["guide_params"].items()},
             guide_median=pivot,

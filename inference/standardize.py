@@ -45,18 +45,25 @@ class Standardizer(NamedTuple):
     scale: np.ndarray
 
 
-def standardizer(x: np.ndarray) -> Standardizer:
-    """Column means and standard deviations of ``x`` (N, D), computed without over/underflow at any scale.
+def standardizer(x: np.ndarray, sample_weight=None) -> Standardizer:
+    """Column means and standard deviations of ``x`` (N, D), computed without over/underflow at any scale;
+    weighted by ``sample_weight`` (N,) if given (integer weights = repeated rows; rows of weight 0 play no part).
 
     Raises ValueError naming the columns that are constant (zero spread: nothing to standardise by)."""
     x = np.asarray(x, np.float64)
-    loc = x.mean(axis=0)
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, np.float64)
+        x, w = x[w > 0], w[w > 0]
+    else:
+        w = None
+    loc = np.average(x, axis=0, weights=w)
     spread = np.max(np.abs(x - loc), axis=0)
     constant = np.flatnonzero(~(spread > 0))
     if constant.size:
         raise ValueError(f"x: column(s) {constant.tolist()} are constant; the NumPyro engines standardise every "
                          "column by its spread (drop those columns)")
-    scale = spread * np.std((x - loc) / spread, axis=0)
+    scaled = (x - loc) / spread
+    scale = spread * (np.std(scaled, axis=0) if w is None else np.sqrt(np.average(scaled**2, axis=0, weights=w)))
     return Standardizer(loc, scale)
 
 
@@ -110,11 +117,11 @@ def _convert_init(value, st: Standardizer):
 def fit_standardized(engine, key, x, num_components: int, **options):
     """Run a NumPyro ``engine`` (fit_map / fit_svi / fit_nuts) on standardised ``x`` and return its
     FitResult in data units (module docstring)."""
-    from ._numpyro_common import model_data
+    from ._numpyro_common import model_data, with_checked_weights
 
     x = model_data(x)
-    st = standardizer(x)
-    options = dict(options)
+    options = with_checked_weights(dict(options), x)
+    st = standardizer(x, options.get("sample_weight"))
     if "init" in options:
         options["init"] = _convert_init(options["init"], st)
     if isinstance(options.get("map_options"), dict):
@@ -125,12 +132,13 @@ def fit_standardized(engine, key, x, num_components: int, **options):
     if "prior" in options or prior_std:
         options["prior"] = prior_std or None
     result = engine(key, (x - st.loc) / st.scale, num_components, **options)
-    return _result_in_data_units(result, st, x.shape[0], prior_std)
+    total_weight = x.shape[0] if options.get("sample_weight") is None else float(np.sum(options["sample_weight"]))
+    return _result_in_data_units(result, st, total_weight, prior_std)
 
 
-def _result_in_data_units(result, st: Standardizer, num_rows: int, prior_std: dict):
+def _result_in_data_units(result, st: Standardizer, num_rows: float, prior_std: dict):
     log_scale = float(np.sum(np.log(st.scale)))
-    shift = num_rows * log_scale  # the data's Jacobian: log p(x) = log p(x_standard) - N sum_d log sd_d
+    shift = num_rows * log_scale  # the data's Jacobian: log p(x) = log p(x_standard) - N sum_d log sd_d (N = sum of weights)
     # MAP's loss -(log p(x | theta) + log p(theta)) also changes with the means' and scales' densities
     # (each (K, D) site picks up sum_d log sd_d per component): exact data-unit MAP objective.
     loss_shift = shift + (2 * result.num_components * log_scale if result.method == "map" else 0.0)

@@ -8,6 +8,15 @@ scales    : (K, D) ~ LogNormal(log(scale_loc), scale_log_sd)   (per-dimension st
 corr_chol : (K, D, D) ~ LKJCholesky(D, lkj_concentration)         (absent when D == 1)
 z         : (N,) ~ Categorical(weights), marked ``enumerate="parallel"``
 x         : (N, D) ~ MultivariateNormal(means[z], scale_tril=diag(scales[z]) @ corr_chol[z])
+
+Sample weights (``sample_weight``, (N,) >= 0): row n's log-likelihood counts ``w_n`` times, i.e.
+``sum_n w_n log sum_k w_k N(x_n | theta_k)`` (integer weights = repeated rows). The weight must multiply
+the *marginal* log density of a row, after z is summed out; NumPyro's funsor enumeration applies a
+site's ``handlers.scale`` to the factor *inside* the sum over z (``log sum_z exp(w_n a_nz)`` instead of
+``w_n log sum_z exp(a_nz)``), which is wrong for any weight other than 1. So a weighted model sums z out
+analytically: ``x ~ MixtureSameFamily(Categorical(weights), MultivariateNormal(means, scale_tril))`` under
+``handlers.scale(sample_weight)``, and has no ``z`` site (assignments then come from Bayes' rule,
+``models.responsibilities``).
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ def gmm_model(
     scale_loc=1.0,
     scale_log_sd: float = 2.0,
     lkj_concentration: float = 1.0,
+    sample_weight=None,
 ):
     """NumPyro generative model of a Gaussian mixture.
 
@@ -69,6 +79,7 @@ def gmm_model(
     mean_loc, mean_scale : Normal prior of the means (scalars or (D,) arrays).
     scale_loc, scale_log_sd : LogNormal prior of the per-dimension standard deviations, median ``scale_loc``.
     lkj_concentration : LKJ prior of the correlation Cholesky factors (1 = uniform over correlations).
+    sample_weight : (N,) non-negative row weights, or None (module docstring: z is then summed out analytically).
     """
     if x is not None:
         num_samples, num_features = x.shape
@@ -96,6 +107,15 @@ def gmm_model(
     else:
         corr_chol = jnp.ones((num_components, 1, 1), dtype)
     scale_tril = scales[..., :, None] * corr_chol
+    if sample_weight is not None:
+        if x is None:
+            raise ValueError("sample_weight weights observed rows; it needs x")
+        mixture = dist.MixtureSameFamily(dist.Categorical(weights), MultivariateNormal(means, scale_tril=scale_tril))
+        weight = jnp.asarray(sample_weight, dtype)
+        positive = weight > 0  # handlers.scale takes positive scales only: rows of weight 0 are masked out
+        with numpyro.plate("data", num_samples), handlers.mask(mask=positive), handlers.scale(scale=jnp.where(positive, weight, 1.0)):
+            numpyro.sample("x", mixture, obs=x)
+        return
     with numpyro.plate("data", num_samples):
         if num_components == 1:
             # z is identically 0; enumerating a size-1 support is ambiguous with broadcasting in funsor
