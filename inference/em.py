@@ -4,7 +4,9 @@ Pass t of the loop (t = 1 .. num_iters) runs the E-step at theta_{t-1} (its log-
 moments) and the M-step to theta_t, in sklearn's order; one last data pass at the final parameters gives
 their log-likelihood and the responsibilities. The traces are aligned so that entry t describes theta_t:
 
-* ``log_likelihood[t]`` = log p(x | theta_t), from ``models.density.component_log_prob`` on each chunk;
+* ``log_likelihood[t]`` = log p(x | theta_t): in the loop from the quadratic-feature log joint
+  (``inference.stats.log_prob_coefficients``, one GEMM per chunk), the last one (the final parameters)
+  from ``models.density.component_log_prob`` (whitened differences);
 * EM: ``elbo[t]`` = ELBO(q_t, theta_t) with q_t = p(z | x, theta_{t-1}) (the seed's ELBO, computed from
   the moments plus the E-step entropy), and ``kl[t] = log_likelihood[t] - elbo[t]`` = KL(q_t || p(z | x, theta_t)) >= 0;
 * hard EM: ``classification_log_likelihood[t]`` = sum_n log w_{z_n} N(x_n | theta_t) with z from theta_{t-1}.
@@ -49,39 +51,55 @@ from .rows import ChunkReader, Layout, NpyRows, RowData, check_sample_weight, da
 from .stats import (
     COVARIANCE_TYPES,
     SuffStats,
-    chunk_moments,
     default_chunk_size,
     expected_complete_log_lik,
+    log_prob_coefficients,
     m_step,
     needs_full_moment,
+    quadratic_features,
+    stats_from_feature_sums,
 )
 from .validate import check_choice, check_data, check_num_components, check_positive
 
 NUM_SNAPSHOTS = 8
-STREAM_BLOCK_ROWS = 1 << 16  # rows per read of the host pre-pass over a streamed source
+STREAM_BLOCK_ROWS = 1 << 16
+ROWS_LAST_MAX_WIDTH = 16  # F + K at or below which a chunk is laid out rows-last (_estep_chunk)  # rows per read of the host pre-pass over a streamed source
 
 
 class EStepOut(NamedTuple):
     """What one pass over the data returns (all weighted by the sample weights)."""
 
-    stats: SuffStats
+    stats: SuffStats  # inside the pass: the feature sums resp^T @ features (K, F)
     log_lik: jnp.ndarray  # total marginal log-likelihood
     entropy: jnp.ndarray  # sum_n H(q_n) (0 for hard EM)
     worst_ll: jnp.ndarray  # (K,) lowest pointwise log-likelihoods seen (hard EM)
     worst_rows: jnp.ndarray  # (K, D) their rows
 
 
-def _estep_chunk(params: GMMParams, xc, wc, row0, *, hard: bool, full_moment: bool) -> EStepOut:
-    """One chunk's weighted contribution: xc (c, D), wc (c,) (padding rows have weight 0)."""
-    num_components = params.means.shape[0]
+def _estep_chunk(coefficients, xc, wc, row0, *, hard: bool, full_moment: bool) -> EStepOut:
+    """One chunk's weighted contribution: xc (c, D), wc (c,) (padding rows have weight 0).
+
+    ``coefficients`` (F, K) = ``stats.log_prob_coefficients``: the log joint is ONE GEMM of the chunk's
+    quadratic features, and every sufficient statistic is ONE more, ``resp^T @ features`` (K, F),
+    returned in ``stats`` (``e_step`` unpacks it). One exp per (row, component). When F + K is small
+    the chunk is laid out rows-last ((F, c), (K, c)), so that the max / sum over components vectorise
+    along the rows (measured: 1.3x faster at D = 2, K = 4; slower from D = 8 on)."""
+    num_components, width = coefficients.shape[1], coefficients.shape[0]
     dtype = xc.dtype
-    joint = component_log_prob(params, xc)  # (c, K)
-    point_ll = logsumexp(joint, axis=1)
+    rows_last = width + num_components <= ROWS_LAST_MAX_WIDTH
+    comp = 0 if rows_last else 1  # the component axis of joint / resp
+    features = quadratic_features(xc, full_moment, rows_last=rows_last)  # (F, c) or (c, F)
+    joint = coefficients.T @ features if rows_last else features @ coefficients  # (K, c) or (c, K)
+    top = jnp.max(joint, axis=comp, keepdims=True)
+    scaled = jnp.exp(joint - top)
+    total = jnp.sum(scaled, axis=comp, keepdims=True)
+    point_ll = (top + jnp.log(total)).reshape(-1)
+    row_weight = wc[None, :] if rows_last else wc[:, None]
     positive = wc > 0
     log_lik = jnp.sum(jnp.where(positive, wc * point_ll, 0.0))
+    entropy = jnp.zeros((), dtype)  # soft EM: from the sums, in e_step
     if hard:
-        resp = jax.nn.one_hot(jnp.argmax(joint, axis=1), num_components, dtype=dtype) * wc[:, None]
-        entropy = jnp.zeros((), dtype)
+        resp = jax.nn.one_hot(jnp.argmax(joint, axis=comp), num_components, dtype=dtype, axis=comp) * row_weight
         take = min(num_components, xc.shape[0])
         neg, idx = jax.lax.top_k(-jnp.where(positive, point_ll, jnp.inf), take)
         worst_ll, worst_rows = -neg, xc[idx]
@@ -89,13 +107,11 @@ def _estep_chunk(params: GMMParams, xc, wc, row0, *, hard: bool, full_moment: bo
             worst_ll = jnp.concatenate([worst_ll, jnp.full(num_components - take, jnp.inf, dtype)])
             worst_rows = jnp.concatenate([worst_rows, jnp.zeros((num_components - take, xc.shape[1]), dtype)])
     else:
-        log_resp = joint - point_ll[:, None]
-        post = jnp.exp(log_resp)
-        entropy = -jnp.sum(wc * jnp.sum(jnp.where(post > 0, post * log_resp, 0.0), axis=1))
-        resp = post * wc[:, None]
+        resp = scaled * (row_weight / total)
         worst_ll = jnp.full((num_components,), jnp.inf, dtype)
         worst_rows = jnp.zeros((num_components, xc.shape[1]), dtype)
-    return EStepOut(chunk_moments(resp, xc, full_moment), log_lik, entropy, worst_ll, worst_rows)
+    sums = resp @ features.T if rows_last else resp.T @ features
+    return EStepOut(sums, log_lik, entropy, worst_ll, worst_rows)
 
 
 def _merge_hard(acc: EStepOut, part: EStepOut) -> EStepOut:
@@ -109,19 +125,28 @@ def _merge_hard(acc: EStepOut, part: EStepOut) -> EStepOut:
 
 def e_step(params: GMMParams, layout: Layout, data: RowData, *, hard: bool, full_moment: bool) -> EStepOut:
     """Soft (posterior) or hard (argmax) E-step over every row (sharded or streamed): one fold, one
-    ``psum`` (soft) or ``all_gather`` (hard: the worst rows are not a sum)."""
+    ``psum`` (soft) or ``all_gather`` (hard: the worst rows are not a sum).
+
+    The soft E-step's entropy needs no pass of its own: ``sum_nk r_nk log r_nk = sum_nk r_nk joint_nk -
+    sum_n w_n log p(x_n)`` and ``sum_nk r_nk joint_nk = sum_k sums_k . A_k`` (the feature sums times the
+    log-joint coefficients)."""
     num_components, num_features = params.means.shape
     dtype = params.means.dtype
-    second = (num_components, num_features, num_features) if full_moment else (num_components, num_features)
+    coefficients = log_prob_coefficients(params, full_moment)  # (F, K)
     zero = EStepOut(
-        SuffStats(jnp.zeros(num_components, dtype), jnp.zeros((num_components, num_features), dtype), jnp.zeros(second, dtype)),
+        jnp.zeros((num_components, coefficients.shape[0]), dtype),
         jnp.zeros((), dtype),
         jnp.zeros((), dtype),
         jnp.full((num_components,), jnp.inf, dtype),
         jnp.zeros((num_components, num_features), dtype),
     )
     chunk_fn = functools.partial(_estep_chunk, hard=hard, full_moment=full_moment)
-    return data_pass(layout, data, chunk_fn, zero, params, merge=_merge_hard if hard else None)
+    out = data_pass(layout, data, chunk_fn, zero, coefficients, merge=_merge_hard if hard else None)
+    sums = out.stats
+    if not hard:
+        expected = jnp.sum(jnp.where(sums != 0, sums * coefficients.T, 0.0))
+        out = out._replace(entropy=out.log_lik - expected)
+    return out._replace(stats=stats_from_feature_sums(sums, num_features, full_moment))
 
 
 def _reseed_empty(params: GMMParams, counts, worst_rows, data_tril, total_weight):
