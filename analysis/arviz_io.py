@@ -582,6 +582,9 @@ def plot_ppc(idata, group: str = "posterior_predictive", title: str = "", num_dr
 
     dims = int(idata["observed_data"]["x"].shape[-1]) if ARVIZ_MAJOR >= 1 else int(idata.observed_data["x"].shape[-1])
     coords = {"dim": list(range(min(dims, PPC_MAX_DIMS)))}
+    replicated = _group(idata, group)["x"].shape
+    # at most the replicated data sets stored (ArviZ refuses more: few are kept when N x D is large)
+    num_draws = max(1, min(int(num_draws), int(np.prod(replicated[:2]))))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if ARVIZ_MAJOR >= 1:

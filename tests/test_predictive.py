@@ -35,3 +35,16 @@ def test_predictive_groups_round_trip_netcdf_with_documented_dims(tmp_path):
     assert len([ax for ax in fig.axes if ax.has_data()]) == 2  # one panel per dimension
     fig = arviz_io.plot_ppc(back, group="prior_predictive")
     assert len([ax for ax in fig.axes if ax.has_data()]) == 2
+
+
+def test_ppc_figure_with_fewer_stored_replicates_than_drawn_lines():
+    """Large N x D keeps only a few replicated data sets in the file (``predictive.stored_count``): the
+    figure draws those instead of asking ArviZ for 50 (which it refused: "num_pp_samples must be an
+    integer between 1 and 2")."""
+    x, _ = models.sample(jax.random.PRNGKey(0), models.seed_problem(), 100)
+    x = np.asarray(x)
+    result = fit("em", jax.random.PRNGKey(1), x, 2)
+    x_rep = posterior_predictive(jax.random.PRNGKey(2), result, x.shape[0])[:2]
+    idata = arviz_io.add_groups(arviz_io.to_inference_data(result, x), arviz_io.predictive_groups(x_rep))
+    fig = arviz_io.plot_ppc(idata, title="em", num_draws=50)
+    assert len([ax for ax in fig.axes if ax.has_data()]) == 2
