@@ -192,7 +192,7 @@ def test_bounded_output_on_a_moderately_large_csv(tmp_path, monkeypatch):
     assert main(["--data", data, "-k", "3", "--methods", "em,hard_em", "--out", str(out), "--quiet"]) == 0
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     html_size = (out / "report.html").stat().st_size
-    assert html_size < 1_500_000, html_size
+    assert html_size < 2_000_000, html_size  # 1.56 MB: eight figures, the two PPC ones ~0.26 MB each as base64
     # each .nc: the data (0.9 MB compressed) + 8 posterior predictive replicates in float32 (3.8 MB)
     assert total < 12_000_000, total
     assert (out / "em.nc").stat().st_size < 5_000_000
