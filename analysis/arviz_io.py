@@ -25,7 +25,8 @@ fit_trace        per-ITERATION traces of the optimisers (EM: log_likelihood, elb
                  both draws and steps); both ArviZ versions keep unknown groups through NetCDF.
 observed_data    x (obs, dim)
 attrs            method, converged (0/1), num_iters, seconds, compile_seconds, run_seconds,
-                 rhat_method (on every group)
+                 rhat_method (on every group); a streamed file's fit adds subsample_rows and
+                 num_rows_in_data (observed_data and log_likelihood hold that row subsample)
 
 A NetCDF file is the same file on both stacks (one HDF5 group per InferenceData group): a file written
 on one opens on the other (tested).
@@ -207,6 +208,9 @@ def _attrs(result) -> dict:
         value = result.info.get(key)
         if value is not None:
             attrs[key] = float(value)
+    if result.info.get("subsample_rows") is not None:  # a streamed file: observed_data / log_likelihood are a row subsample
+        attrs["subsample_rows"] = int(result.info["subsample_rows"])
+        attrs["num_rows_in_data"] = int(result.info["num_rows"])
     return attrs
 
 

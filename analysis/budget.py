@@ -17,6 +17,11 @@ A block of columns whose parameters are estimated together needs more rows than 
 * if no engine is left, the command stops with exit 2 and one line naming the fix: fewer columns (the
   largest D the rows allow), fewer components (``--num-components``), diagonal covariances.
 
+Data streamed from disk (``--stream``, :mod:`analysis.streamed`): only EM and hard EM read their rows in
+passes; MAP, SVI and NUTS need every row in memory and are skipped the same way (``plan_engines(...,
+streamed=reason)``: one note, the reason in ``metrics.json`` ``failed``), or, when only they were asked
+for, exit 2 naming ``--methods em,hard_em`` and ``--stream never``.
+
 Cost (a rough model, measured on this project's 2-core CPU; expect a factor of 2-3 either way)
 ----------------------------------------------------------------------------------------------
 One evaluation of the log-likelihood and its gradient costs ``t = 10 us + 3e-10 s x N K (D^2 + 4 D)``
@@ -123,16 +128,31 @@ def _largest(limit: int, count) -> int:
     return v
 
 
-def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: float | None) -> Plan:
+def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: float | None,
+                 streamed: str | None = None) -> Plan:
     """Decide which engines to fit on N x D data with K components (see the module docstring).
 
-    Raises ReportError (one line, exit 2) when no engine can be identified from the data or when even
-    the cheapest one would run past ``max_seconds`` (None or inf: no budget).
+    ``streamed``: the data stay on disk, for this reason (one line): MAP, SVI and NUTS are skipped with it.
+    Raises ReportError (one line, exit 2) when no engine can be identified from the data, when only
+    in-memory engines were asked for streamed data, or when even the cheapest one would run past
+    ``max_seconds`` (None or inf: no budget).
     """
     from analysis.selection import num_parameters
 
     options = {m: dict(options.get(m, {})) for m in methods}
     plan = Plan(methods=[], options=options)
+    if streamed:
+        in_memory = [m for m in methods if m in NUMPYRO_METHODS]
+        if len(in_memory) == len(methods):
+            raise ReportError(f"{streamed}, and {', '.join(in_memory)} need every row in memory: use --methods "
+                              "em,hard_em (they stream), or --stream never (loads the file)")
+        for m in in_memory:
+            plan.skipped[m] = (f"{SKIPPED}{streamed}; {m} needs every row in memory (em and hard_em stream; "
+                               "--stream never loads the file)")
+        if in_memory:
+            plan.notes.append(f"{streamed}: {', '.join(in_memory)} skipped (they need every row in memory; em and "
+                              "hard_em stream)")
+        methods = [m for m in methods if m not in NUMPYRO_METHODS]
     p_full = num_parameters(k, d, "full")
     full_ok = p_full < n
     diag_ok = 3 * k - 1 < n
@@ -156,9 +176,10 @@ def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: fl
                                        f"({num_parameters(k, d, cov)} free parameters)", n, d, k,
                                        f"--option {m}.covariance_type=diag" if diag_ok else None))
         plan.methods.append(m)
-    if plan.methods and (fallback or plan.skipped):
+    unidentified = [m for m, why in plan.skipped.items() if why.startswith(f"{SKIPPED}{why_full}")]
+    if plan.methods and (fallback or unidentified):
         parts = [f"{', '.join(fallback)} fit diagonal covariances instead"] if fallback else []
-        parts += [f"{', '.join(plan.skipped)} skipped (full covariances only)"] if plan.skipped else []
+        parts += [f"{', '.join(unidentified)} skipped (full covariances only)"] if unidentified else []
         plan.notes.append(f"{why_full}: " + "; ".join(parts))
     if not plan.methods:
         raise ReportError(_fix(f"{why_full}, and {', '.join(methods)} fit full covariances only", n, d, k,
@@ -204,21 +225,27 @@ def _fix(message: str, n: int, d: int, k: int, diag_hint: str | None = None) -> 
     return f"{message}; use " + ", or ".join(hints)
 
 
-def plan_report(args, methods, options: dict, x, k: int, progress) -> Plan:
+def plan_report(args, methods, options: dict, x, k: int, progress, streamed=None) -> Plan:
     """:func:`plan_engines` for ``gmm-report``'s parsed ``args`` (``x`` None: the simulated seed problem,
-    N = ``args.num_samples``, D = 2). The budget is ``args.max_seconds``, by default
+    N = ``args.num_samples``, D = 2; ``streamed`` an :class:`analysis.streamed.StreamedData`: its shape, and
+    the in-memory engines skipped). The budget is ``args.max_seconds``, by default
     ``DEFAULT_DATA_MAX_SECONDS`` for ``--data`` and none for the seed problem; ``inf`` or 0 turns it off.
     Prints the estimate (a progress line) and every decision (one ``gmm-report: note:`` line each,
     shown even with ``--quiet``)."""
     import sys
 
-    n, d = (args.num_samples, 2) if x is None else x.shape
+    n, d = streamed.shape if streamed is not None else (args.num_samples, 2) if x is None else x.shape
     max_seconds = getattr(args, "max_seconds", None)
-    if max_seconds is None and x is not None:
+    if max_seconds is None and (x is not None or streamed is not None):
         max_seconds = DEFAULT_DATA_MAX_SECONDS
     if max_seconds is not None and (max_seconds <= 0 or math.isinf(max_seconds)):
         max_seconds = None
-    plan = plan_engines(methods, options, int(n), int(d), int(k), max_seconds)
+    reason = None
+    if streamed is not None:
+        from analysis.streamed import skip_reason
+
+        reason = skip_reason(streamed)
+    plan = plan_engines(methods, options, int(n), int(d), int(k), max_seconds, streamed=reason)
     total = sum(plan.estimates.values())
     progress("cost estimate (rough): " + ", ".join(f"{m} ~{s:.0f}s" for m, s in plan.estimates.items())
              + f"; total ~{total:.0f}s" + (f" (budget --max-seconds {max_seconds:g})" if max_seconds else ""))

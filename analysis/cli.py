@@ -1,7 +1,7 @@
 """The ``gmm-report`` command line: one job, from argv to an exit code.
 
-    gmm-report [--data FILE] [--num-components K] [--methods em,...] [--seed S] [--num-samples N]
-               [--num-draws M] [--option METHOD.KEY=VALUE ...] [--max-seconds S] [--out DIR] [--force] [--quiet]
+    gmm-report [--data FILE] [--stream auto|always|never] [--num-components K] [--methods em,...] [--seed S]
+               [--num-samples N] [--num-draws M] [--option METHOD.KEY=VALUE ...] [--max-seconds S] [--out DIR] [--force] [--quiet]
     gmm-report sweep {separation,init,samples,components} [--quick] [--repeats R] [...]
     python -m analysis ... / python -m analysis.report ...      # the same
 
@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Subcommands: sweep (gmm-report <subcommand> --help).",
     )
     p.add_argument("--data", metavar="FILE", help="CSV with a header row, or .npy (N, D); default: simulate the seed problem")
+    p.add_argument("--stream", choices=("auto", "always", "never"), default="auto",
+                   help="read a .npy --data from disk in passes instead of loading it: em and hard_em only, figures "
+                   "and checks on a row subsample (default auto: a .npy above 64 MiB, analysis.streamed.STREAM_THRESHOLD_BYTES)")
     p.add_argument("--num-components", "-k", type=int, default=None, metavar="K",
                    help="number of components (default 2; the seed problem has 2)")
     p.add_argument("--methods", default=",".join(ALL_METHODS), help=f"comma-separated engines (default {','.join(ALL_METHODS)})")

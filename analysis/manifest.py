@@ -32,9 +32,10 @@ def package_versions() -> dict:
 
 
 def build_manifest(*, tool: str, argv, seed: int, methods, engine_options: dict, source: str, data_file, x,
-                   column_names, jax_backend: str, files) -> dict:
+                   column_names, jax_backend: str, files, shape=None, streamed: dict | None = None) -> dict:
     """The manifest dict. ``x`` (N, D) is the data fitted; with ``data_file`` its sha256 is of the
-    file's bytes, else of ``x``'s float64 C-order bytes."""
+    file's bytes (read in blocks), else of ``x``'s float64 C-order bytes. A streamed file: ``shape`` its
+    (N, D) (``x`` is then its subsample) and ``streamed`` {subsample_rows, stream_mode} (else null)."""
     return {
         "tool": tool,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -47,8 +48,9 @@ def build_manifest(*, tool: str, argv, seed: int, methods, engine_options: dict,
             "file": str(data_file) if data_file else None,
             "sha256": sha256_of_file(data_file) if data_file else sha256_of_array(x),
             "sha256_of": "file bytes" if data_file else "float64 C-order bytes of the simulated x",
-            "shape": list(x.shape),
+            "shape": list(shape if shape is not None else x.shape),
             "columns": column_names,
+            "streamed": streamed,
         },
         "versions": package_versions(),
         "platform": platform.platform(),

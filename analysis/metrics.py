@@ -46,6 +46,15 @@ METRICS_SCHEMA: dict = {
         "seed": "the --seed integer (data and every engine's key derive from it)",
         "truth": "{weights (K,), means (K,D), covariances (K,D,D)} or null for user data",
         "log_likelihood_truth": "total log-likelihood of the data at the truth, or null",
+        "streamed": "true when the --data .npy was read from disk in passes (analysis.streamed): only em and hard_em "
+                    "fit (map, svi, nuts skipped, see failed); figures and checks on a subsample",
+        "stream_mode": '--stream given with --data ("auto", "always", "never"), or null',
+        "stream_threshold_bytes": "file size above which --stream auto streams a .npy (analysis.streamed.STREAM_THRESHOLD_BYTES)",
+        "data_bytes": "size of the --data file in bytes, or null",
+        "subsample_rows": "streamed: rows of the subsample that figures, predictive checks and the NetCDF files' "
+                          "observed_data / log_likelihood use (N when N is smaller); null when not streamed",
+        "subsample": "streamed: how the subsample was drawn and what uses it (log-likelihood, BIC, cluster sizes "
+                     "and degeneracy counts are of all rows); null when not streamed",
     },
     "alignment": {
         "reference": '"truth" or the name of the engine whose estimate is the reference (user data)',
@@ -115,16 +124,21 @@ def validate_metrics(metrics: dict, schema: dict = METRICS_SCHEMA, where: str = 
 
 
 def problem_metrics(*, source: str, data_file, x, num_components: int, seed: int, truth, truth_covariances,
-                    log_likelihood_truth, columns=None) -> dict:
-    """The ``problem`` section: ``x`` (N, D); ``truth`` a GMMParams or None, with its covariances
-    (K, D, D) and the total log-likelihood of ``x`` at it (both None without a truth)."""
+                    log_likelihood_truth, columns=None, shape=None, stream: dict | None = None) -> dict:
+    """The ``problem`` section: ``x`` (N, D) (``shape`` (N, D) instead when ``x`` is a streamed file's
+    subsample); ``truth`` a GMMParams or None, with its covariances (K, D, D) and the total log-likelihood
+    of ``x`` at it (both None without a truth); ``stream`` the streaming entries
+    (``analysis.streamed.problem_fields``; default: not streamed)."""
+    n, d = shape if shape is not None else x.shape
+    stream = stream or {"streamed": False, "stream_mode": None, "stream_threshold_bytes": None, "data_bytes": None,
+                        "subsample_rows": None, "subsample": None}
     return {
         "source": source,
         "data_file": str(data_file) if data_file else None,
-        "num_samples": int(x.shape[0]),
-        "num_features": int(x.shape[1]),
+        "num_samples": int(n),
+        "num_features": int(d),
         "num_components": int(num_components),
-        "columns": [str(c) for c in columns] if columns is not None else [f"x{j}" for j in range(x.shape[1])],
+        "columns": [str(c) for c in columns] if columns is not None else [f"x{j}" for j in range(d)],
         "seed": int(seed),
         "truth": None if truth is None else {
             "weights": np.asarray(truth.weights).tolist(),
@@ -132,6 +146,8 @@ def problem_metrics(*, source: str, data_file, x, num_components: int, seed: int
             "covariances": np.asarray(truth_covariances).tolist(),
         },
         "log_likelihood_truth": None if truth is None else float(log_likelihood_truth),
+        **{key: stream[key] for key in ("streamed", "stream_mode", "stream_threshold_bytes", "data_bytes",
+                                        "subsample_rows", "subsample")},
     }
 
 

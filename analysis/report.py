@@ -11,6 +11,11 @@ renamed at the end, so an interrupted run leaves no half report):
     <method>.nc       one ArviZ InferenceData per engine (NetCDF, layout in ``analysis.arviz_io``)
     figures/*.png     the figures of the HTML as files
 
+A ``.npy`` above ``analysis.streamed.STREAM_THRESHOLD_BYTES`` (or any with ``--stream always``) is never
+loaded: em and hard_em read it from disk, the NumPyro engines are skipped (``analysis.budget``), full-data
+numbers come from passes over the file and everything drawn from rows uses a seeded subsample
+(:mod:`analysis.streamed`).
+
 User errors (bad data, K > rows, a misspelt engine option, every engine failing, a non-empty ``--out``
 without ``--force``) raise :class:`~analysis.errors.ReportError`; :mod:`analysis.cli` turns them into one
 line and exit 2. One engine's failure is not one: it is recorded in ``metrics["failed"]``, shown at the
@@ -41,6 +46,8 @@ from analysis.metrics import (alignment_metrics, build_metrics, compare_metrics,
                               problem_metrics, timings_metrics)
 from analysis.progress import Progress
 from analysis.report_page import report_page
+from analysis.streamed import (apply_scores, caption_note, open_streamed, problem_fields, scan, score_pass, stream_note,
+                               stream_wanted, subsample_view)
 
 __all__ = ["run_report", "main"]
 
@@ -61,13 +68,28 @@ def run_report(args, argv=None) -> dict:
     _check_option_names(options)
 
     # Load before touching the output directory: bad input must not create anything.
-    if args.data:
+    stream = None
+    if args.data and stream_wanted(args.data, getattr(args, "stream", "auto")):
+        # too large to load (or --stream always): the header now, one pass for NaN/inf and the subsample
+        stream = open_streamed(args.data, args.stream)
+        k = args.num_components or 2
+        source, column_names = "file", [f"x{j}" for j in range(stream.num_features)]
+        if k > stream.num_rows:
+            raise ReportError(f"--num-components ({k}) exceeds the number of rows ({stream.num_rows}) in {stream.path.name}")
+        progress(f"{stream.path.name}: {stream.num_rows:,} x {stream.num_features} {stream.dtype}, streamed from disk "
+                 f"({'--stream always' if args.stream == 'always' else 'above the --stream auto threshold'}); "
+                 "checking every value and drawing the row subsample")
+        stream = scan(stream, args.seed)
+        x = stream.subsample
+    elif args.data:
         x, column_names = load_data(args.data)
         k = args.num_components or 2
         source = "file"
         if k > x.shape[0]:
             raise ReportError(f"--num-components ({k}) exceeds the number of rows ({x.shape[0]}) in {Path(args.data).name}")
     else:
+        if getattr(args, "stream", "auto") == "always":
+            raise ReportError("--stream always needs --data FILE.npy (the seed problem is simulated in memory)")
         if args.num_samples < 1:
             raise ReportError(f"--num-samples must be >= 1, got {args.num_samples}")
         if args.num_components not in (None, 2):
@@ -75,12 +97,12 @@ def run_report(args, argv=None) -> dict:
         x, k, source, column_names = None, 2, "seed_problem", ["x0", "x1"]
 
     # Identifiable from these rows, and affordable? (skips engines or refuses with the fix named; analysis.budget)
-    plan = plan_report(args, methods, options, x, k, progress)
+    plan = plan_report(args, methods, options, x, k, progress, streamed=stream)
     methods, options, args.skipped_engines = plan.methods, plan.options, plan.skipped
 
     with atomic_output_dir(args.out, args.force) as tmp:
         metrics = _run_into(tmp, args, list(argv) if argv is not None else sys.argv[1:], methods, options, x, k,
-                            source, column_names, progress, t_start)
+                            source, column_names, progress, t_start, stream)
     progress(f"report written to {Path(args.out) / 'report.html'}")
     return metrics
 
@@ -117,8 +139,9 @@ def _warning_notes(caught) -> list[str]:
     return notes
 
 
-def _run_into(tmp: Path, args, argv, methods, options, x, k, source, column_names, progress, t_start) -> dict:
-    """The pipeline into the directory ``tmp``; ``x`` (N, D) is the user's data, or None to simulate.
+def _run_into(tmp: Path, args, argv, methods, options, x, k, source, column_names, progress, t_start, stream=None) -> dict:
+    """The pipeline into the directory ``tmp``; ``x`` (N, D) is the user's data, or None to simulate; with
+    ``stream`` (:class:`analysis.streamed.StreamedData`) ``x`` is its row subsample and the engines read the file.
 
     Library warnings raised meanwhile are caught and become ``notes`` (metrics.json and the page), not
     stderr lines."""
@@ -128,14 +151,14 @@ def _run_into(tmp: Path, args, argv, methods, options, x, k, source, column_name
         warnings.simplefilter("always")
         notes: list[str] = []
         metrics, summaries, compare_df, fig_html = _pipeline(tmp, args, argv, methods, options, x, k, source,
-                                                             column_names, progress, t_start, notes)
+                                                             column_names, progress, t_start, notes, stream)
     metrics["notes"] = notes + [n for n in _warning_notes(caught) if n not in notes]
     write_atomically(tmp / "metrics.json", dumps_json(metrics))
     write_atomically(tmp / "report.html", report_page(metrics, summaries, compare_df, fig_html, column_names))
     return metrics
 
 
-def _pipeline(tmp: Path, args, argv, methods, options, x, k, source, column_names, progress, t_start, notes):
+def _pipeline(tmp: Path, args, argv, methods, options, x, k, source, column_names, progress, t_start, notes, stream=None):
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -153,11 +176,19 @@ def _pipeline(tmp: Path, args, argv, methods, options, x, k, source, column_name
         xs, zs = models.sample(jax.random.fold_in(root, 0), truth, args.num_samples)
         x, z = np.asarray(xs, dtype=np.float64), np.asarray(zs)
 
-    results, failed = _fit_engines(root, x, k, methods, options, progress)
+    if stream is None:
+        results, failed = _fit_engines(root, x, k, methods, options, progress)
+    else:  # the engines read the file; everything after them sees the subsample's rows
+        results, failed = _fit_engines(root, str(stream.path), k, methods, options, progress, shape=stream.shape)
+        results = {m: subsample_view(r, stream) for m, r in results.items()}
+        notes.append(stream_note(stream, list(results)))
     failed = {**getattr(args, "skipped_engines", {}), **failed}  # engines skipped before fitting, with the reason
 
     progress("aligning labels, scoring, building InferenceData")
     aligned, reference, reference_name, cards = _align_and_score(results, x, truth, z, failed, progress)
+    if stream is not None:
+        progress(f"scoring {', '.join(aligned)} on all {stream.num_rows:,} rows (one more pass over the file)")
+        apply_scores(stream, aligned, cards, score_pass(stream, aligned), k)
     predictive = _predictive(args.seed, aligned, x, cards, notes)
     idatas, summaries, compare_df, compare_rows = _arviz(tmp, aligned, x, cards, failed, progress, predictive)
     for m in list(aligned):
@@ -169,14 +200,15 @@ def _pipeline(tmp: Path, args, argv, methods, options, x, k, source, column_name
 
     progress("drawing figures")
     reference_label = "truth" if truth is not None else f"{_label(reference_name)} estimate"
-    figures = _figures(x, z, aligned, truth, reference, reference_label, idatas, column_names, notes)
+    figures = _figures(x, z, aligned, truth, reference, reference_label, idatas, column_names, notes, caption_note(stream))
     fig_html = _write_figures(tmp / "figures", figures)
 
     metrics = build_metrics(
         problem=problem_metrics(source=source, data_file=args.data, x=x, num_components=k, seed=args.seed, truth=truth,
                                 truth_covariances=None if truth is None else models.covariances(truth),
                                 log_likelihood_truth=None if truth is None else models.log_likelihood(truth, x),
-                                columns=column_names),
+                                columns=column_names, shape=None if stream is None else stream.shape,
+                                stream=problem_fields(stream, args.data, getattr(args, "stream", None) if args.data else None)),
         alignment=alignment_metrics(reference_name, arviz_io.RHAT_METHOD),
         engines=cards,
         compare=compare_rows,
@@ -188,7 +220,9 @@ def _pipeline(tmp: Path, args, argv, methods, options, x, k, source, column_name
              + [f"figures/{n}.png" for n, _, _ in figures])
     manifest = build_manifest(tool=PROG, argv=argv, seed=args.seed, methods=methods, engine_options=options, source=source,
                               data_file=args.data, x=x, column_names=column_names, jax_backend=jax.default_backend(),
-                              files=files)
+                              files=files, shape=None if stream is None else stream.shape,
+                              streamed=None if stream is None else {"subsample_rows": stream.subsample_rows,
+                                                                    "stream_mode": stream.mode})
     write_atomically(tmp / "manifest.json", dumps_json(manifest))
     return metrics, summaries, compare_df, fig_html
 
@@ -199,8 +233,9 @@ def _label(name: str) -> str:
     return engine_label(name)
 
 
-def _fit_engines(root, x, k, methods, options, progress) -> tuple[dict, dict]:
-    """Fit every engine on ``x`` (N, D): ``({method: FitResult}, {method: one-line reason})``.
+def _fit_engines(root, x, k, methods, options, progress, shape=None) -> tuple[dict, dict]:
+    """Fit every engine on ``x`` (N, D), or on the .npy file at the path ``x`` of ``shape`` (streamed):
+    ``({method: FitResult}, {method: one-line reason})``.
 
     Any exception of an engine (Ctrl-C aside) marks that engine as failed and the report goes on;
     when every engine fails it is a ReportError with their reasons. SVI and NUTS start from this
@@ -211,8 +246,9 @@ def _fit_engines(root, x, k, methods, options, progress) -> tuple[dict, dict]:
     from inference import fit
 
     results, failed = {}, {}
+    n, d = shape if shape is not None else x.shape
     for i, method in enumerate(methods):
-        progress(f"[{i + 1}/{len(methods)}] fitting {method} (K={k}, N={x.shape[0]}, D={x.shape[1]})")
+        progress(f"[{i + 1}/{len(methods)}] fitting {method} (K={k}, N={n}, D={d}{', streamed' if shape else ''})")
         key = jax.random.fold_in(root, 1 + ALL_METHODS.index(method))
         engine_options = dict(options[method])
         if method in ("svi", "nuts") and "init" not in engine_options and "map" in results:
@@ -328,9 +364,10 @@ def _arviz(tmp: Path, aligned: dict, x, cards: dict, failed: dict, progress, pre
     return idatas, summaries, compare_df, compare_rows
 
 
-def _figures(x, z, aligned, truth, reference, reference_label, idatas, column_names, notes) -> list:
+def _figures(x, z, aligned, truth, reference, reference_label, idatas, column_names, notes, rows_note: str = "") -> list:
     """``[(name, caption, Figure)]`` of the report, in page order. A figure that cannot be drawn is a
-    note, never a failed report. Captions say what the labels were aligned to (``reference_label``)."""
+    note, never a failed report. Captions say what the labels were aligned to (``reference_label``);
+    ``rows_note`` ends the caption of every figure drawn from the rows (a streamed file's subsample)."""
     from analysis import arviz_io, plots
 
     has_truth = truth is not None
@@ -362,6 +399,9 @@ def _figures(x, z, aligned, truth, reference, reference_label, idatas, column_na
                       "parameter kind, colour = component, line style = chain.",
                       lambda: arviz_io.plot_trace(idatas["nuts"], column_names)))
     specs += _predictive_specs(idatas, column_names)
+    from_rows = {"data", "components", "assignments", "em_snapshots"}
+    specs = [(name, caption + (rows_note if name in from_rows or name.startswith("ppc_") else ""), draw)
+             for name, caption, draw in specs]
     figures = []
     for name, caption, draw in specs:
         try:

@@ -3,7 +3,7 @@
 One function per section (problem, scorecard, per component, posterior diagnostics, figures,
 timings); :func:`report_page` puts them on one self-contained page with :mod:`analysis.html_page`.
 
-Imports: the standard library and :mod:`analysis.html_page`; the ArviZ frames arrive ready-made
+Imports: the standard library, :mod:`analysis.html_page` and ``analysis.budget.SKIPPED``; the ArviZ frames arrive ready-made
 (anything with ``to_html``).
 """
 
@@ -14,6 +14,7 @@ import html
 import json
 import re
 
+from analysis.budget import SKIPPED
 from analysis.html_page import fmt, render_html, scrolling, table_html
 
 __all__ = ["report_page", "FIGURE_HEADINGS"]
@@ -118,7 +119,10 @@ def _engines_section(metrics: dict) -> str:
                          + (f"<details><summary>prior hyper-parameters</summary><pre>{html.escape(json.dumps(rest, indent=1))}"
                             "</pre></details>" if rest else ""))
     for m, reason in metrics["failed"].items():
-        parts.append(f"<h3>{html.escape(m)}</h3>" + _warning_box([reason], "failed", "<b>Failed</b>"))
+        skipped = str(reason).startswith(SKIPPED)
+        parts.append(f"<h3>{html.escape(m)}</h3>" + _warning_box([str(reason)[len(SKIPPED):] if skipped else reason],
+                                                                 "note" if skipped else "failed",
+                                                                 "<b>Skipped before fitting</b>" if skipped else "<b>Failed</b>"))
     return "".join(parts)
 
 
@@ -140,14 +144,39 @@ def _problem_section(metrics: dict, column_names) -> str:
         "unaligned components. R-hat is ArviZ's default <b>rank-normalised split R-hat</b> (Vehtari et al. 2021); on "
         "fully label-switched chains it reads about 1.8 where the classic split R-hat reads about 8.5.</p>"
     )
-    if metrics["failed"]:
-        intro = _warning_box([f"{m}: {e}" for m, e in metrics["failed"].items()], "failed",
-                             f"<b>Partial report: {len(metrics['failed'])} engine(s) failed</b> "
+    if prob.get("streamed"):
+        intro = _streamed_box(metrics) + intro
+    skipped = {m: e for m, e in metrics["failed"].items() if str(e).startswith(SKIPPED)}
+    failed = {m: e for m, e in metrics["failed"].items() if m not in skipped}
+    if skipped:
+        intro = _warning_box([f"{m}: {str(e)[len(SKIPPED):]}" for m, e in skipped.items()], "note",
+                             f"<b>{len(skipped)} engine(s) skipped before fitting</b> (metrics.json \"failed\", "
+                             "\"skipped: ...\")") + intro
+    if failed:
+        intro = _warning_box([f"{m}: {e}" for m, e in failed.items()], "failed",
+                             f"<b>Partial report: {len(failed)} engine(s) failed</b> "
                              "(the others are reported below; metrics.json \"failed\")") + intro
     warned = [f"{m}: {w}" for m, c in metrics["engines"].items() for w in (c.get("warnings") or [])]
     if warned:
         intro = _warning_box(warned, heading="<b>Engine warnings</b> (details per engine below)") + intro
     return intro
+
+
+def _streamed_box(metrics: dict) -> str:
+    """The top of a streamed report: the file stayed on disk, which engines read it, what is subsampled."""
+    from analysis.streamed import size_text
+
+    prob = metrics["problem"]
+    n, s = prob["num_samples"], prob["subsample_rows"]
+    why = (f"above the {size_text(prob['stream_threshold_bytes'])} threshold of --stream auto"
+           if prob["stream_mode"] == "auto" else f"--stream {prob['stream_mode']}")
+    rows = "all rows" if s == n else f"a seeded random subsample of {s:,} of the {n:,} rows"
+    return (f"<div class='note'><p><b>Streamed from disk</b>: the data file ({size_text(prob['data_bytes'])}, {why}) was "
+            f"never loaded into memory. Engines that ran, reading all {n:,} rows in passes: "
+            f"<b>{html.escape(', '.join(metrics['engines']))}</b> (map, svi and nuts need every row in memory). "
+            "Log-likelihood, BIC, cluster sizes and the degeneracy counts are of all rows; the figures, predictive "
+            f"checks and the NetCDF files' observed data use {rows} (metrics.json <code>problem.subsample_rows</code>)."
+            "</p></div>")
 
 
 def _scorecard_section(metrics: dict) -> str:
