@@ -77,10 +77,8 @@ def run_report(args, argv=None) -> dict:
         if k > stream.num_rows:
             raise ReportError(f"--num-components ({k}) exceeds the number of rows ({stream.num_rows}) in {stream.path.name}")
         progress(f"{stream.path.name}: {stream.num_rows:,} x {stream.num_features} {stream.dtype}, streamed from disk "
-                 f"({'--stream always' if args.stream == 'always' else 'above the --stream auto threshold'}); "
-                 "checking every value and drawing the row subsample")
-        stream = scan(stream, args.seed)
-        x = stream.subsample
+                 f"({'--stream always' if args.stream == 'always' else 'above the --stream auto threshold'})")
+        x = None
     elif args.data:
         x, column_names = load_data(args.data)
         k = args.num_components or 2
@@ -99,6 +97,10 @@ def run_report(args, argv=None) -> dict:
     # Identifiable from these rows, and affordable? (skips engines or refuses with the fix named; analysis.budget)
     plan = plan_report(args, methods, options, x, k, progress, streamed=stream)
     methods, options, args.skipped_engines = plan.methods, plan.options, plan.skipped
+    if stream is not None:  # after the cheap refusals: one pass over the file
+        progress("checking every value of the file and drawing the row subsample (one pass)")
+        stream = scan(stream, args.seed)
+        x = stream.subsample
 
     with atomic_output_dir(args.out, args.force) as tmp:
         metrics = _run_into(tmp, args, list(argv) if argv is not None else sys.argv[1:], methods, options, x, k,

@@ -144,14 +144,14 @@ def _problem_section(metrics: dict, column_names) -> str:
         "unaligned components. R-hat is ArviZ's default <b>rank-normalised split R-hat</b> (Vehtari et al. 2021); on "
         "fully label-switched chains it reads about 1.8 where the classic split R-hat reads about 8.5.</p>"
     )
-    if prob.get("streamed"):
-        intro = _streamed_box(metrics) + intro
     skipped = {m: e for m, e in metrics["failed"].items() if str(e).startswith(SKIPPED)}
     failed = {m: e for m, e in metrics["failed"].items() if m not in skipped}
     if skipped:
         intro = _warning_box([f"{m}: {str(e)[len(SKIPPED):]}" for m, e in skipped.items()], "note",
                              f"<b>{len(skipped)} engine(s) skipped before fitting</b> (metrics.json \"failed\", "
                              "\"skipped: ...\")") + intro
+    if prob.get("streamed"):
+        intro = _streamed_box(metrics) + intro
     if failed:
         intro = _warning_box([f"{m}: {e}" for m, e in failed.items()], "failed",
                              f"<b>Partial report: {len(failed)} engine(s) failed</b> "
