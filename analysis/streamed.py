@@ -83,7 +83,7 @@ class StreamedData:
 
 def stream_wanted(path, mode: str) -> bool:
     """Whether ``--data path`` with ``--stream mode`` streams: ``always`` (a .npy is required), ``never``,
-    or ``auto`` = a .npy file larger than ``STREAM_THRESHOLD_BYTES``. A missing file or a directory is
+    or ``auto`` = a 2-D .npy file larger than ``STREAM_THRESHOLD_BYTES``. A missing file or a directory is
     :func:`analysis.files.load_data`'s to report (False)."""
     if mode not in STREAM_MODES:
         raise ReportError(f"--stream must be one of {', '.join(STREAM_MODES)}, got {mode!r}")
@@ -96,7 +96,15 @@ def stream_wanted(path, mode: str) -> bool:
             raise ReportError(f"--stream always needs a .npy file; {path.name} is read as CSV, into memory "
                               "(save it with numpy.save to stream it)")
         return True
-    return is_npy and path.stat().st_size > STREAM_THRESHOLD_BYTES
+    if not is_npy or path.stat().st_size <= STREAM_THRESHOLD_BYTES:
+        return False
+    try:  # auto streams 2-D arrays only: a 1-D one (a column) and unreadable headers go to load_data as before
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return len(read(f)[0]) == 2
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def open_streamed(path, mode: str = "always") -> StreamedData:

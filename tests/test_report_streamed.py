@@ -129,6 +129,10 @@ def test_auto_streams_only_a_npy_above_the_threshold(tmp_path, monkeypatch):
     assert not streamed.stream_wanted(csv, "auto")
     monkeypatch.setattr(streamed, "STREAM_THRESHOLD_BYTES", size)
     assert not streamed.stream_wanted(path, "auto") and streamed.stream_wanted(path, "always")
+    column = tmp_path / "column.npy"  # 1-D: auto loads it as one column, as before
+    np.save(column, np.arange(1000.0))
+    monkeypatch.setattr(streamed, "STREAM_THRESHOLD_BYTES", 10)
+    assert not streamed.stream_wanted(column, "auto") and streamed.stream_wanted(path, "auto")
 
 
 def _bad_files(tmp_path):
