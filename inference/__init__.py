@@ -79,25 +79,31 @@ def valid_options(method: str) -> tuple:
 def with_degeneracy_check(result: FitResult, x, sample_weight=None) -> FitResult:
     """``result`` with ``info["degenerate_components"]`` (``inference.diagnostics.degenerate_components``
     of the point estimate; effective counts weighted by ``sample_weight``) and one line per such
-    component added to ``info["warnings"]``. Streamed fits (a path or chunks, no responsibilities in
-    memory) are not checked: ``info["degenerate_components"]`` is then None."""
+    component added to ``info["warnings"]``. A streamed EM fit (no responsibilities in memory) is checked
+    from its ``info["final_counts"]`` and ``info["data_covariance"]``; a result with neither is not
+    checked (``info["degenerate_components"]`` is then None)."""
     import dataclasses
 
     import numpy as np
 
     from .diagnostics import degenerate_components
 
-    responsibilities = np.asarray(result.responsibilities)
-    if result.info.get("streamed") or not hasattr(x, "shape") or responsibilities.shape[0] != np.shape(x)[0]:
-        return dataclasses.replace(result, info=dict(result.info, degenerate_components=None,
-                                                     warnings=list(result.info.get("warnings", []))))
-    if sample_weight is not None:
-        responsibilities = responsibilities * np.asarray(sample_weight, np.float64)[:, None]
     reg_covar = result.info.get("reg_covar") if result.method in ("em", "hard_em") else None
     covariance_type = result.info.get("covariance_type", "full")
-    degenerate = degenerate_components(result.params, np.asarray(x, np.float64), responsibilities, reg_covar,
-                                       full_covariance=covariance_type in ("full", "tied"))
+    full = covariance_type in ("full", "tied")
+    responsibilities = np.asarray(result.responsibilities)
     warnings = list(result.info.get("warnings", []))
+    if "final_counts" in result.info and "data_covariance" in result.info:
+        degenerate = degenerate_components(result.params, None, None, reg_covar, full_covariance=full,
+                                           counts=result.info["final_counts"],
+                                           data_covariance=result.info["data_covariance"])
+    elif not hasattr(x, "shape") or responsibilities.shape[0] != np.shape(x)[0]:
+        return dataclasses.replace(result, info=dict(result.info, degenerate_components=None, warnings=warnings))
+    else:
+        if sample_weight is not None:
+            responsibilities = responsibilities * np.asarray(sample_weight, np.float64)[:, None]
+        degenerate = degenerate_components(result.params, np.asarray(x, np.float64), responsibilities, reg_covar,
+                                           full_covariance=full)
     warnings += [f"component {d['component']} is degenerate: " + "; ".join(d["reasons"]) for d in degenerate]
     info = dict(result.info, degenerate_components=degenerate, warnings=warnings)
     return dataclasses.replace(result, info=info)

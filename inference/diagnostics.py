@@ -142,7 +142,7 @@ REG_COVAR_FACTOR = 10.0  # ... or whose smallest eigenvalue is within 10x of EM'
 
 
 def degenerate_components(params: GMMParams, x, responsibilities, reg_covar: float | None = None,
-                          full_covariance: bool = True) -> list:
+                          full_covariance: bool = True, *, counts=None, data_covariance=None) -> list:
     """Components that sit on a (near-)singular covariance, relative to the data's scale.
 
     A component is degenerate when it has fewer than D + 1 effective points (the responsibilities'
@@ -151,14 +151,22 @@ def degenerate_components(params: GMMParams, x, responsibilities, reg_covar: flo
     not), or, for EM, its smallest eigenvalue is within ``REG_COVAR_FACTOR`` of ``reg_covar`` (the
     floor EM adds: the points lie on a lower-dimensional set, e.g. a column with one repeated value).
 
+    ``counts`` (K,) and ``data_covariance`` (D, D), when given, replace the responsibilities' column sums
+    and ``np.cov(x)`` (a streamed fit has neither the rows nor the responsibilities in memory; EM returns
+    both in ``info``); ``x`` and ``responsibilities`` may then be None.
+
     Returns a list of ``{"component", "effective_count", "min_eigenvalue", "relative_min_eigenvalue",
     "reasons"}`` (empty: none).
     """
-    x = np.asarray(x, np.float64)
-    num_rows, num_features = x.shape
+    num_features = np.shape(params.means)[-1]
     covs = np.asarray(covariances(params), np.float64)
-    counts = np.asarray(responsibilities, np.float64).sum(axis=0)
-    data_cov = np.atleast_2d(np.cov(x, rowvar=False)) + np.eye(num_features) * 1e-12 * max(np.trace(np.atleast_2d(np.cov(x, rowvar=False))), 1e-300)
+    if counts is None:
+        counts = np.asarray(responsibilities, np.float64).sum(axis=0)
+    counts = np.asarray(counts, np.float64)
+    if data_covariance is None:
+        data_covariance = np.cov(np.asarray(x, np.float64), rowvar=False)
+    data_covariance = np.atleast_2d(np.asarray(data_covariance, np.float64))
+    data_cov = data_covariance + np.eye(num_features) * 1e-12 * max(np.trace(data_covariance), 1e-300)
     try:
         lower = np.linalg.cholesky(data_cov)
     except np.linalg.LinAlgError:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from typing import NamedTuple
 
@@ -45,7 +46,7 @@ from models.density import component_log_prob
 from models.params import GMMParams, to_numpy
 
 from .compiled_cache import remember_compiled
-from .init import INIT_METHODS, data_tril_pass, initialize_rows, stack_given_init
+from .init import INIT_METHODS, data_moments_pass, data_tril_pass, initialize_rows, stack_given_init
 from .result import FitResult
 from .rows import ChunkReader, Layout, NpyRows, RowData, check_sample_weight, data_pass, make_mesh, map_rows, rechunk
 from .stats import (
@@ -62,8 +63,10 @@ from .stats import (
 from .validate import check_choice, check_data, check_num_components, check_positive
 
 NUM_SNAPSHOTS = 8
-STREAM_BLOCK_ROWS = 1 << 16
-ROWS_LAST_MAX_WIDTH = 16  # F + K at or below which a chunk is laid out rows-last (_estep_chunk)  # rows per read of the host pre-pass over a streamed source
+STREAM_BLOCK_ROWS = 1 << 16  # rows per read of the host pre-pass over a streamed source
+READ_BYTES = 1 << 22  # ~bytes per host read of a streamed fold (a whole number of compute chunks)
+HOST_STREAM_BYTES = 1 << 28  # in-memory float arrays from 256 MiB on are streamed from host memory (_fit)
+ROWS_LAST_MAX_WIDTH = 16  # F + K at or below which a chunk is laid out rows-last (_estep_chunk)
 
 
 class EStepOut(NamedTuple):
@@ -230,15 +233,21 @@ def _final_rows(params: GMMParams, xc, hard: bool):
 
 
 def _final_ll_chunk(params, xc, wc, row0):
-    point_ll = logsumexp(component_log_prob(params, xc), axis=1)
-    return jnp.sum(jnp.where(wc > 0, wc * point_ll, 0.0))
+    """(weighted log-likelihood, weighted responsibility counts (K,)) of a chunk (rows not kept)."""
+    joint = component_log_prob(params, xc)
+    point_ll = logsumexp(joint, axis=1)
+    resp = jnp.exp(joint - point_ll[:, None]) * wc[:, None]
+    return jnp.sum(jnp.where(wc > 0, wc * point_ll, 0.0)), jnp.sum(jnp.where(wc[:, None] > 0, resp, 0.0), axis=0)
 
 
 def _em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout, num_components, init, hard,
                 covariance_type, max_iters, dtype):
     """Initialise (vmapped over keys unless ``given_init``), run EM per start, finish the best start."""
     dtype = jnp.dtype(dtype)
-    data_tril = data_tril_pass(layout, data, covariance_type, reg_covar, dtype)
+    moments = data_moments_pass(layout, data, dtype)
+    data_tril = data_tril_pass(layout, data, covariance_type, reg_covar, dtype, moments)
+    total, sum_x, sum_xx = moments  # rows are centred: the (unbiased, weighted) data covariance
+    data_cov = (sum_xx - jnp.outer(sum_x, sum_x) / total) / jnp.where(total > 1, total - 1, 1.0)
     if given_init is None:
         starts = jax.vmap(lambda k: initialize_rows(k, layout, data, num_components, init, covariance_type, reg_covar,
                                                     dtype, data_tril))(keys)
@@ -251,10 +260,12 @@ def _em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout,
     best_params = jax.tree.map(lambda a: a[best], states.params)
     if layout.streamed:
         resp = None
-        final_ll = data_pass(layout, data, _final_ll_chunk, jnp.zeros((), dtype), best_params)
+        final_ll, counts = data_pass(layout, data, _final_ll_chunk, (jnp.zeros((), dtype), jnp.zeros(num_components, dtype)),
+                                     best_params)
     else:
         resp, final_ll = map_rows(layout, data, lambda p, xc: _final_rows(p, xc, hard), best_params, num_components, dtype)
-    return states, best, resp, final_ll
+        counts = None
+    return states, best, resp, final_ll, counts, data_cov
 
 
 _COMPILED: dict = {}
@@ -297,6 +308,15 @@ class _Rows(NamedTuple):
     dtype: np.dtype
     reader: ChunkReader | None
     local_rows: int  # this process's real rows (multi-process: its own; else N)
+
+
+def _streams_from_memory(x) -> bool:
+    """A 2-D float numpy array of at least ``HOST_STREAM_BYTES`` (single process): EM reads it in place, a few
+    MiB per host read, instead of copying it (centred) to the devices. XLA's CPU runtime takes a host buffer
+    without a copy only when it is 64-byte aligned, which numpy's large arrays are not (16), so a device copy
+    would double the memory of a data set that fills it."""
+    return (isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype in (np.float32, np.float64)
+            and x.nbytes >= HOST_STREAM_BYTES and jax.process_count() == 1)
 
 
 def _is_streamed(x) -> bool:
@@ -376,6 +396,8 @@ def _source_blocks(x):
         if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
             raise ValueError(f"x must be a 2-D array of shape (num_samples, num_features), got shape {arr.shape} in {path!r}")
         return arr, (lambda: (arr[i : i + STREAM_BLOCK_ROWS] for i in range(0, arr.shape[0], STREAM_BLOCK_ROWS)))
+    if isinstance(x, np.ndarray):  # a large in-memory array, read in place (_streams_from_memory)
+        return x, (lambda: (x[i : i + STREAM_BLOCK_ROWS] for i in range(0, x.shape[0], STREAM_BLOCK_ROWS)))
     if callable(x):
         return x, x
     if iter(x) is x:
@@ -395,7 +417,10 @@ def _streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows:
     distinct: set = set()
     for item in blocks():
         xb, wb = item if isinstance(item, tuple) else (item, None)
-        xb = check_data(np.asarray(xb)[:, None] if np.ndim(xb) == 1 else xb)
+        try:
+            xb = check_data(np.asarray(xb)[:, None] if np.ndim(xb) == 1 else xb)
+        except ValueError as exc:  # name the row in the whole source, not in this block
+            raise ValueError(re.sub(r"first at row (\d+)", lambda m: f"first at row {int(m.group(1)) + num_rows}", str(exc))) from None
         if num_features is None:
             num_features, dtype = xb.shape[1], xb.dtype
             sum_x = np.zeros(num_features)
@@ -437,10 +462,13 @@ def _streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows:
     center = (sum_x / sum_w).astype(dtype)
     num_devices = mesh.devices.size
     chunk_size = int(chunk_size or default_chunk_size(num_rows, num_components, num_features))
-    chunks = -(-num_rows // chunk_size)
-    per_device = -(-chunks // num_devices)
-    layout = Layout(num_rows, num_features, chunk_size, mesh, streamed=True, chunks_per_device=per_device)
-    reader = ChunkReader(source, w, center, chunk_size, dtype, window=4 * num_devices + 4)
+    chunks_per_read = max(1, min(READ_BYTES // (chunk_size * num_features * np.dtype(dtype).itemsize),
+                                 -(-num_rows // (num_devices * chunk_size))))
+    read_rows = chunk_size * chunks_per_read
+    per_device = -(-(-(-num_rows // read_rows)) // num_devices)
+    layout = Layout(num_rows, num_features, chunk_size, mesh, streamed=True, chunks_per_device=per_device,
+                    chunks_per_read=chunks_per_read)
+    reader = ChunkReader(source, w, center, read_rows, dtype, window=4 * num_devices + 4)
     token = jax.device_put(np.int32(reader.token), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     return _Rows(layout, RowData(None, None, token), center, sum_w, dtype, reader, num_rows)
 
@@ -473,7 +501,7 @@ def _fit(
     if isinstance(init, GMMParams) and n_init != 1:
         raise ValueError(f"n_init must be 1 when init is a GMMParams, got {n_init}")
     device_mesh = make_mesh(devices, mesh)
-    streamed = _is_streamed(x)
+    streamed = _is_streamed(x) or _streams_from_memory(x)
     rows = (_streamed_rows if streamed else _in_memory_rows)(x, sample_weight, num_components, chunk_size, device_mesh)
     layout, dtype, center_np = rows.layout, rows.dtype, rows.center
     num_components = int(num_components)
@@ -489,10 +517,10 @@ def _fit(
     run_start = time.perf_counter()
     if rows.reader is not None:
         with rows.reader:
-            state, best, resp, final_ll = compiled(keys, given, rows.data, total_arr, tol_arr, reg_arr)
-            state, best, final_ll = jax.block_until_ready((state, best, final_ll))
+            state, best, resp, final_ll, counts, data_cov = compiled(keys, given, rows.data, total_arr, tol_arr, reg_arr)
+            state, best, final_ll, counts = jax.block_until_ready((state, best, final_ll, counts))
     else:
-        state, best, resp, final_ll = compiled(keys, given, rows.data, total_arr, tol_arr, reg_arr)
+        state, best, resp, final_ll, counts, data_cov = compiled(keys, given, rows.data, total_arr, tol_arr, reg_arr)
     best = int(best)
     final_ll = float(final_ll)
     start_ll = np.asarray(state.curr_ll)
@@ -542,13 +570,17 @@ def _fit(
         "weighted": sample_weight is not None or (rows.reader is not None and rows.reader.weights is not None),
         "num_devices": layout.num_devices,
         "streamed": streamed,
+        "source": ("host memory, read in place" if isinstance(x, np.ndarray) and streamed
+                   else "streamed" if streamed else "device arrays"),
         "compile_seconds": compile_seconds,
         "run_seconds": run_seconds,
         "snapshots": history,
         "snapshot_iters": snapshot_iters,
         ("empty_cluster_events" if hard else "collapsed_components"): int(np.asarray(state.events[best])),
     }
+    info["data_covariance"] = np.asarray(data_cov)
     if streamed:
+        info["final_counts"] = np.asarray(counts)
         info["responsibilities"] = ("not materialised for streamed data (responsibilities has 0 rows): for rows "
                                     "x[a:b] use models.responsibilities(result.params, x[a:b])")
     return FitResult(
@@ -579,6 +611,14 @@ def fit_em(key, x, num_components: int, **options) -> FitResult:
     init : "kmeans++" (default) | "random_from_data" | "kmeans" | a GMMParams.
     n_init : restarts (vmapped), the best final log-likelihood is kept (default 1).
     chunk_size : rows per E-step chunk (default: automatic).
+    sample_weight : (N,) non-negative row weights (a row of weight w counts as w copies).
+    devices, mesh : the devices EM shards its rows over (default: every device JAX sees).
+
+    ``x`` may also be a path to a ``.npy`` file or a callable returning an iterator of row chunks: EM then
+    streams the rows (memory bounded by a few MiB of read buffers), as it does for a float numpy array of
+    256 MiB or more (``HOST_STREAM_BYTES``), read in place. Streamed fits do not materialise the (N, K)
+    responsibilities (``responsibilities`` has 0 rows; ``info["responsibilities"]`` says how to get them)
+    and give ``info["final_counts"]`` (K,), the weighted responsibility sums at the final parameters.
 
     Returns
     -------

@@ -52,11 +52,16 @@ def _weighted_sums(args, xc, wc, row0):
     return wc.sum(), wc @ xc, (xc * wc[:, None]).T @ xc
 
 
-def data_tril_pass(layout: Layout, data: RowData, covariance_type: str, reg_covar, dtype):
-    """Cholesky factor of the whole (weighted) data's covariance, one pass."""
+def data_moments_pass(layout: Layout, data: RowData, dtype):
+    """(sum w, sum w x (D,), sum w x x^T (D, D)) of every row, one pass."""
     d = layout.num_features
     zero = (jnp.zeros((), dtype), jnp.zeros(d, dtype), jnp.zeros((d, d), dtype))
-    total, sum_x, sum_xx = data_pass(layout, data, _weighted_sums, zero, ())
+    return data_pass(layout, data, _weighted_sums, zero, ())
+
+
+def data_tril_pass(layout: Layout, data: RowData, covariance_type: str, reg_covar, dtype, moments=None):
+    """Cholesky factor of the whole (weighted) data's covariance, one pass (none if ``moments`` are given)."""
+    total, sum_x, sum_xx = data_moments_pass(layout, data, dtype) if moments is None else moments
     return covariance_tril_from_sums(total, sum_x, sum_xx, covariance_type, reg_covar)
 
 

@@ -47,7 +47,9 @@ class Layout:
     mesh : 1-D device mesh over axis ``"rows"``; None = plain arrays, no ``shard_map`` (used by
         ``inference.init.initialize`` for the NumPyro engines).
     streamed : rows read from a host reader (``RowData.token``) instead of device arrays.
-    chunks_per_device : streamed only.
+    chunks_per_device : streamed only: host reads per device and pass.
+    chunks_per_read : streamed only: compute chunks per host read (one read = chunks_per_read *
+        chunk_size rows, so that the callbacks' overhead is paid per few MiB, not per chunk).
     """
 
     num_rows: int
@@ -56,6 +58,11 @@ class Layout:
     mesh: Any = None
     streamed: bool = False
     chunks_per_device: int = 0
+    chunks_per_read: int = 1
+
+    @property
+    def read_rows(self) -> int:
+        return self.chunk_size * self.chunks_per_read
 
     @property
     def num_devices(self) -> int:
@@ -64,7 +71,7 @@ class Layout:
     @property
     def padded_rows(self) -> int:
         if self.streamed:
-            return self.num_devices * self.chunks_per_device * self.chunk_size
+            return self.num_devices * self.chunks_per_device * self.read_rows
         return -(-self.num_rows // self.num_devices) * self.num_devices
 
     @property
@@ -133,8 +140,16 @@ def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, t
 
         def body(acc, i):
             g = i * layout.num_devices + device
-            xc, wc = read_chunk(layout, token, g, dtype)
-            return merge(acc, chunk_fn(args, xc, wc, g * cs)), None
+            xb, wb = read_chunk(layout, token, g, dtype)  # (read_rows, D), (read_rows,)
+
+            def inner(acc, j):
+                xc = jax.lax.dynamic_slice_in_dim(xb, j * cs, cs)
+                wc = jax.lax.dynamic_slice_in_dim(wb, j * cs, cs)
+                return merge(acc, chunk_fn(args, xc, wc, g * layout.read_rows + j * cs)), None
+
+            if layout.chunks_per_read == 1:
+                return inner(acc, 0)
+            return jax.lax.scan(inner, acc, jnp.arange(layout.chunks_per_read))
 
         acc, _ = jax.lax.scan(body, zero, jnp.arange(layout.chunks_per_device))
         return acc
@@ -229,9 +244,9 @@ _NEXT_TOKEN = itertools.count(1)
 
 
 def read_chunk(layout: Layout, token, g, dtype):
-    """Global chunk ``g`` (chunk_size rows, zero-padded, weight 0 beyond the data) from the host."""
-    shapes = (jax.ShapeDtypeStruct((layout.chunk_size, layout.num_features), dtype),
-              jax.ShapeDtypeStruct((layout.chunk_size,), dtype))
+    """Global read ``g`` (``layout.read_rows`` rows, zero-padded, weight 0 beyond the data) from the host."""
+    shapes = (jax.ShapeDtypeStruct((layout.read_rows, layout.num_features), dtype),
+              jax.ShapeDtypeStruct((layout.read_rows,), dtype))
     return jax.pure_callback(_read_callback, shapes, token, g)
 
 

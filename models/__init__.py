@@ -8,11 +8,27 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from .alignment import align, component_cost, match_components, mean_of_draws, relabel_draws  # noqa: E402
 from .density import component_log_prob, gaussian_kl, log_likelihood, pointwise_log_likelihood, responsibilities  # noqa: E402
-from .gmm import gmm_model, log_prior, params_from_sites, sample, sites_from_params  # noqa: E402
 from .params import GMMParams, covariances, from_covariances, permute, to_numpy, validate_params  # noqa: E402
-from .predictive import sample_posterior_predictive, sample_prior  # noqa: E402
+
+# The NumPyro model (numpyro, funsor) and the alignment (scipy) load on first use: EM needs neither, and
+# they are ~50 MB of a process whose memory is the data's (issue 11's budget).
+_LAZY = {
+    "align": "alignment", "component_cost": "alignment", "match_components": "alignment",
+    "mean_of_draws": "alignment", "relabel_draws": "alignment",
+    "gmm_model": "gmm", "log_prior": "gmm", "params_from_sites": "gmm", "sample": "gmm", "sites_from_params": "gmm",
+    "sample_posterior_predictive": "predictive", "sample_prior": "predictive",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
 
 __all__ = [
     "GMMParams",

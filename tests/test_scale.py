@@ -248,3 +248,45 @@ def test_two_process_jax_distributed_equals_one_process(tmp_path):
     np.testing.assert_allclose(two["log_likelihood"], one["log_likelihood"], rtol=1e-10)
     np.testing.assert_allclose(two["means"], one["means"], rtol=1e-10)
     np.testing.assert_allclose(two["weights"], one["weights"], rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- large in-memory arrays, read in place
+
+
+def test_large_array_is_read_in_place_and_equals_the_device_fit(rng, monkeypatch):
+    """Arrays of HOST_STREAM_BYTES or more are streamed from host memory (no device copy): same fit, no
+    (N, K) responsibilities, final counts and data covariance in info, degeneracy still checked."""
+    import inference.em as em
+
+    x = three_blobs(rng)
+    device = fit("em", jax.random.PRNGKey(0), x, 3, tol=0.0, max_iters=15, chunk_size=64)
+    monkeypatch.setattr(em, "HOST_STREAM_BYTES", 0)
+    in_place = fit("em", jax.random.PRNGKey(0), x, 3, tol=0.0, max_iters=15, chunk_size=64)
+    assert device.info["source"] == "device arrays" and in_place.info["source"] == "host memory, read in place"
+    assert_same_fit(in_place, device)
+    assert in_place.responsibilities.shape == (0, 3)
+    np.testing.assert_allclose(in_place.info["final_counts"], device.responsibilities.sum(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(in_place.info["data_covariance"], np.cov(x, rowvar=False), rtol=1e-12)
+    np.testing.assert_allclose(device.info["data_covariance"], np.cov(x, rowvar=False), rtol=1e-12)
+    assert in_place.info["degenerate_components"] == device.info["degenerate_components"] == []
+
+
+def test_streamed_degenerate_component_is_flagged_from_counts(rng, monkeypatch):
+    """A component on 2 of 300 rows (< D + 1 effective points) is flagged without the responsibilities."""
+    import inference.em as em
+
+    x = np.concatenate([rng.normal(size=(298, 3)), [[50.0, 50.0, 50.0], [50.1, 50.0, 50.2]]])
+    start = models.from_covariances([0.5, 0.5], [[0.0, 0.0, 0.0], [50.0, 50.0, 50.1]], [np.eye(3), np.eye(3)])
+    monkeypatch.setattr(em, "HOST_STREAM_BYTES", 0)
+    res = fit("em", jax.random.PRNGKey(0), x, 2, init=start, max_iters=50)
+    assert res.info["streamed"] and res.responsibilities.shape[0] == 0
+    flagged = {d["component"]: d for d in res.info["degenerate_components"]}
+    assert 1 in flagged and flagged[1]["effective_count"] == pytest.approx(2.0, abs=1e-6)
+
+
+def test_streamed_nan_names_the_row_in_the_whole_file(tmp_path):
+    x = np.random.default_rng(0).normal(size=(70_000, 2))
+    x[69_000, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    with pytest.raises(ValueError, match="first at row 69000"):
+        fit_em(jax.random.PRNGKey(0), str(tmp_path / "x.npy"), 2)
