@@ -10,9 +10,11 @@ user set XLA_FLAGS) and EM shards its rows over all of them.
 All engines run ``iters`` iterations with tol = 0 from identical initial parameters. Ours and gmmx are
 timed after a warm-up call (compile excluded) as (time of 2*iters - time of iters) / iters; sklearn and
 pomegranate on their own ``fit`` of ``iters`` iterations. The roofline prints, per shape, the FLOPs and
-bytes of one iteration (full covariances: E-step whitening GEMM 2NKD^2, second moments 2NKD^2, the rest
-~ 10NKD) against this machine's GEMM rate and read bandwidth measured in the same run.
-``--memory`` adds peak resident memory of EM at N = 1e7, D = 8, K = 8 in memory and streamed (subprocesses).
+bytes of one iteration of OUR algorithm (full covariances, quadratic features F = D(D+1)/2 + D + 1: the log
+joint GEMM 2NKF and the statistics GEMM 2NKF; the rest ~ N D(D+1)/2 feature products + ~25 NK for the
+max / exp / sums) against this machine's GEMM rate and read bandwidth measured in the same run.
+``--memory`` adds peak resident memory of EM at N = 1e7, D = 8, K = 8 in memory and streamed from a .npy
+(subprocesses), each with glibc's default malloc arenas and with ``MALLOC_ARENA_MAX=2``.
 """
 
 from __future__ import annotations
@@ -84,9 +86,10 @@ def _timed(f):
 
 
 def iteration_cost(n, d, k, itemsize):
-    """(GEMM FLOPs, other FLOPs, bytes read) of one full-covariance EM iteration."""
-    gemm = 2 * n * k * d * d * 2 + 2 * n * k * d  # whitening + second moments + first moments
-    other = 10 * n * k * d + 20 * n * k  # centring, squares, sums, exp/log (counted as ~20 flops)
+    """(GEMM FLOPs, other FLOPs, bytes read) of one full-covariance EM iteration (quadratic features)."""
+    width = d * (d + 1) // 2 + d + 1
+    gemm = 2 * n * k * width * 2  # log joint + sufficient statistics
+    other = n * d * (d + 1) // 2 + 25 * n * k  # feature products; max, exp (~20 flops), sums, weights
     return gemm, other, n * d * itemsize
 
 
@@ -206,7 +209,7 @@ else:
     res = fit_em(jax.random.PRNGKey(0), sys.argv[2], k, max_iters=3, tol=0.0)
 peak = hwm()
 print(f"{sys.argv[1]}: peak RSS {peak:.0f} MB (before the fit {base:.0f} MB), data {n * d * 8 / 1e6:.0f} MB, "
-      f"{res.info['num_devices']} device(s), {res.seconds:.1f} s for 3 iterations")
+      f"{res.info['num_devices']} device(s), rows from {res.info['source']}, {res.seconds:.1f} s for 3 iterations")
 """
     import tempfile
 
@@ -217,10 +220,18 @@ print(f"{sys.argv[1]}: peak RSS {peak:.0f} MB (before the fit {base:.0f} MB), da
         arr[i : i + 1_000_000] = rng.normal(size=(1_000_000, 8)) + (i < 5_000_000) * 4.0
     arr.flush()
     del arr
+    data_mb = 10_000_000 * 8 * 8 / 1e6
+    print(f"memory target (issue 11): in memory <= 1.5 x data + 300 MB = {1.5 * data_mb + 300:.0f} MB; "
+          f"streamed <= 300 MB + the read buffers")
     for kind in ("memory", "streamed"):
-        out = subprocess.run([sys.executable, "-c", code, kind, path], capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        print(out.stdout.strip() or out.stderr[-2000:])
+        for arenas in (None, "2"):
+            env = dict(os.environ)
+            if arenas:
+                env["MALLOC_ARENA_MAX"] = arenas
+            out = subprocess.run([sys.executable, "-c", code, kind, path], capture_output=True, text=True, env=env,
+                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            label = "glibc default arenas" if arenas is None else f"MALLOC_ARENA_MAX={arenas}"
+            print(f"[{label}] " + (out.stdout.strip() or out.stderr[-2000:]))
     os.remove(path)
 
 
