@@ -363,7 +363,8 @@ def _in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows
     center = (sum_x / sum_w).astype(dtype)
     num_devices = mesh.devices.size
     local_devices = max(1, num_devices // jax.process_count())
-    chunk_size = int(chunk_size or default_chunk_size(-(-max_local // local_devices), num_components, num_features))
+    chunk_size = int(chunk_size or default_chunk_size(-(-max_local // local_devices), num_components, num_features,
+                                                       np.dtype(dtype).itemsize))
     layout = Layout(global_rows, num_features, chunk_size, mesh)
     sharding = layout.sharding
     weights = np.ones(num_rows, dtype) if w is None else w
@@ -461,7 +462,7 @@ def _streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows:
         raise ValueError(f"x has only {len(distinct)} distinct rows (among its leading rows), fewer than num_components ({num_components})")
     center = (sum_x / sum_w).astype(dtype)
     num_devices = mesh.devices.size
-    chunk_size = int(chunk_size or default_chunk_size(num_rows, num_components, num_features))
+    chunk_size = int(chunk_size or default_chunk_size(num_rows, num_components, num_features, np.dtype(dtype).itemsize))
     chunks_per_read = max(1, min(READ_BYTES // (chunk_size * num_features * np.dtype(dtype).itemsize),
                                  -(-num_rows // (num_devices * chunk_size))))
     read_rows = chunk_size * chunks_per_read

@@ -129,17 +129,17 @@ def scan_chunks(step: Callable, carry, x, chunk_size: int):
     return carry
 
 
-def default_chunk_size(num_rows: int, num_components: int, num_features: int) -> int:
+def default_chunk_size(num_rows: int, num_components: int, num_features: int, itemsize: int = 8) -> int:
     """Rows per chunk: the chunk's features and log joint, c * (F + K) numbers with F =
-    D(D+1)/2 + D + 1 (:func:`quadratic_features`), fill ~1 MiB of doubles (a power of two, 512 <= c <=
-    65536).
+    D(D+1)/2 + D + 1 (:func:`quadratic_features`), fill at most ~512 KiB (the largest power of two, 512 <=
+    c <= 65536).
 
-    Measured on the 2-core benchmark machine (ms per EM iteration for c = 512 .. 8192): per-chunk
-    overhead of XLA's CPU runtime favours big chunks when F + K is small ((1e6, 2, 4): best 8192), the
-    cache favours small ones when it is large ((1e6, 8, 8): 2048; (2e5, 16, 8): 1024).
+    Measured on the 2-core benchmark machine (ms per EM iteration, float64): (1e6, 2, 4): 17.6 / 12.1 / 15.5
+    at c = 2048 / 4096 / 8192; (1e6, 8, 8): 52-54 at 1024 and 2048, 70 at 4096; (2e5, 16, 8): 29 at 512 and
+    1024, 36 at 2048. Per-chunk overhead of XLA's CPU runtime favours big chunks, the cache small ones.
     """
     width = num_features * (num_features + 1) // 2 + num_features + 1 + num_components
-    target = 2 ** round(math.log2((1 << 17) / width))
+    target = 2 ** math.floor(math.log2(max(1.0, (1 << 19) / (width * itemsize))))
     return int(min(num_rows, min(65536, max(512, target))))
 
 
