@@ -15,6 +15,7 @@ Imports: numpy, scipy.stats, ``models``, the seeded keys of ``analysis.sweeps.co
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 from scipy import stats
 
@@ -49,18 +50,54 @@ def _thinned_draws(result, count: int) -> GMMParams:
 def posterior_predictive(key, result, num_rows: int) -> np.ndarray:
     """Replicated data (S, N, D) from ``result``: one data set per thinned posterior draw (or per
     replicate of a point estimate), S = ``num_replicates``."""
+    return np.concatenate(list(posterior_predictive_batches(key, result, num_rows)))
+
+
+def _batch_size(num_rows: int, num_features: int) -> int:
+    """Replicated data sets drawn at once: as many as fit in ``MAX_ELEMENTS`` numbers (at least one)."""
+    return max(1, MAX_ELEMENTS // max(1, num_rows * num_features))
+
+
+def posterior_predictive_batches(key, result, num_rows: int):
+    """:func:`posterior_predictive` in batches of at most ``MAX_ELEMENTS`` numbers (one batch, with
+    ``key`` itself, whenever all S replicates fit: small data get exactly the same draws), so that
+    large N x D never holds S full-size replicates at once (S >= 10: 10 x the data, and more in
+    temporaries, measured at 5.4 GB peak for a 64 MB file before batching)."""
     count = num_replicates(num_rows, np.shape(result.params.means)[-1])
-    x_rep, _ = models.sample_posterior_predictive(key, _thinned_draws(result, count), num_rows)
-    return np.asarray(x_rep)
+    draws = _thinned_draws(result, count)
+    total = draws.weights.shape[0]
+    batch = _batch_size(num_rows, np.shape(result.params.means)[-1])
+    if batch >= total:
+        yield np.asarray(models.sample_posterior_predictive(key, draws, num_rows)[0])
+        return
+    for start in range(0, total, batch):
+        part = GMMParams(*(a[start : start + batch] for a in draws))
+        yield np.asarray(models.sample_posterior_predictive(jax.random.fold_in(key, start), part, num_rows)[0])
 
 
-def prior_predictive(key, prior: dict, num_rows: int, num_features: int, num_components: int):
+def prior_predictive(key, prior: dict, num_rows: int, num_features: int, num_components: int,
+                     max_kept: int | None = None):
     """(prior parameter draws GMMParams (S, ...), prior predictive data (S, N, D)) from the prior
-    actually used (``FitResult.info["prior"]``, data units)."""
+    actually used (``FitResult.info["prior"]``, data units). ``max_kept``: keep only the first that many
+    data sets (drawn in batches of ``MAX_ELEMENTS`` numbers when all S would not fit; one draw with
+    ``key`` itself otherwise, as without it)."""
     kwargs = {k: np.asarray(v, np.float64) for k, v in prior.items() if k in PRIOR_KEYS}
     count = num_replicates(num_rows, num_features)
-    params, x_rep, _ = models.sample_prior(key, count, num_rows, num_features, num_components, **kwargs)
-    return models.to_numpy(params), np.asarray(x_rep)
+    batch = _batch_size(num_rows, num_features)
+    if max_kept is None or batch >= count:
+        params, x_rep, _ = models.sample_prior(key, count, num_rows, num_features, num_components, **kwargs)
+        x_rep = np.asarray(x_rep)
+        return models.to_numpy(params), (x_rep if max_kept is None else x_rep[:max_kept])
+    params, kept = [], []
+    for start in range(0, count, batch):
+        size = min(batch, count - start)
+        part, x_rep, _ = models.sample_prior(jax.random.fold_in(key, start), size, num_rows, num_features,
+                                             num_components, **kwargs)
+        params.append(models.to_numpy(part))
+        have = sum(len(a) for a in kept)
+        if have < max_kept:
+            kept.append(np.asarray(x_rep)[: max_kept - have])
+    return GMMParams(*(np.concatenate(a) for a in zip(*params))), np.concatenate(kept)
 
 
 def test_statistics(x) -> dict:
@@ -80,7 +117,11 @@ def test_statistics(x) -> dict:
 def predictive_p_values(x, x_rep) -> dict:
     """``{statistic: (D,)}`` posterior predictive p-values ``P(T(x_rep) >= T(x))`` (ties count half),
     for observed ``x`` (N, D) and replicates ``x_rep`` (S, N, D)."""
-    observed, replicated = test_statistics(x), test_statistics(x_rep)
+    return p_values_from_statistics(test_statistics(x), test_statistics(x_rep))
+
+
+def p_values_from_statistics(observed: dict, replicated: dict) -> dict:
+    """:func:`predictive_p_values` from the statistics: observed ``{name: (D,)}``, replicated ``{name: (S, D)}``."""
     out = {}
     for name in STATISTICS:
         t_obs, t_rep = observed[name], replicated[name]
@@ -107,16 +148,23 @@ def predictive_checks(seed: int, results: dict, x) -> tuple[dict, dict]:
     """
     x = np.asarray(x, np.float64)
     n, d = x.shape
+    observed = test_statistics(x)
     draws, p_values = {}, {}
     for i, (method, result) in enumerate(results.items()):
-        x_rep = posterior_predictive(rng_key(seed, 7, i, 0), result, n)
-        p_values[method] = {k: np.asarray(v).tolist() for k, v in predictive_p_values(x, x_rep).items()}
-        keep = stored_count(n, d, x_rep.shape[0])
-        entry = {"x_rep": x_rep[:keep], "prior_params": None, "x_prior": None}
+        statistics, stored = [], []
+        keep = stored_count(n, d, num_replicates(n, d))
+        for x_rep in posterior_predictive_batches(rng_key(seed, 7, i, 0), result, n):
+            statistics.append(test_statistics(x_rep))
+            have = sum(len(a) for a in stored)
+            if have < keep:
+                stored.append(x_rep[: keep - have])
+        replicated = {name: np.concatenate([t[name] for t in statistics]) for name in STATISTICS}
+        p_values[method] = {k: np.asarray(v).tolist() for k, v in p_values_from_statistics(observed, replicated).items()}
+        entry = {"x_rep": np.concatenate(stored), "prior_params": None, "x_prior": None}
         prior = result.info.get("prior")
         if method in BAYESIAN_METHODS and prior:
-            params, x_prior = prior_predictive(rng_key(seed, 7, i, 1), prior, n, d, result.num_components)
-            keep = stored_count(n, d, x_prior.shape[0])
-            entry.update(prior_params=params, x_prior=x_prior[:keep])
+            keep = stored_count(n, d, num_replicates(n, d))
+            params, x_prior = prior_predictive(rng_key(seed, 7, i, 1), prior, n, d, result.num_components, max_kept=keep)
+            entry.update(prior_params=params, x_prior=x_prior)
         draws[method] = entry
     return draws, p_values

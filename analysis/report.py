@@ -29,6 +29,7 @@ first); JAX, matplotlib, ``models``, ``inference``, ``analysis.arviz_io`` / ``pl
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -262,6 +263,12 @@ def _fit_engines(root, x, k, methods, options, progress, shape=None) -> tuple[di
             failed[method] = one_line(exc)
             progress(f"    {method} failed: {failed[method]}")
             continue
+        if shape is None and np.shape(r.responsibilities)[0] != n:
+            # EM reads an in-memory array of >= 256 MiB in place and leaves the (N, K) responsibilities
+            # to the caller (inference.em.HOST_STREAM_BYTES); the report's figures and scores need them
+            from models.density import responsibilities
+
+            r = dataclasses.replace(r, responsibilities=np.asarray(responsibilities(r.params, x)))
         results[method] = r
         comp = r.info.get("compile_seconds")
         split = f" (compile {comp:.1f}s, run {r.info.get('run_seconds', float('nan')):.1f}s)" if comp is not None else ""

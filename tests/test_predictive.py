@@ -48,3 +48,28 @@ def test_ppc_figure_with_fewer_stored_replicates_than_drawn_lines():
     idata = arviz_io.add_groups(arviz_io.to_inference_data(result, x), arviz_io.predictive_groups(x_rep))
     fig = arviz_io.plot_ppc(idata, title="em", num_draws=50)
     assert len([ax for ax in fig.axes if ax.has_data()]) == 2
+
+
+def test_large_data_replicates_are_drawn_in_batches_with_the_same_checks(monkeypatch):
+    """Above MAX_ELEMENTS numbers the replicates are drawn a batch at a time (never S full-size data sets
+    at once): the p-values are those of all the replicates, the stored ones their first, the prior keeps
+    every parameter draw."""
+    import analysis.predictive as predictive
+    from analysis.sweeps.common import key as rng_key
+
+    x, _ = models.sample(jax.random.PRNGKey(0), models.seed_problem(), 150)
+    x = np.asarray(x)
+    result = fit("map", jax.random.PRNGKey(1), x, 2)
+    monkeypatch.setattr(predictive, "MAX_ELEMENTS", 4 * 150 * 2)  # S = 10 replicates, 4 per batch
+    monkeypatch.setattr(predictive, "STORED_ELEMENTS", 6 * 150 * 2)  # 6 stored: across two batches
+    assert predictive.num_replicates(150, 2) == 10 and predictive._batch_size(150, 2) == 4
+    batches = list(predictive.posterior_predictive_batches(rng_key(5, 7, 0, 0), result, 150))
+    assert [b.shape[0] for b in batches] == [4, 4, 2]
+    every = np.concatenate(batches)
+    draws, p_values = predictive.predictive_checks(5, {"map": result}, x)
+    want = predictive.predictive_p_values(x, every)
+    for name in predictive.STATISTICS:
+        np.testing.assert_array_equal(p_values["map"][name], want[name])
+    np.testing.assert_array_equal(draws["map"]["x_rep"], every[:6])
+    assert draws["map"]["x_prior"].shape == (6, 150, 2) and draws["map"]["prior_params"].means.shape == (10, 2, 2)
+    assert len({float(b[0, 0, 0]) for b in batches}) == 3  # each batch its own key

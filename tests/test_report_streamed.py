@@ -248,3 +248,22 @@ def test_streamed_report_memory_is_bounded(tmp_path):
     assert metrics["problem"]["streamed"] and metrics["problem"]["num_samples"] == 3_000_000
     assert metrics["problem"]["subsample_rows"] == streamed.SUBSAMPLE_ROWS
     assert sum(metrics["engines"]["em"]["cluster_sizes"]) == 3_000_000
+
+
+def test_report_fills_responsibilities_em_left_for_a_large_in_memory_array(monkeypatch):
+    """EM reads an in-memory array of >= HOST_STREAM_BYTES in place without (N, K) responsibilities; the
+    report's pipeline computes them from the fitted parameters (models.responsibilities)."""
+    import jax
+    import numpy as np
+
+    import inference.em as em
+    import models
+    from analysis.report import _fit_engines
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(200, 2)) + 4, rng.normal(size=(200, 2))])
+    monkeypatch.setattr(em, "HOST_STREAM_BYTES", 0)
+    results, failed = _fit_engines(jax.random.PRNGKey(0), x, 2, ["em"], {"em": {}}, lambda *a, **k: None)
+    assert not failed and results["em"].info["source"] == "host memory, read in place"
+    np.testing.assert_allclose(results["em"].responsibilities, models.responsibilities(results["em"].params, x), atol=1e-12)
+    assert results["em"].responsibilities.shape == (400, 2)
