@@ -14,8 +14,8 @@ When ``--data FILE.npy`` streams (``--stream always``, or ``auto`` with the file
 * :func:`subsample_view` gives a streamed FitResult the responsibilities of the subsample rows, so the
   alignment, predictive checks, InferenceData and figures run unchanged on the subsample;
 * :func:`score_pass` reads the file once more with every engine's aligned estimate: the total
-  log-likelihood, BIC and cluster sizes of all N rows, and the effective counts behind the degeneracy
-  check (whose data covariance comes from the subsample).
+  log-likelihood, BIC and cluster sizes of all N rows (the degeneracy check is ``inference.fit``'s, from
+  EM's own final pass over all rows and the data's exact covariance).
 
 Imports: the standard library, numpy and :mod:`analysis.errors` at module level; JAX and ``models``
 inside :func:`subsample_view` and :func:`score_pass` (the command line sets XLA flags first).
@@ -268,22 +268,21 @@ def _block_scores_fn():
         point = logsumexp(joint, axis=1)
         w = valid.astype(joint.dtype)
         hard = jax.nn.one_hot(jnp.argmax(joint, axis=1), joint.shape[1], dtype=joint.dtype)
-        soft = jnp.exp(joint - point[:, None])
-        return jnp.sum(jnp.where(valid, point, 0.0)), w @ hard, w @ soft
+        return jnp.sum(jnp.where(valid, point, 0.0)), w @ hard
 
     return scores
 
 
 def score_pass(data: StreamedData, results: dict) -> dict:
     """One pass over the file with every (aligned) result's point estimate:
-    ``{method: {"log_likelihood": total over all rows, "hard_counts": (K,), "soft_counts": (K,)}}``.
+    ``{method: {"log_likelihood": total over all rows, "hard_counts": (K,)}}``.
     Blocks are padded to ``BLOCK_ROWS`` (one compiled program whatever N)."""
     from models.params import to_numpy
 
     scores = _block_scores_fn()
     params = {m: to_numpy(r.params) for m, r in results.items()}
     k = {m: int(np.shape(p.weights)[-1]) for m, p in params.items()}
-    out = {m: {"log_likelihood": 0.0, "hard_counts": np.zeros(k[m]), "soft_counts": np.zeros(k[m])} for m in results}
+    out = {m: {"log_likelihood": 0.0, "hard_counts": np.zeros(k[m])} for m in results}
     padded = np.zeros((BLOCK_ROWS, data.num_features))
     valid = np.zeros(BLOCK_ROWS, bool)
     for _, block in _blocks(data):
@@ -293,37 +292,28 @@ def score_pass(data: StreamedData, results: dict) -> dict:
         valid[:] = False
         valid[:m_rows] = True
         for m in results:
-            ll, hard, soft = scores(params[m], padded, valid)
+            ll, hard = scores(params[m], padded, valid)
             acc = out[m]
             acc["log_likelihood"] += float(ll)
             acc["hard_counts"] += np.asarray(hard)
-            acc["soft_counts"] += np.asarray(soft)
     return out
 
 
 def apply_scores(data: StreamedData, aligned: dict, cards: dict, scores: dict, k: int) -> None:
     """Put the full-data numbers of :func:`score_pass` into the scorecards (log-likelihood, per row, BIC,
-    cluster sizes) and run the degeneracy check of ``inference.fit`` with the full-data effective counts
-    (hard counts for hard EM) and the subsample's covariance as the data's scale; in place."""
+    cluster sizes); in place. The degeneracy check needs no pass here: ``inference.fit`` ran it on the
+    streamed fit from EM's own final pass over all rows (``info["final_counts"]``, ``info["data_covariance"]``)."""
     from analysis.metrics import engine_notes
     from analysis.score import bic
-    from inference.diagnostics import degenerate_components
 
     n, d = data.shape
-    for m, a in list(aligned.items()):
+    for m, a in aligned.items():
         s = scores[m]
         cov_type = a.info.get("covariance_type", "full")
-        counts = s["hard_counts"] if m == "hard_em" else s["soft_counts"]
-        reg_covar = a.info.get("reg_covar") if m in ("em", "hard_em") else None
-        degenerate = degenerate_components(a.params, data.subsample, counts[None, :], reg_covar,
-                                           full_covariance=cov_type in ("full", "tied"))
-        warnings = list(a.info.get("warnings") or [])
-        warnings += [f"component {g['component']} is degenerate: " + "; ".join(g["reasons"]) for g in degenerate]
-        aligned[m] = dataclasses.replace(a, info=dict(a.info, degenerate_components=degenerate, warnings=warnings))
         cards[m].update(
             log_likelihood=s["log_likelihood"],
             log_likelihood_per_obs=s["log_likelihood"] / n,
             bic=bic(s["log_likelihood"], n, k, d, cov_type),
             cluster_sizes=np.rint(s["hard_counts"]).astype(int).tolist(),
-            **engine_notes(aligned[m].info),
+            **engine_notes(a.info),
         )

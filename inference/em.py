@@ -232,12 +232,13 @@ def _final_rows(params: GMMParams, xc, hard: bool):
     return resp, point_ll
 
 
-def _final_ll_chunk(params, xc, wc, row0):
-    """(weighted log-likelihood, weighted responsibility counts (K,)) of a chunk (rows not kept)."""
-    joint = component_log_prob(params, xc)
-    point_ll = logsumexp(joint, axis=1)
-    resp = jnp.exp(joint - point_ll[:, None]) * wc[:, None]
-    return jnp.sum(jnp.where(wc > 0, wc * point_ll, 0.0)), jnp.sum(jnp.where(wc[:, None] > 0, resp, 0.0), axis=0)
+def _final_ll_chunk(params, xc, wc, row0, *, hard: bool):
+    """(weighted log-likelihood, weighted responsibility counts (K,)) of a chunk whose rows are not kept:
+    the column sums of what :func:`_final_rows` gives in memory (one-hot for hard EM)."""
+    resp, point_ll = _final_rows(params, xc, hard)
+    positive = wc > 0
+    return (jnp.sum(jnp.where(positive, wc * point_ll, 0.0)),
+            jnp.sum(jnp.where(positive[:, None], resp * wc[:, None], 0.0), axis=0))
 
 
 def _em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout, num_components, init, hard,
@@ -260,8 +261,8 @@ def _em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout,
     best_params = jax.tree.map(lambda a: a[best], states.params)
     if layout.streamed:
         resp = None
-        final_ll, counts = data_pass(layout, data, _final_ll_chunk, (jnp.zeros((), dtype), jnp.zeros(num_components, dtype)),
-                                     best_params)
+        final_ll, counts = data_pass(layout, data, functools.partial(_final_ll_chunk, hard=hard),
+                                     (jnp.zeros((), dtype), jnp.zeros(num_components, dtype)), best_params)
     else:
         resp, final_ll = map_rows(layout, data, lambda p, xc: _final_rows(p, xc, hard), best_params, num_components, dtype)
         counts = None
@@ -619,7 +620,8 @@ def fit_em(key, x, num_components: int, **options) -> FitResult:
     streams the rows (memory bounded by a few MiB of read buffers), as it does for a float numpy array of
     256 MiB or more (``HOST_STREAM_BYTES``), read in place. Streamed fits do not materialise the (N, K)
     responsibilities (``responsibilities`` has 0 rows; ``info["responsibilities"]`` says how to get them)
-    and give ``info["final_counts"]`` (K,), the weighted responsibility sums at the final parameters.
+    and give ``info["final_counts"]`` (K,), the weighted responsibility sums at the final parameters (hard
+    EM: of its one-hot assignments, as its in-memory responsibilities).
 
     Returns
     -------

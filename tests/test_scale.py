@@ -290,3 +290,15 @@ def test_streamed_nan_names_the_row_in_the_whole_file(tmp_path):
     np.save(tmp_path / "x.npy", x)
     with pytest.raises(ValueError, match="first at row 69000"):
         fit_em(jax.random.PRNGKey(0), str(tmp_path / "x.npy"), 2)
+
+
+def test_streamed_hard_em_counts_are_its_assignments(rng, monkeypatch):
+    """A streamed hard-EM fit's final counts are the column sums of its in-memory (one-hot) responsibilities."""
+    import inference.em as em
+
+    x = three_blobs(rng)
+    device = fit("hard_em", jax.random.PRNGKey(0), x, 3, tol=0.0, max_iters=10, chunk_size=64)
+    monkeypatch.setattr(em, "HOST_STREAM_BYTES", 0)
+    in_place = fit("hard_em", jax.random.PRNGKey(0), x, 3, tol=0.0, max_iters=10, chunk_size=64)
+    np.testing.assert_array_equal(in_place.info["final_counts"], device.responsibilities.sum(axis=0))
+    assert np.all(np.mod(in_place.info["final_counts"], 1.0) == 0)
