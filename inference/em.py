@@ -46,7 +46,7 @@ from models.density import component_log_prob
 from models.params import GMMParams, to_numpy
 
 from .compiled_cache import remember_compiled
-from .init import INIT_METHODS, data_moments_pass, data_tril_pass, initialize_rows, stack_given_init
+from .init import INIT_METHODS, covariance_from_sums, data_moments_pass, data_tril_pass, initialize_rows, stack_given_init
 from .result import FitResult
 from .rows import ChunkReader, Layout, NpyRows, RowData, check_sample_weight, data_pass, make_mesh, map_rows, rechunk
 from .stats import (
@@ -235,10 +235,14 @@ def _final_rows(params: GMMParams, xc, hard: bool):
 def _final_ll_chunk(params, xc, wc, row0, *, hard: bool):
     """(weighted log-likelihood, weighted responsibility counts (K,)) of a chunk whose rows are not kept:
     the column sums of what :func:`_final_rows` gives in memory (one-hot for hard EM)."""
-    resp, point_ll = _final_rows(params, xc, hard)
-    positive = wc > 0
-    return (jnp.sum(jnp.where(positive, wc * point_ll, 0.0)),
-            jnp.sum(jnp.where(positive[:, None], resp * wc[:, None], 0.0), axis=0))
+    joint = component_log_prob(params, xc)
+    point_ll = logsumexp(joint, axis=1)
+    if hard:
+        resp = jax.nn.one_hot(jnp.argmax(joint, axis=1), joint.shape[1], dtype=joint.dtype)
+    else:
+        resp = jnp.exp(joint - point_ll[:, None])
+    resp = resp * wc[:, None]
+    return jnp.sum(jnp.where(wc > 0, wc * point_ll, 0.0)), jnp.sum(jnp.where(wc[:, None] > 0, resp, 0.0), axis=0)
 
 
 def _em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout, num_components, init, hard,
@@ -247,8 +251,7 @@ def _em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout,
     dtype = jnp.dtype(dtype)
     moments = data_moments_pass(layout, data, dtype)
     data_tril = data_tril_pass(layout, data, covariance_type, reg_covar, dtype, moments)
-    total, sum_x, sum_xx = moments  # rows are centred: the (unbiased, weighted) data covariance
-    data_cov = (sum_xx - jnp.outer(sum_x, sum_x) / total) / jnp.where(total > 1, total - 1, 1.0)
+    data_cov = covariance_from_sums(*moments)  # the (unbiased, weighted) data covariance, for info
     if given_init is None:
         starts = jax.vmap(lambda k: initialize_rows(k, layout, data, num_components, init, covariance_type, reg_covar,
                                                     dtype, data_tril))(keys)

@@ -27,19 +27,29 @@ INIT_METHODS = ("random_from_data", "kmeans++", "kmeans")
 KMEANS_MAX_ITERS = 100
 
 
+def _unbiased_denominator(total):
+    return jnp.where(total > 1, total - 1, jnp.maximum(total, 1e-300))
+
+
+def covariance_from_sums(total, sum_x, sum_xx):
+    """The weighted data covariance (D, D) from (sum w, sum w x, sum w x x^T), divided by sum w - 1 (as
+    ``np.cov`` for integer weights), symmetrised."""
+    mean = sum_x / total
+    cov = (sum_xx - total * jnp.outer(mean, mean)) / _unbiased_denominator(total)
+    return 0.5 * (cov + cov.T)
+
+
 def covariance_tril_from_sums(total, sum_x, sum_xx, covariance_type: str, reg_covar):
     """Cholesky factor (D, D) of the weighted data covariance from (sum w, sum w x, sum w x x^T), reduced
     to ``covariance_type`` (unbiased: divided by sum w - 1, as ``np.cov`` for integer weights)."""
     num_features = sum_x.shape[0]
-    denom = jnp.where(total > 1, total - 1, jnp.maximum(total, 1e-300))
-    mean = sum_x / total
     if sum_xx.ndim == 1:
-        var = (sum_xx - total * mean**2) / denom
+        mean = sum_x / total
+        var = (sum_xx - total * mean**2) / _unbiased_denominator(total)
         if covariance_type == "spherical":
             var = jnp.full_like(var, var.mean())
         return jnp.diag(jnp.sqrt(var + reg_covar))
-    cov = (sum_xx - total * jnp.outer(mean, mean)) / denom
-    cov = 0.5 * (cov + cov.T)
+    cov = covariance_from_sums(total, sum_x, sum_xx)
     if covariance_type in ("diag", "spherical"):
         var = jnp.diagonal(cov)
         if covariance_type == "spherical":
