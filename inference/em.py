@@ -235,12 +235,7 @@ def _final_rows(params: GMMParams, xc, hard: bool):
 def _final_ll_chunk(params, xc, wc, row0, *, hard: bool):
     """(weighted log-likelihood, weighted responsibility counts (K,)) of a chunk whose rows are not kept:
     the column sums of what :func:`_final_rows` gives in memory (one-hot for hard EM)."""
-    joint = component_log_prob(params, xc)
-    point_ll = logsumexp(joint, axis=1)
-    if hard:
-        resp = jax.nn.one_hot(jnp.argmax(joint, axis=1), joint.shape[1], dtype=joint.dtype)
-    else:
-        resp = jnp.exp(joint - point_ll[:, None])
+    resp, point_ll = _final_rows(params, xc, hard)
     resp = resp * wc[:, None]
     return jnp.sum(jnp.where(wc > 0, wc * point_ll, 0.0)), jnp.sum(jnp.where(wc[:, None] > 0, resp, 0.0), axis=0)
 
