@@ -100,8 +100,10 @@ def with_degeneracy_check(result: FitResult, x, sample_weight=None) -> FitResult
     elif not hasattr(x, "shape") or responsibilities.shape[0] != np.shape(x)[0]:
         return dataclasses.replace(result, info=dict(result.info, degenerate_components=None, warnings=warnings))
     else:
-        if sample_weight is not None:
-            responsibilities = responsibilities * np.asarray(sample_weight, np.float64)[:, None]
+        if sample_weight is not None:  # relative weights: counts in rows (inference.rows.normalize_sample_weight)
+            from .rows import normalize_sample_weight
+
+            responsibilities = responsibilities * normalize_sample_weight(sample_weight)[:, None]
         degenerate = degenerate_components(result.params, np.asarray(x, np.float64), responsibilities, reg_covar,
                                            full_covariance=full)
     warnings += [f"component {d['component']} is degenerate: " + "; ".join(d["reasons"]) for d in degenerate]

@@ -325,18 +325,21 @@ def check_int_option(name: str, value, *, allow_zero: bool = False) -> int:
 
 def with_checked_weights(options: dict, x) -> dict:
     """``options`` with ``sample_weight`` validated (``inference.rows.check_sample_weight``: (N,), finite,
-    >= 0, not all zero; one-line ValueError naming it) as x's dtype, or None."""
-    from .rows import check_sample_weight
+    >= 0, not all zero; one-line ValueError naming it) and normalised to sum to the number of rows with a
+    positive weight (``inference.rows.normalize_sample_weight``: relative weights, scale-free) as x's
+    dtype, or None."""
+    from .rows import check_sample_weight, normalize_sample_weight
 
     weights = options.get("sample_weight")
     if weights is None:
         return options
-    return dict(options, sample_weight=check_sample_weight(weights, x.shape[0], x.dtype))
+    weights = normalize_sample_weight(check_sample_weight(weights, x.shape[0], np.float64))
+    return dict(options, sample_weight=weights.astype(x.dtype))
 
 
 def weight_info(options: dict, x) -> dict:
-    """``info`` entries describing the weights: ``weighted`` and ``total_weight`` (sum of the weights, N
-    without)."""
+    """``info`` entries describing the weights: ``weighted`` and ``total_weight`` (sum of the normalised
+    weights: the number of rows with a positive weight; N without)."""
     weights = options.get("sample_weight")
     return dict(weighted=weights is not None, total_weight=float(x.shape[0] if weights is None else np.sum(weights)))
 

@@ -137,54 +137,79 @@ def convergence_warnings(diagnostics: dict, num_chains: int, num_divergences: in
 
 # --------------------------------------------------------------------------- degenerate components
 
-THIN_RATIO = 1e-4  # a component whose variance along some direction is < 1e-4 of the data's (sd 100x thinner)
-REG_COVAR_FACTOR = 10.0  # ... or whose smallest eigenvalue is within 10x of EM's reg_covar floor
+REG_COVAR_FACTOR = 10.0  # a covariance eigenvalue within 10x of EM's reg_covar floor
+SHARED_VALUE_FRACTION = 0.05  # an sd below 1/20 of a column's smallest gap between distinct values
+SINGULAR_RATIO = 1e-12  # smallest eigenvalue of a component's correlation matrix: numerically singular
+
+
+def column_resolution(x) -> np.ndarray:
+    """(D,) smallest gap between distinct values of each column of ``x`` (N, D); inf for a constant column.
+
+    The data's own resolution: integer ratings have 1, continuous measurements ~range / N^2."""
+    x = np.asarray(x, np.float64)
+    out = np.full(x.shape[1], np.inf)
+    for j in range(x.shape[1]):
+        values = np.unique(x[:, j])
+        if values.size > 1:
+            out[j] = float(np.min(np.diff(values)))
+    return out
 
 
 def degenerate_components(params: GMMParams, x, responsibilities, reg_covar: float | None = None,
                           full_covariance: bool = True, *, counts=None, data_covariance=None) -> list:
-    """Components that sit on a (near-)singular covariance, relative to the data's scale.
+    """Components whose fit is degenerate: judged from the component itself, never from how far apart
+    the clusters are or the data's overall spread (well-separated clusters are not degenerate).
 
-    A component is degenerate when it has fewer than D + 1 effective points (the responsibilities'
-    column sum: too few to span its covariance), or when its covariance, whitened by the data's
-    covariance, has an eigenvalue below ``THIN_RATIO`` (flat along a direction in which the data is
-    not), or, for EM, its smallest eigenvalue is within ``REG_COVAR_FACTOR`` of ``reg_covar`` (the
-    floor EM adds: the points lie on a lower-dimensional set, e.g. a column with one repeated value).
+    A component is degenerate when
 
-    ``counts`` (K,) and ``data_covariance`` (D, D), when given, replace the responsibilities' column sums
-    and ``np.cov(x)`` (a streamed fit has neither the rows nor the responsibilities in memory; EM returns
-    both in ``info``); ``x`` and ``responsibilities`` may then be None.
+    * it has fewer effective points (the responsibilities' column sum) than its covariance needs:
+      D + 1 for a full (or tied) covariance, 2 for a diagonal or spherical one;
+    * (EM) its smallest covariance eigenvalue is within ``REG_COVAR_FACTOR`` of ``reg_covar``: the floor
+      EM adds, so the points lie on a lower-dimensional set and the likelihood would grow without bound;
+    * its standard deviation along some column is below ``SHARED_VALUE_FRACTION`` of that column's
+      smallest gap between distinct values (:func:`column_resolution`): its rows share one value of the
+      column (e.g. integer ratings), where the likelihood also grows without bound;
+    * its covariance is numerically singular: its correlation matrix (scale-free, so columns in any units
+      pass) has an eigenvalue below ``SINGULAR_RATIO``.
 
-    Returns a list of ``{"component", "effective_count", "min_eigenvalue", "relative_min_eigenvalue",
-    "reasons"}`` (empty: none).
+    ``counts`` (K,), when given, replaces the responsibilities' column sums (a streamed fit has neither
+    rows nor responsibilities in memory; EM returns ``info["final_counts"]``); ``x`` and
+    ``responsibilities`` may then be None, and the shared-value rule is skipped. ``data_covariance`` is
+    accepted for callers of the former rule and unused.
+
+    Returns a list of ``{"component", "effective_count", "min_eigenvalue", "min_correlation_eigenvalue", "reasons"}``
+    (empty: none).
     """
+    del data_covariance
     num_features = np.shape(params.means)[-1]
     covs = np.asarray(covariances(params), np.float64)
     if counts is None:
         counts = np.asarray(responsibilities, np.float64).sum(axis=0)
     counts = np.asarray(counts, np.float64)
-    if data_covariance is None:
-        data_covariance = np.cov(np.asarray(x, np.float64), rowvar=False)
-    data_covariance = np.atleast_2d(np.asarray(data_covariance, np.float64))
-    data_cov = data_covariance + np.eye(num_features) * 1e-12 * max(np.trace(data_covariance), 1e-300)
-    try:
-        lower = np.linalg.cholesky(data_cov)
-    except np.linalg.LinAlgError:
-        lower = np.diag(np.sqrt(np.maximum(np.diag(data_cov), 1e-300)))
+    resolution = column_resolution(x) if x is not None else np.full(num_features, np.inf)
+    needed = num_features + 1 if full_covariance else 2
     out = []
     for k in range(covs.shape[0]):
-        eig = float(np.linalg.eigvalsh(covs[k])[0])
-        whitened = np.linalg.solve(lower, np.linalg.solve(lower, covs[k]).T)
-        relative = float(np.linalg.eigvalsh((whitened + whitened.T) / 2)[0])
+        cov = (covs[k] + covs[k].T) / 2
+        smallest = float(np.linalg.eigvalsh(cov)[0])
+        sd = np.sqrt(np.maximum(np.diagonal(cov), 0.0))
+        if np.all(sd > 0):  # of the correlation matrix: the columns' units do not matter
+            ratio = float(np.linalg.eigvalsh(cov / np.outer(sd, sd))[0])
+        else:
+            ratio = 0.0
         reasons = []
-        needed = num_features + 1 if full_covariance else 2  # a full covariance needs D + 1 points to span it
         if counts[k] < needed:
             reasons.append(f"{counts[k]:.1f} effective points < {'D + 1' if full_covariance else 2} = {needed}")
-        if relative < THIN_RATIO:
-            reasons.append(f"variance along one direction is {relative:.1e} of the data's")
-        if reg_covar is not None and eig <= REG_COVAR_FACTOR * reg_covar:
-            reasons.append(f"smallest covariance eigenvalue {eig:.1e} is at the reg_covar floor ({reg_covar:g})")
+        if reg_covar is not None and smallest <= REG_COVAR_FACTOR * reg_covar:
+            reasons.append(f"smallest covariance eigenvalue {smallest:.1e} is at the reg_covar floor ({reg_covar:g})")
+        shared = np.flatnonzero(sd < SHARED_VALUE_FRACTION * resolution)
+        if shared.size:
+            j = int(shared[0])
+            reasons.append(f"its rows share one value of column {j} (sd {sd[j]:.1e} < {SHARED_VALUE_FRACTION:g} x the "
+                           f"column's smallest gap between values, {resolution[j]:.3g})")
+        if ratio < SINGULAR_RATIO:
+            reasons.append(f"covariance numerically singular (smallest eigenvalue of its correlation matrix {ratio:.1e})")
         if reasons:
-            out.append({"component": k, "effective_count": float(counts[k]), "min_eigenvalue": eig,
-                        "relative_min_eigenvalue": relative, "reasons": reasons})
+            out.append({"component": k, "effective_count": float(counts[k]), "min_eigenvalue": smallest,
+                        "min_correlation_eigenvalue": ratio, "reasons": reasons})
     return out

@@ -48,7 +48,8 @@ from models.params import GMMParams, to_numpy
 from .compiled_cache import remember_compiled
 from .init import INIT_METHODS, covariance_from_sums, data_moments_pass, data_tril_pass, initialize_rows, stack_given_init
 from .result import FitResult
-from .rows import ChunkReader, Layout, NpyRows, RowData, check_sample_weight, data_pass, make_mesh, map_rows, rechunk
+from .rows import (ChunkReader, Layout, NpyRows, RowData, check_sample_weight, data_pass, make_mesh, map_rows,
+                   normalize_sample_weight, rechunk)
 from .stats import (
     COVARIANCE_TYPES,
     SuffStats,
@@ -60,12 +61,17 @@ from .stats import (
     quadratic_features,
     stats_from_feature_sums,
 )
-from .validate import check_choice, check_data, check_num_components, check_positive
+from .validate import check_choice, check_data, check_float32_resolution, check_num_components, check_positive
 
 NUM_SNAPSHOTS = 8
 STREAM_BLOCK_ROWS = 1 << 16  # rows per read of the host pre-pass over a streamed source
 READ_BYTES = 1 << 22  # ~bytes per host read of a streamed fold (a whole number of compute chunks)
 HOST_STREAM_BYTES = 1 << 28  # in-memory float arrays from 256 MiB on are streamed from host memory (_fit)
+# Every statistic is computed in float64, whatever the data's dtype (float32 rows are converted chunk by
+# chunk on the device; they stay float32 in memory). The E-step's quadratic features and the raw-moment
+# M-step cancel ~eps |x - c|^2 / sd^2 (c the data's centre, sd a cluster's width): in float32 that is
+# every cluster narrower than ~1/300 of its distance from c; in float64, ~1e-8 at 1e4 cluster sds.
+COMPUTE_DTYPE = jnp.float64
 ROWS_LAST_MAX_WIDTH = 16  # F + K at or below which a chunk is laid out rows-last (_estep_chunk)
 
 
@@ -339,17 +345,18 @@ def _padded_slice(arr, rows: slice, num_rows: int, center=None, fill=0.0):
 
 def _in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows:
     x_np = check_data(x)
+    check_float32_resolution(x_np)
     num_rows, num_features = x_np.shape
     dtype = x_np.dtype
-    w = check_sample_weight(sample_weight, num_rows, dtype)
+    w = normalize_sample_weight(check_sample_weight(sample_weight, num_rows, np.float64))
     positive = x_np if w is None or (w > 0).all() else x_np[w > 0]
     if positive is not x_np and isinstance(num_components, (int, np.integer)) and 1 <= num_components <= num_rows:
         if np.unique(positive, axis=0).shape[0] < num_components:
             raise ValueError(f"x has only {np.unique(positive, axis=0).shape[0]} distinct rows with sample_weight > 0, "
                              f"fewer than num_components ({num_components})")
     num_components = check_num_components(num_components, positive)
-    sum_w = float(num_rows) if w is None else float(w.sum(dtype=np.float64))
-    sum_x = x_np.sum(axis=0, dtype=np.float64) if w is None else w.astype(np.float64) @ x_np
+    sum_w = float(num_rows) if w is None else float(w.sum())
+    sum_x = x_np.sum(axis=0, dtype=np.float64) if w is None else w @ x_np.astype(np.float64)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
@@ -359,17 +366,17 @@ def _in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows
         global_rows, max_local = int(counts.sum()), int(counts.max())
     else:
         global_rows, max_local = num_rows, num_rows
-    center = (sum_x / sum_w).astype(dtype)
+    center = sum_x / sum_w  # float64: rows are centred on the device, after conversion (RowData)
     num_devices = mesh.devices.size
     local_devices = max(1, num_devices // jax.process_count())
     chunk_size = int(chunk_size or default_chunk_size(-(-max_local // local_devices), num_components, num_features,
                                                        np.dtype(dtype).itemsize))
-    layout = Layout(global_rows, num_features, chunk_size, mesh)
+    layout = Layout(global_rows, num_features, chunk_size, mesh, dtype=str(dtype))
     sharding = layout.sharding
-    weights = np.ones(num_rows, dtype) if w is None else w
+    weights = np.ones(num_rows, dtype) if w is None else w.astype(dtype)
     if jax.process_count() > 1:
         per_process = -(-max_local // local_devices) * local_devices
-        local_x = _padded_slice(x_np, slice(0, per_process), num_rows, center)
+        local_x = _padded_slice(x_np, slice(0, per_process), num_rows)
         local_w = _padded_slice(weights, slice(0, per_process), num_rows)
         total = per_process * jax.process_count()
         x_dev = jax.make_array_from_process_local_data(sharding, local_x, (total, num_features))
@@ -377,9 +384,10 @@ def _in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows
     else:
         padded = layout.padded_rows
         x_dev = jax.make_array_from_callback((padded, num_features), sharding,
-                                             lambda idx: _padded_slice(x_np, idx[0], num_rows, center))
+                                             lambda idx: _padded_slice(x_np, idx[0], num_rows))
         w_dev = jax.make_array_from_callback((padded,), sharding, lambda idx: _padded_slice(weights, idx[0], num_rows))
-    return _Rows(layout, RowData(x_dev, w_dev), center, sum_w, dtype, None, num_rows)
+    data = RowData(x_dev, w_dev, center=jnp.asarray(center, COMPUTE_DTYPE))
+    return _Rows(layout, data, center, sum_w, dtype, None, num_rows)
 
 
 def _source_blocks(x):
@@ -414,6 +422,7 @@ def _streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows:
     source, blocks = _source_blocks(x)
     num_rows, num_features, dtype = 0, None, None
     sum_w, sum_x, weights_in_chunks = 0.0, None, None
+    num_positive, max_abs, sum_sq = 0, None, None
     distinct: set = set()
     for item in blocks():
         xb, wb = item if isinstance(item, tuple) else (item, None)
@@ -423,7 +432,8 @@ def _streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows:
             raise ValueError(re.sub(r"first at row (\d+)", lambda m: f"first at row {int(m.group(1)) + num_rows}", str(exc))) from None
         if num_features is None:
             num_features, dtype = xb.shape[1], xb.dtype
-            sum_x = np.zeros(num_features)
+            sum_x, sum_sq, max_abs = np.zeros(num_features), np.zeros(num_features), np.zeros(num_features)
+            sum_plain = np.zeros(num_features)
         elif xb.shape[1] != num_features:
             raise ValueError(f"x: a chunk has {xb.shape[1]} columns, the first had {num_features}")
         if weights_in_chunks is None:
@@ -438,16 +448,28 @@ def _streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows:
             wb = None  # checked below as a whole
         w64 = np.ones(xb.shape[0]) if wb is None else np.asarray(wb, np.float64)
         sum_w += float(w64.sum())
-        sum_x += w64 @ xb
+        num_positive += int(np.count_nonzero(w64 > 0))
+        sum_x += w64 @ np.asarray(xb, np.float64)
+        x64 = np.asarray(xb, np.float64)
+        sum_sq += np.sum(x64**2, axis=0)  # (only for the float32 resolution check: cancellation is harmless there)
+        sum_plain += np.sum(x64, axis=0)
+        max_abs = np.maximum(max_abs, np.max(np.abs(xb), axis=0)) if xb.shape[0] else max_abs
         if len(distinct) < num_components:
             keep = xb if wb is None else xb[w64 > 0]
             distinct.update(map(bytes, np.unique(keep[: 4 * num_components + 64], axis=0)))
         num_rows += xb.shape[0]
     if num_rows == 0:
         raise ValueError("x has no rows")
-    w = check_sample_weight(sample_weight, num_rows, dtype)
+    w = normalize_sample_weight(check_sample_weight(sample_weight, num_rows, np.float64))
+    weight_scale = 1.0
+    if weights_in_chunks and sum_w > 0:  # the chunks' own weights, normalised as a whole (check_sample_weight)
+        weight_scale, sum_x, sum_w = num_positive / sum_w, sum_x * (num_positive / sum_w), float(num_positive)
+    if num_rows:
+        mean_plain = sum_plain / num_rows
+        check_float32_resolution(None, dtype=dtype, max_abs=max_abs,
+                                 std=np.sqrt(np.maximum(sum_sq / num_rows - mean_plain**2, 0.0)))
     if w is not None:
-        sum_w = float(w.sum(dtype=np.float64))
+        sum_w = float(w.sum())
         sum_x = np.zeros(num_features)
         for i, item in enumerate(rechunk(blocks(), STREAM_BLOCK_ROWS)):
             sum_x += w[i * STREAM_BLOCK_ROWS : i * STREAM_BLOCK_ROWS + item[0].shape[0]].astype(np.float64) @ item[0]
@@ -459,7 +481,7 @@ def _streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows:
         raise ValueError(f"num_components ({num_components}) exceeds the number of rows of x ({num_rows})")
     if len(distinct) < num_components:
         raise ValueError(f"x has only {len(distinct)} distinct rows (among its leading rows), fewer than num_components ({num_components})")
-    center = (sum_x / sum_w).astype(dtype)
+    center = sum_x / sum_w  # float64: subtracted on the device, after conversion (RowData)
     num_devices = mesh.devices.size
     chunk_size = int(chunk_size or default_chunk_size(num_rows, num_components, num_features, np.dtype(dtype).itemsize))
     chunks_per_read = max(1, min(READ_BYTES // (chunk_size * num_features * np.dtype(dtype).itemsize),
@@ -467,10 +489,12 @@ def _streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> _Rows:
     read_rows = chunk_size * chunks_per_read
     per_device = -(-(-(-num_rows // read_rows)) // num_devices)
     layout = Layout(num_rows, num_features, chunk_size, mesh, streamed=True, chunks_per_device=per_device,
-                    chunks_per_read=chunks_per_read)
-    reader = ChunkReader(source, w, center, read_rows, dtype, window=4 * num_devices + 4)
+                    chunks_per_read=chunks_per_read, dtype=str(dtype))
+    reader = ChunkReader(source, w, np.zeros(num_features), read_rows, dtype, window=4 * num_devices + 4,
+                         weight_scale=weight_scale)
     token = jax.device_put(np.int32(reader.token), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    return _Rows(layout, RowData(None, None, token), center, sum_w, dtype, reader, num_rows)
+    data = RowData(None, None, token, center=jnp.asarray(center, COMPUTE_DTYPE))
+    return _Rows(layout, data, center, sum_w, dtype, reader, num_rows)
 
 
 def _fit(
@@ -506,13 +530,14 @@ def _fit(
     layout, dtype, center_np = rows.layout, rows.dtype, rows.center
     num_components = int(num_components)
 
-    given = _given_init(init, layout.num_features, num_components, n_init, center_np, dtype)
+    compute = jnp.dtype(COMPUTE_DTYPE)
+    given = _given_init(init, layout.num_features, num_components, n_init, center_np, compute)
     keys = jax.random.split(key, n_init)
-    tol_arr, reg_arr, total_arr = (jnp.asarray(v, dtype) for v in (tol, reg_covar, rows.total_weight))
+    tol_arr, reg_arr, total_arr = (jnp.asarray(v, compute) for v in (tol, reg_covar, rows.total_weight))
     compiled, compile_seconds = _compiled_program(
         keys, given, rows.data, total_arr, tol_arr, reg_arr, layout=layout, num_components=num_components,
         init="params" if given is not None else init, hard=hard, covariance_type=covariance_type,
-        max_iters=int(max_iters), dtype=str(dtype),
+        max_iters=int(max_iters), dtype=str(compute),
     )
     run_start = time.perf_counter()
     if rows.reader is not None:
@@ -531,7 +556,8 @@ def _fit(
     num_iters = int(state.iteration[best])
     take = lambda a: np.asarray(a[best])
     params_c = GMMParams(*(take(a) for a in state.params))
-    params = params_c._replace(means=params_c.means + center_np)
+    as_data = lambda p: GMMParams(*(np.asarray(a, dtype) for a in p))  # float32 data: float32 results
+    params = as_data(params_c._replace(means=params_c.means + center_np))
     if resp is None:
         responsibilities = np.zeros((0, num_components), dtype)
     elif jax.process_count() > 1:
@@ -539,6 +565,7 @@ def _fit(
         responsibilities = np.concatenate([np.asarray(s.data) for s in shards])[: rows.local_rows]
     else:
         responsibilities = np.asarray(resp)[: layout.num_rows]
+    responsibilities = responsibilities.astype(dtype, copy=False)
     run_seconds = time.perf_counter() - run_start
 
     lls_before = take(state.trace_ll)[:num_iters]  # log p(x | theta_{t-1}), t = 1..T
@@ -552,7 +579,7 @@ def _fit(
         trace["kl"] = trace_ll - trace_obj
     snapshot_iters = np.unique(np.round(np.geomspace(1, num_iters + 1, NUM_SNAPSHOTS)).astype(int) - 1)
     history = GMMParams(*(take(h)[snapshot_iters] for h in state.history))
-    history = history._replace(means=history.means + center_np)
+    history = as_data(history._replace(means=history.means + center_np))
     info = {
         "covariance_type": covariance_type,
         "reg_covar": reg_covar,
@@ -565,6 +592,7 @@ def _fit(
         "initial_log_likelihood": float(lls_before[0]),
         "chunk_size": layout.chunk_size,
         "dtype": str(dtype),
+        "compute_dtype": str(compute),
         "num_rows": layout.num_rows,
         "total_weight": rows.total_weight,
         "weighted": sample_weight is not None or (rows.reader is not None and rows.reader.weights is not None),
@@ -611,7 +639,8 @@ def fit_em(key, x, num_components: int, **options) -> FitResult:
     init : "kmeans++" (default) | "random_from_data" | "kmeans" | a GMMParams.
     n_init : restarts (vmapped), the best final log-likelihood is kept (default 1).
     chunk_size : rows per E-step chunk (default: automatic).
-    sample_weight : (N,) non-negative row weights (a row of weight w counts as w copies).
+    sample_weight : (N,) non-negative relative row weights (their scale does not matter; integer weights
+        give the repeated rows' fit: ``inference.rows.normalize_sample_weight``).
     devices, mesh : the devices EM shards its rows over (default: every device JAX sees).
 
     ``x`` may also be a path to a ``.npy`` file or a callable returning an iterator of row chunks: EM then

@@ -59,6 +59,7 @@ class Layout:
     streamed: bool = False
     chunks_per_device: int = 0
     chunks_per_read: int = 1
+    dtype: str = "float64"  # streamed only: the dtype the host reader serves (the data's own)
 
     @property
     def read_rows(self) -> int:
@@ -83,14 +84,20 @@ class Layout:
 @dataclasses.dataclass
 class RowData:
     """The traced side of the rows: ``x`` (padded N, D) and ``w`` (padded N,) in memory, or a reader
-    ``token`` (int32 scalar) for streamed rows."""
+    ``token`` (int32 scalar) for streamed rows; ``center`` (D,), when given, is subtracted from every chunk
+    on the device after converting it to ``center``'s dtype (the compute dtype).
+
+    Why on the device: rows are stored in the data's dtype and never centred on the host. A float32 row
+    centred in float32 loses ``eps32 |x - c|`` (for two tight clusters far apart, more than the clusters'
+    width); converted to float64 first, ``x - c`` is exact, and every statistic after it is float64."""
 
     x: Any = None
     w: Any = None
     token: Any = None
+    center: Any = None
 
     def tree_flatten(self):
-        return (self.x, self.w, self.token), None
+        return (self.x, self.w, self.token, self.center), None
 
     @classmethod
     def tree_unflatten(cls, _, children):
@@ -132,11 +139,20 @@ def _tree_add(a, b):
     return jax.tree.map(jnp.add, a, b)
 
 
-def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, token, device):
+def to_compute(xc, wc, center):
+    """A chunk in the compute dtype, centred: ``(xc - center, wc)`` in ``center``'s dtype (no-op when
+    ``center`` is None)."""
+    if center is None:
+        return xc, wc
+    return xc.astype(center.dtype) - center, wc.astype(center.dtype)
+
+
+def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, token, center, device):
     """This device's fold over its own rows."""
     cs = layout.chunk_size
+    chunk_fn_c = lambda a, xc, wc, row0: chunk_fn(a, *to_compute(xc, wc, center), row0)
     if layout.streamed:
-        dtype = zero_dtype(zero)
+        dtype = layout.dtype
 
         def body(acc, i):
             g = i * layout.num_devices + device
@@ -145,7 +161,7 @@ def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, t
             def inner(acc, j):
                 xc = jax.lax.dynamic_slice_in_dim(xb, j * cs, cs)
                 wc = jax.lax.dynamic_slice_in_dim(wb, j * cs, cs)
-                return merge(acc, chunk_fn(args, xc, wc, g * layout.read_rows + j * cs)), None
+                return merge(acc, chunk_fn_c(args, xc, wc, g * layout.read_rows + j * cs)), None
 
             if layout.chunks_per_read == 1:
                 return inner(acc, 0)
@@ -163,11 +179,11 @@ def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, t
 
         def body(acc, inp):
             xc, wc, i = inp
-            return merge(acc, chunk_fn(args, xc, wc, base + i * cs)), None
+            return merge(acc, chunk_fn_c(args, xc, wc, base + i * cs)), None
 
         acc, _ = jax.lax.scan(body, acc, (xs, ws, jnp.arange(num_full)))
     if n_local % cs:
-        acc = merge(acc, chunk_fn(args, x_local[num_full * cs :], w_local[num_full * cs :], base + num_full * cs))
+        acc = merge(acc, chunk_fn_c(args, x_local[num_full * cs :], w_local[num_full * cs :], base + num_full * cs))
     return acc
 
 
@@ -183,10 +199,10 @@ def data_pass(layout: Layout, data: RowData, chunk_fn: Callable, zero, args, mer
     needs. Returns the same accumulator on every device."""
     fold = functools_partial(_fold_local, layout, chunk_fn, merge or _tree_add, zero)
     if layout.mesh is None:
-        return fold(args, data.x, data.w, data.token, 0)
+        return fold(args, data.x, data.w, data.token, data.center, 0)
 
-    def per_device(args, x_local, w_local, token):
-        acc = fold(args, x_local, w_local, token, jax.lax.axis_index(ROW_AXIS))
+    def per_device(args, x_local, w_local, token, center):
+        acc = fold(args, x_local, w_local, token, center, jax.lax.axis_index(ROW_AXIS))
         if merge is None:
             return jax.lax.psum(acc, ROW_AXIS)
         gathered = jax.lax.all_gather(acc, ROW_AXIS)
@@ -196,8 +212,9 @@ def data_pass(layout: Layout, data: RowData, chunk_fn: Callable, zero, args, mer
         return out
 
     rows = P() if layout.streamed else P(ROW_AXIS)
-    run = jax.shard_map(per_device, mesh=layout.mesh, in_specs=(P(), rows, rows, P()), out_specs=P(), check_vma=False)
-    return run(args, data.x, data.w, data.token)
+    run = jax.shard_map(per_device, mesh=layout.mesh, in_specs=(P(), rows, rows, P(), P()), out_specs=P(),
+                        check_vma=False)
+    return run(args, data.x, data.w, data.token, data.center)
 
 
 def map_rows(layout: Layout, data: RowData, row_fn: Callable, args, out_width: int, dtype):
@@ -205,32 +222,39 @@ def map_rows(layout: Layout, data: RowData, row_fn: Callable, args, out_width: i
     and the weighted sum of its second output ``row_fn -> (values (c, W), per_row (c,))``."""
     cs = layout.chunk_size
 
-    def local(args, x_local, w_local):
+    def local(args, x_local, w_local, center):
         n_local = x_local.shape[0]
         num_full = n_local // cs
         parts, total = [], jnp.zeros((), dtype)
         if num_full:
             xs = x_local[: num_full * cs].reshape(num_full, cs, -1)
             ws = w_local[: num_full * cs].reshape(num_full, cs)
-            vals, per_row = jax.lax.map(lambda xw: row_fn(args, xw[0]), (xs, ws))
+
+            def one(xw):
+                xc, wc = to_compute(xw[0], xw[1], center)
+                vals, per_row = row_fn(args, xc)
+                return vals, jnp.sum(per_row * wc)
+
+            vals, totals = jax.lax.map(one, (xs, ws))
             parts.append(vals.reshape(num_full * cs, out_width))
-            total = total + jnp.sum(per_row * ws)
+            total = total + jnp.sum(totals)
         if n_local % cs:
-            vals, per_row = row_fn(args, x_local[num_full * cs :])
+            xc, wc = to_compute(x_local[num_full * cs :], w_local[num_full * cs :], center)
+            vals, per_row = row_fn(args, xc)
             parts.append(vals)
-            total = total + jnp.sum(per_row * w_local[num_full * cs :])
+            total = total + jnp.sum(per_row * wc)
         return (jnp.concatenate(parts) if len(parts) > 1 else parts[0]), total
 
     if layout.mesh is None:
-        return local(args, data.x, data.w)
+        return local(args, data.x, data.w, data.center)
 
-    def per_device(args, x_local, w_local):
-        vals, total = local(args, x_local, w_local)
+    def per_device(args, x_local, w_local, center):
+        vals, total = local(args, x_local, w_local, center)
         return vals, jax.lax.psum(total, ROW_AXIS)
 
-    run = jax.shard_map(per_device, mesh=layout.mesh, in_specs=(P(), P(ROW_AXIS), P(ROW_AXIS)),
+    run = jax.shard_map(per_device, mesh=layout.mesh, in_specs=(P(), P(ROW_AXIS), P(ROW_AXIS), P()),
                         out_specs=(P(ROW_AXIS), P()), check_vma=False)
-    return run(args, data.x, data.w)
+    return run(args, data.x, data.w, data.center)
 
 
 def functools_partial(f, *a):
@@ -260,8 +284,9 @@ class ChunkReader:
     mmap_mode="r")``) or a callable returning a fresh iterator of row blocks (arrays, or ``(x, w)``
     pairs) of any sizes. Thread-safe (devices read concurrently)."""
 
-    def __init__(self, source, weights, center, chunk_size: int, dtype, window: int = 64):
+    def __init__(self, source, weights, center, chunk_size: int, dtype, window: int = 64, weight_scale: float = 1.0):
         self.source, self.weights, self.center = source, weights, np.asarray(center, dtype)
+        self.weight_scale = float(weight_scale)  # multiplies weights read from (x, w) chunks (normalisation)
         self.chunk_size, self.dtype = chunk_size, dtype
         self.sliceable = not callable(source)
         self.lock = threading.Lock()
@@ -289,9 +314,12 @@ class ChunkReader:
         out_w = np.zeros(c, self.dtype)
         m = x.shape[0]
         out_x[:m] = x
-        out_x[:m] -= self.center
+        if self.center.any():
+            out_x[:m] -= self.center
         if w is None:
             w = 1.0 if self.weights is None else self.weights[first_row : first_row + m]
+        elif self.weight_scale != 1.0:
+            w = np.asarray(w, np.float64) * self.weight_scale
         out_w[:m] = w
         return out_x, out_w
 
@@ -345,6 +373,22 @@ def rechunk(blocks, chunk_size: int):
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def normalize_sample_weight(w):
+    """Weights rescaled to sum to the number of rows with a positive weight (None stays None).
+
+    What ``sample_weight`` means in every engine: *relative* weights. A row of weight 2 counts twice as
+    much as a row of weight 1, and the weights' overall scale does not matter (1/N, 1e-6 or 1e3 times the
+    same weights give the same fit). Integer weights give EM and hard EM exactly the repeated rows' fit
+    (maximum likelihood does not depend on the data's total weight); the Bayesian engines (map, svi, nuts)
+    see as much data as there are rows with a positive weight, N+, not sum(w): repeat the rows to give
+    them more. Without this, weights summing to 1 made ``sum(w) - 1`` (the unbiased covariance's
+    denominator) 2e-16."""
+    if w is None:
+        return None
+    w = np.asarray(w, np.float64)
+    return w * (np.count_nonzero(w > 0) / w.sum())
 
 
 def check_sample_weight(sample_weight, num_rows: int, dtype=np.float64) -> np.ndarray | None:

@@ -30,6 +30,34 @@ def check_data(x) -> np.ndarray:
     return arr
 
 
+FLOAT32_RESOLUTION = 0.03  # float32 spacing at a column's largest value, as a fraction of its standard deviation
+
+
+def check_float32_resolution(x, *, dtype=None, max_abs=None, std=None):
+    """Refuse float32 data whose values are too large for float32 to resolve their spread.
+
+    float32 keeps ~7 significant digits: a column of values near 1e7 with a standard deviation of 1 holds
+    integers only. The rows are then not the data the user measured, and no fit of them (float32 or
+    float64) recovers it. Raised when, for some column, the float32 spacing at its largest absolute value
+    exceeds ``FLOAT32_RESOLUTION`` of its standard deviation (the rounding then adds more than ~1e-4 of
+    the column's variance). ``x`` (N, D), or its dtype with per-column ``max_abs`` and ``std``
+    (streamed data). Float64 data and constant columns pass.
+    """
+    dtype = np.dtype(x.dtype if x is not None else dtype)
+    if dtype != np.float32:
+        return
+    if x is not None:
+        max_abs = np.max(np.abs(x), axis=0).astype(np.float64)
+        std = np.std(x, axis=0, dtype=np.float64)
+    spacing = np.spacing(np.asarray(max_abs, np.float32)).astype(np.float64)
+    bad = np.flatnonzero((np.asarray(std) > 0) & (spacing > FLOAT32_RESOLUTION * np.asarray(std)))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(f"x (float32) cannot resolve column {j}: its values reach {max_abs[j]:.6g}, where float32 "
+                         f"steps by {spacing[j]:.3g}, more than {FLOAT32_RESOLUTION:g} of its standard deviation "
+                         f"({std[j]:.3g}); pass the data as float64 (or subtract an offset before converting)")
+
+
 def count_distinct_rows(x: np.ndarray, at_least: int) -> int:
     """Number of distinct rows of ``x``; stops early (on a subsample) once ``at_least`` is certain."""
     if x.shape[0] > _SUBSAMPLE:

@@ -78,21 +78,45 @@ def given_start(x):
     return first.params
 
 
-def test_map_integer_weights_equal_repeated_rows(rng):
+def test_map_zero_one_weights_equal_the_kept_rows(rng):
+    """Weights are relative (inference.rows.normalize_sample_weight): 0/1 weights keep their sum, so the
+    weighted fit is the fit of the rows with weight 1, exactly."""
     x = two_blobs(rng)
-    w, repeated = weights_and_repeats(rng, x)
+    w = (rng.random(len(x)) > 0.3).astype(float)
     opts = dict(init=given_start(x), n_init=1, num_steps=600, tol=0.0)
     a = fit("map", jax.random.PRNGKey(0), x, 2, sample_weight=w, **opts)
-    b = fit("map", jax.random.PRNGKey(0), repeated, 2, **opts)
-    np.testing.assert_allclose(a.trace["loss"], b.trace["loss"], rtol=1e-9)
-    np.testing.assert_allclose(a.trace["log_likelihood"], b.trace["log_likelihood"], rtol=1e-9)
+    b = fit("map", jax.random.PRNGKey(0), x[w > 0], 2, **opts)
+    # the same objective to rounding (the weighted model sums z analytically, the other by funsor), so
+    # the optimiser's stopping rule may fire a few steps apart: compare the common steps and the optimum
+    n = min(len(a.trace["loss"]), len(b.trace["loss"]))
+    np.testing.assert_allclose(a.trace["loss"][:n], b.trace["loss"][:n], rtol=1e-9)
+    m = min(len(a.trace["log_likelihood"]), len(b.trace["log_likelihood"]))
+    np.testing.assert_allclose(a.trace["log_likelihood"][:m], b.trace["log_likelihood"][:m], rtol=1e-9)
     for got, want in zip(a.params, b.params):
-        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     assert a.info["weighted"] and a.info["total_weight"] == w.sum() and not b.info["weighted"]
     assert "sample_weight" not in a.info["options"]
     # assignments of the weighted fit: Bayes' rule at the MAP point (its model has no z site)
     np.testing.assert_array_equal(a.info["assignments"], np.argmax(models.responsibilities(a.params, x), axis=1))
     assert a.responsibilities.shape == (len(x), 2)
+
+
+def test_map_integer_weights_are_relative_to_the_rows(rng):
+    """Integer weights w: the MAP of sum_n (w_n N+ / sum w) log p(x_n) + log prior (a brute-force optimum
+    check: the objective at the fit beats small moves), not of the repeated rows (sum w rows)."""
+    x = two_blobs(rng)
+    w, repeated = weights_and_repeats(rng, x)
+    opts = dict(init=given_start(x), n_init=1, num_steps=1500, tol=0.0)
+    a = fit("map", jax.random.PRNGKey(0), x, 2, sample_weight=w, **opts)
+    b = fit("map", jax.random.PRNGKey(0), x, 2, sample_weight=w * 1e-3, **opts)
+    for got, want in zip(a.params, b.params):
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
+    normalised = w * np.count_nonzero(w) / w.sum()
+    assert a.info["total_weight"] == pytest.approx(np.count_nonzero(w))
+    best = float(enumerated_log_joint(a.params, x, sample_weight=normalised))
+    for scale in (0.98, 1.02):
+        moved = a.params._replace(scale_tril=a.params.scale_tril * scale)
+        assert float(enumerated_log_joint(moved, x, sample_weight=normalised)) < best
 
 
 def test_map_unit_weights_equal_no_weights(rng):
@@ -104,23 +128,23 @@ def test_map_unit_weights_equal_no_weights(rng):
     np.testing.assert_allclose(a.params.means, b.params.means, rtol=1e-8)
 
 
-def test_svi_integer_weights_equal_repeated_rows(rng):
+def test_svi_zero_one_weights_equal_the_kept_rows(rng):
     """Same key: the guide draws the same global-site noise, the ELBOs agree per draw."""
     x = two_blobs(rng)
-    w, repeated = weights_and_repeats(rng, x)
+    w = (rng.random(len(x)) > 0.3).astype(float)
     opts = dict(init=given_start(x), num_steps=400, check_every=100, tol=0.0, num_draws=200, progress=False)
-    a = fit("svi", jax.random.PRNGKey(0), x, 2, sample_weight=w, **opts)
-    b = fit("svi", jax.random.PRNGKey(0), repeated, 2, **opts)
+    a = fit("svi", jax.random.PRNGKey(0), x, 2, sample_weight=w * 7.0, **opts)
+    b = fit("svi", jax.random.PRNGKey(0), x[w > 0], 2, **opts)
     assert a.num_iters == b.num_iters
     np.testing.assert_allclose(a.trace["loss"], b.trace["loss"], rtol=1e-7)
     np.testing.assert_allclose(a.params.means, b.params.means, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(a.samples.means, b.samples.means, rtol=1e-6, atol=1e-8)
 
 
-def test_nuts_integer_weights_equal_repeated_rows(rng):
-    """Same posterior: the potentials agree to rounding, but NUTS trajectories amplify rounding, so the
-    chains agree in distribution. Weights 3 on one blob and 1 on the other move the mixture weight from
-    1/2 to 3/4, ~10 posterior sd: ignoring the weights could not pass."""
+def test_nuts_integer_weights_are_relative(rng):
+    """Weights 3 on one blob and 1 on the other move the mixture weight from 1/2 to 3/4, ~10 posterior sd:
+    ignoring the weights could not pass. The repeated rows (sum w = 2 N+ rows) give the same posterior
+    means in distribution, but a posterior sqrt(2) narrower: relative weights count N+ rows of evidence."""
     x = two_blobs(rng, n=80, shift=(8.0, 0.0))
     counts = np.r_[np.full(40, 3), np.ones(40, int)]
     counts[[5, 50]] = 0
@@ -131,9 +155,11 @@ def test_nuts_integer_weights_equal_repeated_rows(rng):
     blob = int(np.argmax(b.params.means[:, 0]))  # the component of the (8, 0) blob
     for field in ("weights", "means"):
         draws_a, draws_b = np.asarray(getattr(a.samples, field)), np.asarray(getattr(b.samples, field))
-        sd = draws_b.std(axis=(0, 1))
+        sd = draws_a.std(axis=(0, 1))
         # 0.6 sd ~ 3 standard errors of a difference of two means with ESS >= 50 each
         np.testing.assert_allclose(draws_a.mean(axis=(0, 1)), draws_b.mean(axis=(0, 1)), atol=0.6 * sd.max())
+    ratio = np.asarray(a.samples.means).std(axis=(0, 1)) / np.asarray(b.samples.means).std(axis=(0, 1))
+    assert 1.1 < np.median(ratio) < 1.9, ratio  # sqrt(sum w / N+) = sqrt(2)
     assert abs(a.params.weights[blob] - 0.75) < 0.1
     assert a.info["assignment_draws"].shape == (20, len(x))
     # the weighted fit's z draws follow p(z | x, theta): rows deep inside a blob are (almost) always that blob
