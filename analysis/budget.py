@@ -1,7 +1,7 @@
 """Before fitting: can the data identify each engine's model, and what will it cost? One job, :func:`plan_engines`.
 
-Identifiability (counts from :func:`analysis.selection.num_parameters`, sklearn's)
-----------------------------------------------------------------------------------
+Identifiability (counts from :func:`models.criteria.num_parameters`, sklearn's)
+-------------------------------------------------------------------------------
 A block of columns whose parameters are estimated together needs more rows than free parameters:
 
 * full covariances couple all D columns: ``num_parameters(K, D, "full") = (K-1) + K D + K D (D+1)/2``
@@ -42,7 +42,7 @@ The budget is ``--max-seconds`` (default 600 s for ``--data``; none for the simu
 while the total estimate exceeds it, the most expensive engine is skipped (stated); if even the
 cheapest engine does not fit, exit 2 naming ``--max-seconds``.
 
-Imports: the standard library and :mod:`analysis.errors` at module level; :mod:`analysis.selection`
+Imports: the standard library and :mod:`analysis.errors` at module level; :mod:`models.criteria`
 (which starts JAX) inside :func:`plan_engines`.
 """
 
@@ -88,7 +88,7 @@ def _option(options: dict, method: str, key: str):
 
 def estimate_seconds(method: str, n: int, k: int, d: int, options: dict, *, map_point: bool = True) -> float:
     """The rough cost model of the module docstring, in seconds, for ``method`` with ``options``."""
-    from analysis.selection import num_parameters
+    from models.criteria import num_parameters
 
     o = lambda key: _option(options, method, key)  # noqa: E731
     if method in EM_METHODS:
@@ -137,7 +137,7 @@ def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: fl
     in-memory engines were asked for streamed data, or when even the cheapest one would run past
     ``max_seconds`` (None or inf: no budget).
     """
-    from analysis.selection import num_parameters
+    from models.criteria import num_parameters
 
     options = {m: dict(options.get(m, {})) for m in methods}
     plan = Plan(methods=[], options=options)
@@ -212,7 +212,7 @@ def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: fl
 def _fix(message: str, n: int, d: int, k: int, diag_hint: str | None = None) -> str:
     """``message`` and the fixes the rows allow: fewer components, fewer columns (the largest K and D
     with fewer full-covariance parameters than rows), ``diag_hint``, more rows."""
-    from analysis.selection import num_parameters
+    from models.criteria import num_parameters
 
     d_full = _largest(n, lambda dd: num_parameters(k, dd, "full"))
     k_full = _largest(n, lambda kk: num_parameters(kk, d, "full"))

@@ -8,14 +8,12 @@ is compared with component ``k`` of the truth.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from models.density import gaussian_kl, log_likelihood
 from models.params import GMMParams, covariances, to_numpy
 
-from .selection import num_parameters
+from models.criteria import bic_of, num_parameters
 
 __all__ = [
     "adjusted_rand_index",
@@ -124,13 +122,13 @@ def posterior_intervals(samples: GMMParams, truth: GMMParams | None = None, leve
 
 
 def num_free_parameters(num_components: int, num_features: int, covariance_type: str = "full") -> int:
-    """Free parameters of a GMM (``analysis.selection.num_parameters``, sklearn's count)."""
+    """Free parameters of a GMM (:func:`models.criteria.num_parameters`, sklearn's count)."""
     return num_parameters(num_components, num_features, covariance_type)
 
 
 def bic(log_lik: float, num_samples: int, num_components: int, num_features: int, covariance_type: str = "full") -> float:
-    """Bayesian information criterion, -2 log L + p log N (lower is better)."""
-    return float(-2.0 * log_lik + num_parameters(num_components, num_features, covariance_type) * math.log(num_samples))
+    """Bayesian information criterion, -2 log L + p log N (lower is better; :func:`models.criteria.bic_of`)."""
+    return bic_of(log_lik, num_samples, num_components, num_features, covariance_type)
 
 
 def _assignments(result) -> np.ndarray:

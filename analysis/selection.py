@@ -6,7 +6,8 @@ Conventions (stated once, used everywhere in this package)
   ``GaussianMixture.bic`` / ``.aic`` (LOWER is better), with ``log L`` the total marginal
   log-likelihood at the fitted parameters and ``p`` from :func:`num_parameters` (sklearn's
   ``_n_parameters``). Note mclust reports ``BIC = 2 log L - p log N`` (higher is better): the same
-  number with the opposite sign.
+  number with the opposite sign. The formulas are :mod:`models.criteria`'s (functions of params and x,
+  shared with ``inference.estimator``); this module adds FitResults, LOO / WAIC and choosing K.
 * ``icl = bic + 2 * sum_n H(r_n)`` with ``H(r_n) = -sum_k r_nk log r_nk`` the entropy of the
   responsibilities at the fitted parameters (Biernacki, Celeux & Govaert 2000, "ICL-BIC"); lower is
   better. It penalises overlapping components that BIC accepts. The responsibilities are always
@@ -25,8 +26,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from inference.stats import COVARIANCE_TYPES  # re-exported: the engines' covariance types
-from models.density import pointwise_log_likelihood, responsibilities
+from models import criteria
+from models.criteria import COVARIANCE_TYPES, num_parameters  # re-exported: the criteria's own definitions
 from models.params import GMMParams, to_numpy
 
 __all__ = [
@@ -54,19 +55,6 @@ POSTERIOR_CRITERIA = ("loo", "waic")
 POSTERIOR_METHODS = ("nuts", "svi")
 
 
-def num_parameters(num_components: int, num_features: int, covariance_type: str = "full") -> int:
-    """Free parameters of a GMM, as sklearn's ``GaussianMixture._n_parameters``.
-
-    ``(K - 1)`` weights + ``K D`` means + covariance parameters: full ``K D (D+1)/2``, diag ``K D``,
-    spherical ``K``, tied ``D (D+1)/2``.
-    """
-    k, d = int(num_components), int(num_features)
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, got {covariance_type!r}")
-    cov = {"full": k * d * (d + 1) // 2, "diag": k * d, "spherical": k, "tied": d * (d + 1) // 2}[covariance_type]
-    return (k - 1) + k * d + cov
-
-
 def _params_of(result_or_params) -> GMMParams:
     params = result_or_params if isinstance(result_or_params, GMMParams) else result_or_params.params
     return to_numpy(params)
@@ -81,40 +69,28 @@ def _covariance_type(result_or_params, covariance_type):
 
 def total_log_likelihood(result_or_params, x) -> float:
     """Total marginal log-likelihood of ``x`` (N, D) at a FitResult's point estimate (or a GMMParams)."""
-    x = np.asarray(x)
-    params = _params_of(result_or_params)
-    return float(np.sum(np.asarray(pointwise_log_likelihood(GMMParams(*(np.asarray(a, x.dtype) for a in params)), x))))
+    return criteria.total_log_likelihood(_params_of(result_or_params), x)
 
 
 def bic(result, x, covariance_type: str | None = None) -> float:
-    """sklearn's BIC ``-2 log L + p log N`` (lower is better). ``covariance_type`` defaults to the
-    fit's ``info["covariance_type"]`` (EM) or "full"."""
-    x = np.asarray(x)
-    n, d = x.shape
-    p = num_parameters(_params_of(result).weights.shape[-1], d, _covariance_type(result, covariance_type))
-    return -2.0 * total_log_likelihood(result, x) + p * math.log(n)
+    """sklearn's BIC ``-2 log L + p log N`` (lower is better; :func:`models.criteria.bic`) of a FitResult
+    or GMMParams. ``covariance_type`` defaults to the fit's ``info["covariance_type"]`` (EM) or "full"."""
+    return criteria.bic(_params_of(result), x, _covariance_type(result, covariance_type))
 
 
 def aic(result, x, covariance_type: str | None = None) -> float:
-    """sklearn's AIC ``-2 log L + 2 p`` (lower is better)."""
-    x = np.asarray(x)
-    p = num_parameters(_params_of(result).weights.shape[-1], x.shape[1], _covariance_type(result, covariance_type))
-    return -2.0 * total_log_likelihood(result, x) + 2.0 * p
+    """sklearn's AIC ``-2 log L + 2 p`` (lower is better; :func:`models.criteria.aic`)."""
+    return criteria.aic(_params_of(result), x, _covariance_type(result, covariance_type))
 
 
 def responsibility_entropy(result_or_params, x) -> float:
     """``sum_n H(r_n)``, the entropy (nats) of the soft responsibilities at the point estimate."""
-    x = np.asarray(x)
-    params = _params_of(result_or_params)
-    r = np.asarray(responsibilities(GMMParams(*(np.asarray(a, x.dtype) for a in params)), x), np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(r > 0, r * np.log(r), 0.0)
-    return max(0.0, float(-terms.sum()))
+    return criteria.responsibility_entropy(_params_of(result_or_params), x)
 
 
 def icl(result, x, covariance_type: str | None = None) -> float:
-    """ICL-BIC (Biernacki et al. 2000): ``bic + 2 * sum_n H(r_n)`` (lower is better)."""
-    return bic(result, x, covariance_type) + 2.0 * responsibility_entropy(result, x)
+    """ICL-BIC (Biernacki et al. 2000): ``bic + 2 * sum_n H(r_n)`` (lower is better; :func:`models.criteria.icl`)."""
+    return criteria.icl(_params_of(result), x, _covariance_type(result, covariance_type))
 
 
 def waic(log_lik_draws) -> dict:

@@ -561,7 +561,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample.")
-        from models.gmm import sample
+        from models.predictive import sample
 
         x, z = sample(_key_from(check_random_state(self.random_state)), GMMParams(*(jnp.asarray(a) for a in self.result_.params)), int(n_samples))
         return np.asarray(x), np.asarray(z)

@@ -16,8 +16,8 @@ from .params import GMMParams, covariances, from_covariances, permute, to_numpy,
 _LAZY = {
     "align": "alignment", "component_cost": "alignment", "match_components": "alignment",
     "mean_of_draws": "alignment", "relabel_draws": "alignment",
-    "gmm_model": "gmm", "log_prior": "gmm", "params_from_sites": "gmm", "sample": "gmm", "sites_from_params": "gmm",
-    "sample_posterior_predictive": "predictive", "sample_prior": "predictive",
+    "gmm_model": "gmm", "log_prior": "gmm", "params_from_sites": "gmm", "sites_from_params": "gmm",
+    "sample": "predictive", "sample_posterior_predictive": "predictive", "sample_prior": "predictive",
 }
 
 

@@ -1,4 +1,7 @@
-"""The one declared NumPyro GMM, the map between its sites and GMMParams, and forward sampling.
+"""The one declared NumPyro GMM and the map between its sites and GMMParams.
+
+Forward sampling (``models.sample``) and prior / posterior predictive draws run this model through
+``numpyro.infer.Predictive`` in :mod:`models.predictive`, which imports this module (never the reverse).
 
 Sites
 -----
@@ -154,30 +157,6 @@ def sites_from_params(params: GMMParams) -> dict:
     return sites
 
 
-def sample(key, params: GMMParams, num_samples: int):
-    """Draw data from ``gmm_model`` run forward with ``params`` substituted.
-
-    The same sampler as the posterior predictive (``models.sample_posterior_predictive``, NumPyro's
-    ``Predictive``) at one point: one replicate.
-
-    Parameters
-    ----------
-    key : jax PRNG key.
-    params : GMMParams, weights (K,), means (K, D), scale_tril (K, D, D).
-    num_samples : N.
-
-    Returns
-    -------
-    x : (N, D) samples, z : (N,) int true component of each row.
-    """
-    from .predictive import sample_posterior_predictive
-
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    x, z = sample_posterior_predictive(key, params, int(num_samples), num_replicates=1)
-    return x[0], z[0]
-
-
 def log_prior(params: GMMParams, **prior) -> jnp.ndarray:
     """Log prior density of ``params`` under ``gmm_model`` in the sites' own (constrained) space."""
     num_components, num_features = params.means.shape
@@ -190,4 +169,4 @@ def log_prior(params: GMMParams, **prior) -> jnp.ndarray:
     return sum(jnp.sum(site["fn"].log_prob(site["value"])) for name, site in trace.items() if name in GLOBAL_SITES)
 
 
-__all__ = ["gmm_model", "sample", "params_from_sites", "sites_from_params", "log_prior", "GLOBAL_SITES"]
+__all__ = ["gmm_model", "params_from_sites", "sites_from_params", "log_prior", "GLOBAL_SITES"]

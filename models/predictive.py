@@ -1,4 +1,7 @@
-"""Prior and posterior predictive draws from the one declared model, through ``numpyro.infer.Predictive``.
+"""Forward sampling, prior and posterior predictive draws from the one declared model, through
+``numpyro.infer.Predictive``.
+
+``sample`` runs ``gmm_model`` forward with given parameters (one replicate of the posterior predictive).
 
 ``sample_prior`` runs ``gmm_model`` forward from its prior: parameters AND data (x, z) per draw.
 ``sample_posterior_predictive`` runs it forward with the parameters fixed at each posterior draw (or
@@ -18,7 +21,7 @@ from numpyro.infer import Predictive
 from .gmm import gmm_model, params_from_sites, sites_from_params
 from .params import GMMParams
 
-__all__ = ["sample_prior", "sample_posterior_predictive"]
+__all__ = ["sample", "sample_prior", "sample_posterior_predictive"]
 
 
 def _prior_items(prior: dict) -> tuple:
@@ -92,3 +95,25 @@ def sample_posterior_predictive(key, samples: GMMParams, num_samples: int, num_r
     flat = GMMParams(*(a.reshape((-1,) + a.shape[len(leading):]) for a in samples))
     x, z = _posterior_predictive_jit(key, flat, int(num_samples))
     return x.reshape(leading + x.shape[1:]), z.reshape(leading + z.shape[1:])
+
+
+def sample(key, params: GMMParams, num_samples: int):
+    """Draw data from ``gmm_model`` run forward with ``params`` substituted.
+
+    The same sampler as the posterior predictive (:func:`sample_posterior_predictive`, NumPyro's
+    ``Predictive``) at one point: one replicate.
+
+    Parameters
+    ----------
+    key : jax PRNG key.
+    params : GMMParams, weights (K,), means (K, D), scale_tril (K, D, D).
+    num_samples : N.
+
+    Returns
+    -------
+    x : (N, D) samples, z : (N,) int true component of each row.
+    """
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    x, z = sample_posterior_predictive(key, params, int(num_samples), num_replicates=1)
+    return x[0], z[0]
