@@ -26,7 +26,7 @@ from sklearn.utils import check_random_state
 
 import models  # noqa: F401  (x64)
 from inference import GaussianMixture, fit
-from inference.estimator import _key_from
+from inference.sklearn_params import key_from as _key_from
 
 CASES = [(100_000, 2, 4), (1_000_000, 2, 4), (200_000, 8, 8)]
 QUICK = [(100_000, 2, 4)]

@@ -46,13 +46,16 @@ Argument mapping (sklearn name -> engine option)
 
 Fitted attributes: sklearn's ``weights_, means_, covariances_, precisions_, precisions_cholesky_,
 converged_, n_iter_, lower_bound_, lower_bounds_, n_features_in_, feature_names_in_`` plus
-``result_`` (the FitResult), ``trace_`` (its per-iteration traces) and, for svi / nuts,
-``posterior_`` (ArviZ InferenceData of the aligned draws, built on first access by
-``analysis.arviz_io.to_inference_data``; the estimator keeps a reference to the training data for it,
-so a pickled svi / nuts estimator carries its data; the InferenceData itself is not pickled).
+``result_`` (the FitResult, with the aligned posterior draws in ``result_.samples`` for svi / nuts) and
+``trace_`` (its per-iteration traces). ArviZ is the analysis layer's: the InferenceData of a fit is
+``analysis.arviz_io.to_inference_data(estimator.result_, X)`` (inference never imports analysis).
 
-BIC / AIC come from ``analysis.selection`` (the project's one sklearn-checked parameter count),
-imported inside the methods: inference never imports analysis at module import time.
+BIC / AIC and the free-parameter count are :mod:`models.criteria`'s (functions of the parameters and
+the data, shared with ``analysis.selection``).
+
+Layout: this module is the estimator (sklearn's constructor, ``fit`` and the fitted attributes);
+``inference.sklearn_params`` converts and checks sklearn-shaped parameters; ``inference.prediction``
+holds the jitted prediction programs (``predict``, ``predict_proba``, ``score_samples``).
 
 ``lower_bound_``: em / hard_em: sklearn's, the mean per-sample log-likelihood at the last E-step,
 i.e. log p(x | theta_{T-1}) / N from the engine's trace (``lower_bounds_`` =
@@ -67,26 +70,26 @@ For svi / nuts the point estimate is the posterior mean of the aligned draws (th
 
 from __future__ import annotations
 
-import functools
-import math
 import time
 import warnings
 from numbers import Integral, Real
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_array, check_random_state
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from models.density import component_log_prob
+from models import criteria
 from models.params import GMMParams
 
-from .stats import COVARIANCE_TYPES, chunk_moments, m_step, needs_full_moment
+from .prediction import point_scores, posterior_scores
+from .sklearn_params import (check_means, check_precisions, check_weights, initializer, key_from, m_step_from_resp,
+                             sklearn_covariances, sklearn_precisions, sklearn_precisions_cholesky, tril_from_precisions,
+                             validate)
+from .stats import COVARIANCE_TYPES
 
 __all__ = ["GaussianMixture"]
 
@@ -101,164 +104,6 @@ _MAPPED = {
     "svi": ("init",),
     "nuts": ("init",),
 }
-
-
-# --------------------------------------------------------------------------- jitted helpers
-
-
-def _key_from(rng: np.random.RandomState):
-    """A JAX PRNG key from one draw of a NumPy RandomState (sklearn's ``random_state``)."""
-    return jax.random.PRNGKey(int(rng.randint(np.iinfo(np.int32).max)))
-
-
-def _bucket(num_rows: int) -> int:
-    """Padded row count for prediction programs: powers of two up to 2**16, then multiples of
-    2**16, so that predicting on many batch sizes compiles O(log N) programs, not one per N."""
-    if num_rows <= 1 << 16:
-        return max(8, 1 << (num_rows - 1).bit_length())
-    return -(-num_rows // (1 << 16)) * (1 << 16)
-
-
-@jax.jit
-def _point_scores(params: GMMParams, x):
-    """(log responsibilities (N, K), pointwise log-likelihood (N,)) at one parameter point."""
-    joint = component_log_prob(params, x)
-    point_ll = logsumexp(joint, axis=1)
-    return joint - point_ll[:, None], point_ll
-
-
-@jax.jit
-def _posterior_scores(draws: GMMParams, x):
-    """Over S draws (leading dim): (mean responsibilities (N, K), log mean_s p(x_n | theta_s) (N,))."""
-    num_draws = draws.weights.shape[0]
-    init = (jnp.zeros((x.shape[0], draws.weights.shape[-1]), x.dtype), jnp.full((x.shape[0],), -jnp.inf, x.dtype))
-
-    def body(carry, params):
-        resp_sum, lse = carry
-        log_resp, point_ll = _point_scores(params, x)
-        return (resp_sum + jnp.exp(log_resp), jnp.logaddexp(lse, point_ll)), None
-
-    (resp_sum, lse), _ = jax.lax.scan(body, init, draws)
-    return resp_sum / num_draws, lse - jnp.log(num_draws)
-
-
-@functools.lru_cache(maxsize=None)
-def _initializer(num_components: int, method: str, covariance_type: str):
-    """Jitted ``inference.init.initialize`` for one (K, method, covariance type)."""
-    from .init import initialize
-
-    return jax.jit(lambda key, x, reg_covar: initialize(key, x, num_components, method, covariance_type, reg_covar))
-
-
-@functools.lru_cache(maxsize=None)
-def _m_step_from_resp(covariance_type: str):
-    """Jitted M-step of ``inference.stats`` on given responsibilities (sklearn's ``init_params="random"``)."""
-    full = needs_full_moment(covariance_type)
-    return jax.jit(lambda resp, x, reg_covar: m_step(chunk_moments(resp, x, full), covariance_type, reg_covar, x.shape[0]))
-
-
-def _validate(estimator, X, **kwargs):
-    """sklearn's ``validate_data`` (float64 / float32 kept), its ValueError / TypeError on one line:
-    the same type and wording, without the array dump some messages carry."""
-    try:
-        return validate_data(estimator, X, dtype=[np.float64, np.float32], **kwargs)
-    except (ValueError, TypeError) as exc:
-        lines = [line.strip() for line in str(exc).splitlines()]
-        one_line = " ".join(line for line in lines if line and not line.startswith(("[", "array=")))
-        if one_line == str(exc) or type(exc) not in (ValueError, TypeError):
-            raise
-        raise type(exc)(one_line) from None
-
-
-# --------------------------------------------------------------------------- parameter conversions
-
-
-def _tril_from_precisions(precisions, covariance_type: str, num_components: int, num_features: int) -> np.ndarray:
-    """(K, D, D) lower Cholesky factors of the covariances from sklearn-shaped precisions."""
-    eye = np.eye(num_features)
-    if covariance_type == "full":
-        return np.linalg.cholesky(np.linalg.inv(precisions))
-    if covariance_type == "tied":
-        return np.broadcast_to(np.linalg.cholesky(np.linalg.inv(precisions)), (num_components, num_features, num_features)).copy()
-    if covariance_type == "spherical":
-        precisions = np.broadcast_to(np.asarray(precisions)[:, None], (num_components, num_features))
-    return (1.0 / np.sqrt(precisions))[:, :, None] * eye
-
-
-def _sklearn_covariances(scale_tril: np.ndarray, covariance_type: str) -> np.ndarray:
-    """sklearn's ``covariances_`` from (K, D, D) Cholesky factors: full (K, D, D), tied (D, D),
-    diag (K, D), spherical (K,)."""
-    cov = scale_tril @ np.swapaxes(scale_tril, -1, -2)
-    if covariance_type == "full":
-        return cov
-    if covariance_type == "tied":
-        return cov[0]
-    diag = np.diagonal(cov, axis1=-2, axis2=-1).copy()
-    return diag if covariance_type == "diag" else diag.mean(axis=1)
-
-
-def _sklearn_precisions_cholesky(scale_tril: np.ndarray, covariance_type: str) -> np.ndarray:
-    """sklearn's ``precisions_cholesky_``: ``inv(L).T`` (full, tied) or ``1 / sqrt(cov)`` (diag, spherical)."""
-    if covariance_type in ("diag", "spherical"):
-        return 1.0 / np.sqrt(_sklearn_covariances(scale_tril, covariance_type))
-    eye = np.eye(scale_tril.shape[-1], dtype=scale_tril.dtype)
-    inv = np.linalg.solve(scale_tril, np.broadcast_to(eye, scale_tril.shape))  # L^{-1}
-    prec_chol = np.swapaxes(inv, -1, -2)
-    return prec_chol if covariance_type == "full" else prec_chol[0]
-
-
-def _sklearn_precisions(prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
-    if covariance_type in ("diag", "spherical"):
-        return prec_chol**2
-    return prec_chol @ np.swapaxes(prec_chol, -1, -2)
-
-
-# --------------------------------------------------------------------------- checks of user inits
-
-
-def _check_shape(param, shape, name):
-    if param.shape != shape:
-        raise ValueError(f"The parameter '{name}' should have the shape of {shape}, but got {param.shape}")
-
-
-def _check_weights(weights, num_components):
-    weights = check_array(weights, dtype=[np.float64, np.float32], ensure_2d=False)
-    _check_shape(weights, (num_components,), "weights")
-    if np.any(weights < 0.0) or np.any(weights > 1.0):
-        raise ValueError(
-            f"The parameter 'weights' should be in the range [0, 1], but got max value {weights.max():.5f}, "
-            f"min value {weights.min():.5f}"
-        )
-    atol = 1e-6 if weights.dtype == np.float32 else 1e-8
-    if not np.allclose(abs(1.0 - weights.sum()), 0.0, atol=atol):
-        raise ValueError(f"The parameter 'weights' should be normalized, but got sum(weights) = {weights.sum():.5f}")
-    return weights
-
-
-def _check_means(means, num_components, num_features):
-    means = check_array(means, dtype=[np.float64, np.float32], ensure_2d=False)
-    _check_shape(means, (num_components, num_features), "means")
-    return means
-
-
-def _check_precisions(precisions, covariance_type, num_components, num_features):
-    precisions = check_array(precisions, dtype=[np.float64, np.float32], ensure_2d=False, allow_nd=covariance_type == "full")
-    shape = {
-        "full": (num_components, num_features, num_features),
-        "tied": (num_features, num_features),
-        "diag": (num_components, num_features),
-        "spherical": (num_components,),
-    }[covariance_type]
-    _check_shape(precisions, shape, f"{covariance_type} precision")
-    if covariance_type in ("diag", "spherical"):
-        if np.any(precisions <= 0.0):
-            raise ValueError(f"'{covariance_type} precision' should be positive")
-        return precisions
-    matrices = precisions if covariance_type == "full" else precisions[None]
-    for p in matrices:
-        if not (np.allclose(p, p.T) and np.all(np.linalg.eigvalsh(p) > 0.0)):
-            raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
-    return precisions
 
 
 # --------------------------------------------------------------------------- the estimator
@@ -349,7 +194,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self
         """
         self._validate_params()
-        X = _validate(self, X, ensure_min_samples=2)
+        X = validate(self, X, ensure_min_samples=2)
         num_rows, num_features = X.shape
         if num_rows < self.n_components:
             raise ValueError(
@@ -370,19 +215,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         start = time.perf_counter()
         if warm:
             init = GMMParams(*self.result_.params)
-            result = self._run(method, _key_from(rng), X, init, 1, covariance_type, engine_options, warm=True)
+            result = self._run(method, key_from(rng), X, init, 1, covariance_type, engine_options, warm=True)
         elif self._needs_built_init():
             # separate fits, the highest lower bound wins (sklearn's rule). Each restart draws from
             # rng in sklearn's order: init_params="random" with n_init=1 starts at sklearn's point.
             result, best = None, -np.inf
             for _ in range(self.n_init):
                 init = self._built_init(rng, X, covariance_type)
-                candidate = self._run(method, _key_from(rng), X, init, 1, covariance_type, engine_options)
+                candidate = self._run(method, key_from(rng), X, init, 1, covariance_type, engine_options)
                 bound = self._lower_bounds(candidate, X)[-1]
                 if result is None or bound > best:
                     result, best = candidate, bound
         else:
-            key = _key_from(rng)
+            key = key_from(rng)
             result = self._run(method, key, X, INIT_PARAMS[self.init_params], self.n_init, covariance_type, engine_options)
         self._set_fitted(result, X, covariance_type)
         if self.verbose:
@@ -398,11 +243,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _check_initial_parameters(self, num_features):
         covariance_type = self.covariance_type
         if self.weights_init is not None:
-            _check_weights(self.weights_init, self.n_components)
+            check_weights(self.weights_init, self.n_components)
         if self.means_init is not None:
-            _check_means(self.means_init, self.n_components, num_features)
+            check_means(self.means_init, self.n_components, num_features)
         if self.precisions_init is not None:
-            _check_precisions(self.precisions_init, covariance_type, self.n_components, num_features)
+            check_precisions(self.precisions_init, covariance_type, self.n_components, num_features)
 
     def _given_parts(self):
         return {name: value for name, value in (("weights", self.weights_init), ("means", self.means_init),
@@ -419,26 +264,26 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         reg_covar = jnp.asarray(self.reg_covar, X.dtype)
         if len(given) == 3:
             weights, means = np.asarray(given["weights"], np.float64), np.asarray(given["means"], np.float64)
-            tril = _tril_from_precisions(np.asarray(given["precisions"], np.float64), covariance_type, num_components, num_features)
+            tril = tril_from_precisions(np.asarray(given["precisions"], np.float64), covariance_type, num_components, num_features)
             return GMMParams(weights, means, tril)
         if self.init_params == "random":
             resp = rng.uniform(size=(X.shape[0], num_components))
             resp /= resp.sum(axis=1, keepdims=True)
-            base = _m_step_from_resp(covariance_type)(jnp.asarray(resp, X.dtype), jnp.asarray(X), reg_covar)
+            base = m_step_from_resp(covariance_type)(jnp.asarray(resp, X.dtype), jnp.asarray(X), reg_covar)
         else:
-            base = _initializer(num_components, INIT_PARAMS[self.init_params], covariance_type)(_key_from(rng), jnp.asarray(X), reg_covar)
+            base = initializer(num_components, INIT_PARAMS[self.init_params], covariance_type)(key_from(rng), jnp.asarray(X), reg_covar)
         weights, means, tril = (np.asarray(a, np.float64) for a in base)
         if "weights" in given:
             weights = np.asarray(given["weights"], np.float64)
         if "means" in given:
             means = np.asarray(given["means"], np.float64)
         if "precisions" in given:
-            tril = _tril_from_precisions(np.asarray(given["precisions"], np.float64), covariance_type, num_components, num_features)
+            tril = tril_from_precisions(np.asarray(given["precisions"], np.float64), covariance_type, num_components, num_features)
         return GMMParams(weights, means, tril)
 
     def _run(self, method, key, X, init, n_init, covariance_type, engine_options, warm=False):
         """One call of ``inference.fit`` with the constructor arguments mapped onto ``method``'s options."""
-        from . import fit
+        from .dispatch import fit
 
         options = dict(engine_options)
         if method in ("em", "hard_em"):
@@ -470,16 +315,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.trace_ = result.trace
         self.weights_ = params.weights
         self.means_ = params.means
-        self.covariances_ = _sklearn_covariances(params.scale_tril, covariance_type)
-        self.precisions_cholesky_ = _sklearn_precisions_cholesky(params.scale_tril, covariance_type)
-        self.precisions_ = _sklearn_precisions(self.precisions_cholesky_, covariance_type)
+        self.covariances_ = sklearn_covariances(params.scale_tril, covariance_type)
+        self.precisions_cholesky_ = sklearn_precisions_cholesky(params.scale_tril, covariance_type)
+        self.precisions_ = sklearn_precisions(self.precisions_cholesky_, covariance_type)
         self.converged_ = bool(result.converged)
         self.n_iter_ = int(result.num_iters)
         self.lower_bounds_ = self._lower_bounds(result, X)
         self.lower_bound_ = float(self.lower_bounds_[-1])
         self._covariance_type_fitted = covariance_type
-        self._posterior_x = X if result.samples is not None else None
-        self.__dict__.pop("_posterior_cache", None)
 
     def _not_converged_message(self) -> str:
         if self.method == "nuts":
@@ -503,27 +346,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _validated(self, X):
         check_is_fitted(self)
-        return _validate(self, X, reset=False)
+        return validate(self, X, reset=False)
 
     @staticmethod
     def _scores(params: GMMParams, X):
-        """(log responsibilities, pointwise log-likelihood) of X as numpy, on a padded row bucket."""
-        num_rows = X.shape[0]
-        padded = np.zeros((_bucket(num_rows), X.shape[1]), X.dtype)
-        padded[:num_rows] = X
-        log_resp, point_ll = _point_scores(GMMParams(*(jnp.asarray(a) for a in params)), jnp.asarray(padded))
-        return np.asarray(log_resp)[:num_rows], np.asarray(point_ll)[:num_rows]
+        """(log responsibilities, pointwise log-likelihood) of X as numpy (``inference.prediction``)."""
+        return point_scores(params, X)
 
     def _posterior(self, X):
         samples = self.result_.samples
         if samples is None:
             raise ValueError(f"posterior=True needs posterior draws (method 'svi' or 'nuts'), not {self.method!r}")
-        num_rows = X.shape[0]
-        draws = GMMParams(*(jnp.asarray(np.reshape(a, (-1,) + np.shape(a)[2:])) for a in samples))
-        padded = np.zeros((_bucket(num_rows), X.shape[1]), np.result_type(X.dtype, np.asarray(samples.weights).dtype))
-        padded[:num_rows] = X
-        resp, point_ll = _posterior_scores(draws, jnp.asarray(padded))
-        return np.asarray(resp)[:num_rows], np.asarray(point_ll)[:num_rows]
+        return posterior_scores(samples, X)
 
     def predict_proba(self, X, posterior: bool = False):
         """Responsibilities (n_samples, n_components) at the point estimate; with ``posterior=True``
@@ -563,47 +397,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample.")
         from models.predictive import sample
 
-        x, z = sample(_key_from(check_random_state(self.random_state)), GMMParams(*(jnp.asarray(a) for a in self.result_.params)), int(n_samples))
+        x, z = sample(key_from(check_random_state(self.random_state)), GMMParams(*(jnp.asarray(a) for a in self.result_.params)), int(n_samples))
         return np.asarray(x), np.asarray(z)
 
-    # ------------------------------------------------------------------ criteria and posterior
+    # ------------------------------------------------------------------ criteria
 
     def bic(self, X):
-        """sklearn's BIC ``-2 log L + p log N`` (lower is better), from ``analysis.selection``."""
+        """sklearn's BIC ``-2 log L + p log N`` (lower is better), :func:`models.criteria.bic`."""
         X = self._validated(X)
-        from analysis import selection  # analysis is above inference: imported only when asked
-
-        return float(selection.bic(self.result_, X, self._covariance_type_fitted))
+        return float(criteria.bic(self.result_.params, X, self._covariance_type_fitted))
 
     def aic(self, X):
-        """sklearn's AIC ``-2 log L + 2 p`` (lower is better), from ``analysis.selection``."""
+        """sklearn's AIC ``-2 log L + 2 p`` (lower is better), :func:`models.criteria.aic`."""
         X = self._validated(X)
-        from analysis import selection
-
-        return float(selection.aic(self.result_, X, self._covariance_type_fitted))
-
-    @property
-    def posterior_(self):
-        """ArviZ InferenceData of the aligned posterior draws (svi / nuts), built on first access."""
-        check_is_fitted(self)
-        if self.result_.samples is None:
-            raise AttributeError(f"posterior_ exists for method 'svi' or 'nuts', not {self.method!r}")
-        cached = self.__dict__.get("_posterior_cache")
-        if cached is None:
-            from analysis import arviz_io  # the one module that imports ArviZ
-
-            cached = self.__dict__["_posterior_cache"] = arviz_io.to_inference_data(self.result_, self._posterior_x)
-        return cached
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state = dict(state)
-        state.pop("_posterior_cache", None)
-        return state
+        return float(criteria.aic(self.result_.params, X, self._covariance_type_fitted))
 
     def _n_parameters(self) -> int:
-        """Free parameters (sklearn's ``_n_parameters``), from ``analysis.selection.num_parameters``."""
+        """Free parameters (sklearn's ``_n_parameters``), :func:`models.criteria.num_parameters`."""
         check_is_fitted(self)
-        from analysis import selection
-
-        return selection.num_parameters(self.n_components, self.n_features_in_, self._covariance_type_fitted)
+        return criteria.num_parameters(self.n_components, self.n_features_in_, self._covariance_type_fitted)
