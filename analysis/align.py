@@ -7,8 +7,9 @@ symmetrised Gaussian KL between components (``models.alignment``), and the same 
 applied to the responsibilities' columns and to the hard assignments. Posterior draws (NUTS, SVI)
 are relabelled draw by draw against the reference (a pivot, Stephens-style fixed point in
 ``models.relabel_draws``); the R-hat of every parameter before and after relabelling is stored in
-``info["rhat_before"]`` / ``info["rhat_after"]`` (ArviZ's default rank-normalised split R-hat, see
-``analysis.arviz_io.RHAT_METHOD``).
+``info["rhat_before"]`` / ``info["rhat_after"]``: the rank-normalised split R-hat of Vehtari et al. (2021),
+ArviZ's default (``RHAT_METHOD``), computed by ``inference.diagnostics.rank_rhat`` (the same number as
+``az.rhat``, tested against ``analysis.arviz_io.rhat_of_samples``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ import dataclasses
 
 import numpy as np
 
+from inference.diagnostics import parameter_draws, rank_rhat
 from inference.result import FitResult
 from models.alignment import match_components, mean_of_draws, relabel_draws
 from models.params import GMMParams, permute, to_numpy
 
-__all__ = ["align_params", "align_result", "align_results", "inverse_permutation", "relabel_labels", "mean_of_draws"]
+__all__ = ["align_params", "align_result", "align_results", "inverse_permutation", "relabel_labels", "mean_of_draws",
+           "rhat_max", "RHAT_METHOD"]
+
+RHAT_METHOD = "rank"  # rank-normalised split R-hat (ArviZ's default method), inference.diagnostics.rank_rhat
+PARAMETERS = ("weights", "means", "covariances")
 
 
 def inverse_permutation(perm) -> np.ndarray:
@@ -56,10 +62,21 @@ def _engine_raw_draws(samples: GMMParams, engine_perms) -> GMMParams:
     return to_numpy(permute(samples, inverse))
 
 
-def _rhat_max(samples: GMMParams) -> dict:
-    from analysis.arviz_io import rhat_of_samples  # arviz lives in one file only
-
-    return rhat_of_samples(samples)
+def rhat_max(samples: GMMParams) -> dict:
+    """Max rank-normalised R-hat over the entries of each parameter of (chain, draw, ...) draws,
+    ``{"weights", "means", "covariances"}``: None where undefined (fewer than 2 chains or 4 draws, every
+    entry constant) or not finite. Entries that do not vary are left out, as ArviZ's NaN is."""
+    chains, draws = np.shape(samples.weights)[:2]
+    out = dict.fromkeys(PARAMETERS)
+    if chains < 2 or draws < 4:
+        return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = {name: rank_rhat(column) for name, column in parameter_draws(samples).items()}
+    for name in PARAMETERS:
+        found = [v for key, v in values.items() if key.startswith(f"{name}[") and not np.isnan(v)]
+        if found and np.isfinite(max(found)):
+            out[name] = float(max(found))
+    return out
 
 
 def align_result(result: FitResult, reference: GMMParams, *, relabel: bool = True) -> FitResult:
@@ -90,7 +107,7 @@ def align_result(result: FitResult, reference: GMMParams, *, relabel: bool = Tru
             samples = GMMParams(*(a[None] for a in samples))
         raw = _engine_raw_draws(samples, info.get("permutations"))
         try:
-            info["rhat_before"] = _rhat_max(raw)
+            info["rhat_before"] = rhat_max(raw)
         except Exception:  # noqa: BLE001 - a diagnostic must never break the alignment
             info["rhat_before"] = None
         aligned_draws, draw_perms = relabel_draws(raw, reference)
@@ -100,7 +117,7 @@ def align_result(result: FitResult, reference: GMMParams, *, relabel: bool = Tru
         uniq, counts = np.unique(flat_perms, axis=0, return_counts=True)
         info["relabelled_fraction"] = float(1.0 - counts.max() / flat_perms.shape[0])
         try:
-            info["rhat_after"] = _rhat_max(samples)
+            info["rhat_after"] = rhat_max(samples)
         except Exception:  # noqa: BLE001
             info["rhat_after"] = None
         info["engine_params"] = params

@@ -225,27 +225,22 @@ def _fix(message: str, n: int, d: int, k: int, diag_hint: str | None = None) -> 
     return f"{message}; use " + ", or ".join(hints)
 
 
-def plan_report(args, methods, options: dict, x, k: int, progress, streamed=None) -> Plan:
-    """:func:`plan_engines` for ``gmm-report``'s parsed ``args`` (``x`` None: the simulated seed problem,
-    N = ``args.num_samples``, D = 2; ``streamed`` an :class:`analysis.streamed.StreamedData`: its shape, and
-    the in-memory engines skipped). The budget is ``args.max_seconds``, by default
-    ``DEFAULT_DATA_MAX_SECONDS`` for ``--data`` and none for the seed problem; ``inf`` or 0 turns it off.
-    Prints the estimate (a progress line) and every decision (one ``gmm-report: note:`` line each,
-    shown even with ``--quiet``)."""
+def plan_report(args, methods, options: dict, data, k: int, progress) -> Plan:
+    """:func:`plan_engines` for ``gmm-report``'s parsed ``args`` and the problem's data source ``data``
+    (``analysis.problem.DataSource``: its ``shape`` (N, D), whether the default budget applies
+    (``budgeted``: user data) and why the in-memory engines cannot run (``skip_reason()``: streamed)).
+    The budget is ``args.max_seconds``, by default ``DEFAULT_DATA_MAX_SECONDS`` for ``--data`` and none for
+    the seed problem; ``inf`` or 0 turns it off. Prints the estimate (a progress line) and every decision
+    (one ``gmm-report: note:`` line each, shown even with ``--quiet``)."""
     import sys
 
-    n, d = streamed.shape if streamed is not None else (args.num_samples, 2) if x is None else x.shape
+    n, d = data.shape
     max_seconds = getattr(args, "max_seconds", None)
-    if max_seconds is None and (x is not None or streamed is not None):
+    if max_seconds is None and data.budgeted:
         max_seconds = DEFAULT_DATA_MAX_SECONDS
     if max_seconds is not None and (max_seconds <= 0 or math.isinf(max_seconds)):
         max_seconds = None
-    reason = None
-    if streamed is not None:
-        from analysis.streamed import skip_reason
-
-        reason = skip_reason(streamed)
-    plan = plan_engines(methods, options, int(n), int(d), int(k), max_seconds, streamed=reason)
+    plan = plan_engines(methods, options, int(n), int(d), int(k), max_seconds, streamed=data.skip_reason())
     total = sum(plan.estimates.values())
     progress("cost estimate (rough): " + ", ".join(f"{m} ~{s:.0f}s" for m, s in plan.estimates.items())
              + f"; total ~{total:.0f}s" + (f" (budget --max-seconds {max_seconds:g})" if max_seconds else ""))

@@ -3,13 +3,14 @@
     gmm-report [--data FILE] [--stream auto|always|never] [--num-components K] [--methods em,...] [--seed S]
                [--num-samples N] [--num-draws M] [--option METHOD.KEY=VALUE ...] [--max-seconds S] [--out DIR] [--force] [--quiet]
     gmm-report sweep {separation,init,samples,components} [--quick] [--repeats R] [...]
-    python -m analysis ... / python -m analysis.report ...      # the same
+    python -m analysis ... / python -m analysis.cli ...      # the same
 
 Both commands' parsers (argparse that raises instead of printing usage), the error guard (a user
 error is ONE line on stderr and exit 2, Ctrl-C 130, anything else one line and exit 1), and the
 JAX/XLA set-up done before JAX starts (persistent compilation cache, quick compiles for small
 simulated problems). The work itself is :func:`analysis.report.run_report` and
-:func:`analysis.sweeps.run_sweep`.
+:func:`analysis.sweeps.run_sweep`; this module calls them and nothing imports it back (the
+``gmm-report`` entry point is ``analysis.cli:main``).
 
 Imports: the standard library, :mod:`analysis.errors` and :mod:`analysis.engine_options` at module
 level; the report, the sweeps and :mod:`analysis.files` only inside the commands, after the XLA
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 
 from analysis.engine_options import ALL_METHODS
-from analysis.errors import ReportError
+from analysis.errors import PROG, ReportError
 
 __all__ = [
     "main",
@@ -40,7 +41,6 @@ __all__ = [
     "EXIT_PARTIAL",
 ]
 
-PROG = "gmm-report"
 DEFAULT_OUT = "gmm-report"
 DEFAULT_SWEEP_OUT = "gmm-sweep"
 DEFAULT_SEED = 0

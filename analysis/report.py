@@ -11,20 +11,22 @@ renamed at the end, so an interrupted run leaves no half report):
     <method>.nc       one ArviZ InferenceData per engine (NetCDF, layout in ``analysis.arviz_io``)
     figures/*.png     the figures of the HTML as files
 
-A ``.npy`` above ``analysis.streamed.STREAM_THRESHOLD_BYTES`` (or any with ``--stream always``) is never
-loaded: em and hard_em read it from disk, the NumPyro engines are skipped (``analysis.budget``), full-data
-numbers come from passes over the file and everything drawn from rows uses a seeded subsample
-(:mod:`analysis.streamed`).
+The pipeline carries two objects: the :class:`analysis.problem.Problem` (the data source -- simulated, in
+memory or streamed from disk --, the truth or none, K, the seed, the columns' names) and a :class:`Run`
+(the engines planned, their results and failures, the aligned fits and scorecards, the InferenceData,
+figures and notes). Each stage is a function of the two with one job, in this order: :func:`fit_engines`,
+:func:`align_and_score`, :func:`predictive_checks`, :func:`build_inference_data`, the figures
+(:mod:`analysis.report_figures`) and :func:`write_outputs`. What differs between data sources (a streamed
+file's subsample, its extra pass for full-data scores) is the source's own method, not a branch here.
 
 User errors (bad data, K > rows, a misspelt engine option, every engine failing, a non-empty ``--out``
 without ``--force``) raise :class:`~analysis.errors.ReportError`; :mod:`analysis.cli` turns them into one
 line and exit 2. One engine's failure is not one: it is recorded in ``metrics["failed"]``, shown at the
 top of the page, and the command exits 3 (``analysis.cli.EXIT_PARTIAL``).
 
-Imports: numpy and the analysis modules at module level (no JAX: the command line sets XLA flags
-first); JAX, matplotlib, ``models``, ``inference``, ``analysis.arviz_io`` / ``plots`` / ``align`` /
-``score`` inside the pipeline. ``main`` is re-exported from :mod:`analysis.cli` for the
-``gmm-report = "analysis.report:main"`` entry point and ``python -m analysis.report``.
+Imports: numpy and the light analysis modules at module level (no JAX: the command line sets XLA flags
+first); JAX, matplotlib, ``models``, ``inference`` and the stages that import them inside the pipeline.
+This module never imports the command line: :mod:`analysis.cli` parses and calls :func:`run_report`.
 """
 
 from __future__ import annotations
@@ -36,21 +38,63 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.cli import PROG, main  # noqa: F401  (main: the entry point's historical home)
 from analysis.budget import plan_report
 from analysis.engine_options import ALL_METHODS, parse_methods, report_engine_options
-from analysis.errors import ReportError
-from analysis.files import atomic_output_dir, dumps_json, load_data, write_atomically
-from analysis.html_page import figure_html, figure_png
+from analysis.errors import PROG, ReportError, one_line
+from analysis.files import atomic_output_dir, dumps_json, write_atomically
 from analysis.manifest import build_manifest
 from analysis.metrics import (alignment_metrics, build_metrics, compare_metrics, diagnostics_metrics, engine_notes,
                               problem_metrics, timings_metrics)
+from analysis.problem import Problem, load_problem
 from analysis.progress import Progress
 from analysis.report_page import report_page
-from analysis.streamed import (apply_scores, caption_note, open_streamed, problem_fields, scan, score_pass, stream_note,
-                               stream_wanted, subsample_view)
 
-__all__ = ["run_report", "main"]
+__all__ = ["run_report", "Run", "fit_engines", "align_and_score", "predictive_checks", "build_inference_data",
+           "write_outputs"]
+
+
+@dataclasses.dataclass
+class Run:
+    """What the report does with a Problem, filled stage by stage.
+
+    ``methods`` / ``options``: the engines planned (``analysis.budget``) and their options; ``failed``:
+    ``{method: one-line reason}`` (engines skipped before fitting first); ``results``: ``{method: FitResult}``
+    as the problem's rows see them; ``aligned`` / ``cards``: aligned fits and their scorecards; ``reference``
+    / ``reference_name``: what the labels were aligned to; ``predictive``: replicated draws per engine;
+    ``idatas`` / ``summaries`` / ``compare_df`` / ``compare_rows``: the ArviZ stage's; ``figures``:
+    ``[(name, caption, Figure)]``; ``notes``: lines for metrics.json and the page."""
+
+    methods: list
+    options: dict
+    progress: Progress
+    argv: list = dataclasses.field(default_factory=list)
+    t_start: float = dataclasses.field(default_factory=time.perf_counter)
+    out_dir: Path | None = None
+    failed: dict = dataclasses.field(default_factory=dict)
+    results: dict = dataclasses.field(default_factory=dict)
+    aligned: dict = dataclasses.field(default_factory=dict)
+    cards: dict = dataclasses.field(default_factory=dict)
+    reference: object = None
+    reference_name: str = "truth"
+    predictive: dict = dataclasses.field(default_factory=dict)
+    idatas: dict = dataclasses.field(default_factory=dict)
+    summaries: dict = dataclasses.field(default_factory=dict)
+    compare_df: object = None
+    compare_rows: list | None = None
+    figures: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+
+    @property
+    def reference_label(self) -> str:
+        """How figures name the reference: "truth", or e.g. "EM estimate"."""
+        if self.reference_name == "truth":
+            return "truth"
+        from analysis.plots import engine_label
+
+        return f"{engine_label(self.reference_name)} estimate"
+
+    def every_engine_failed(self) -> ReportError:
+        return ReportError("every engine failed: " + "; ".join(f"{m}: {e}" for m, e in self.failed.items()))
 
 
 def run_report(args, argv=None) -> dict:
@@ -67,45 +111,15 @@ def run_report(args, argv=None) -> dict:
     if args.num_components is not None and args.num_components < 1:
         raise ReportError(f"--num-components must be >= 1, got {args.num_components}")
     _check_option_names(options)
-
-    # Load before touching the output directory: bad input must not create anything.
-    stream = None
-    if args.data and stream_wanted(args.data, getattr(args, "stream", "auto")):
-        # too large to load (or --stream always): the header now, one pass for NaN/inf and the subsample
-        stream = open_streamed(args.data, args.stream)
-        k = args.num_components or 2
-        source, column_names = "file", [f"x{j}" for j in range(stream.num_features)]
-        if k > stream.num_rows:
-            raise ReportError(f"--num-components ({k}) exceeds the number of rows ({stream.num_rows}) in {stream.path.name}")
-        progress(f"{stream.path.name}: {stream.num_rows:,} x {stream.num_features} {stream.dtype}, streamed from disk "
-                 f"({'--stream always' if args.stream == 'always' else 'above the --stream auto threshold'})")
-        x = None
-    elif args.data:
-        x, column_names = load_data(args.data)
-        k = args.num_components or 2
-        source = "file"
-        if k > x.shape[0]:
-            raise ReportError(f"--num-components ({k}) exceeds the number of rows ({x.shape[0]}) in {Path(args.data).name}")
-    else:
-        if getattr(args, "stream", "auto") == "always":
-            raise ReportError("--stream always needs --data FILE.npy (the seed problem is simulated in memory)")
-        if args.num_samples < 1:
-            raise ReportError(f"--num-samples must be >= 1, got {args.num_samples}")
-        if args.num_components not in (None, 2):
-            raise ReportError("the seed problem has 2 components; use --data FILE to fit another K")
-        x, k, source, column_names = None, 2, "seed_problem", ["x0", "x1"]
-
-    # Identifiable from these rows, and affordable? (skips engines or refuses with the fix named; analysis.budget)
-    plan = plan_report(args, methods, options, x, k, progress, streamed=stream)
-    methods, options, args.skipped_engines = plan.methods, plan.options, plan.skipped
-    if stream is not None:  # after the cheap refusals: one pass over the file
-        progress("checking every value of the file and drawing the row subsample (one pass)")
-        stream = scan(stream, args.seed)
-        x = stream.subsample
-
+    problem = load_problem(args, progress)  # bad input is refused before the output directory is touched
+    # identifiable from these rows, and affordable? (skips engines or refuses with the fix named; analysis.budget)
+    plan = plan_report(args, methods, options, problem.data, problem.num_components, progress)
+    run = Run(plan.methods, plan.options, progress, list(argv) if argv is not None else sys.argv[1:], t_start,
+              failed=dict(plan.skipped))
+    problem.data.prepare(problem.seed, progress)  # after the cheap refusals: sample, or one pass over the file
     with atomic_output_dir(args.out, args.force) as tmp:
-        metrics = _run_into(tmp, args, list(argv) if argv is not None else sys.argv[1:], methods, options, x, k,
-                            source, column_names, progress, t_start, stream)
+        run.out_dir = tmp
+        metrics = _run_stages(problem, run)
     progress(f"report written to {Path(args.out) / 'report.html'}")
     return metrics
 
@@ -122,14 +136,6 @@ def _check_option_names(options: dict) -> None:
             raise ReportError(f"--option: {exc}") from None
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception as one line: ``ValueError`` messages as they are, others prefixed with their type."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if not isinstance(exc, ValueError):
-        text = f"{type(exc).__name__}: {text}"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _warning_notes(caught) -> list[str]:
     """Library warnings caught during the run as unique one-line notes (deprecation warnings aside)."""
     notes = []
@@ -142,321 +148,207 @@ def _warning_notes(caught) -> list[str]:
     return notes
 
 
-def _run_into(tmp: Path, args, argv, methods, options, x, k, source, column_names, progress, t_start, stream=None) -> dict:
-    """The pipeline into the directory ``tmp``; ``x`` (N, D) is the user's data, or None to simulate; with
-    ``stream`` (:class:`analysis.streamed.StreamedData`) ``x`` is its row subsample and the engines read the file.
-
-    Library warnings raised meanwhile are caught and become ``notes`` (metrics.json and the page), not
-    stderr lines."""
+def _run_stages(problem: Problem, run: Run) -> dict:
+    """Every stage into ``run.out_dir``. Library warnings raised meanwhile are caught and become notes
+    (metrics.json and the page), not stderr lines."""
     import warnings
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        notes: list[str] = []
-        metrics, summaries, compare_df, fig_html = _pipeline(tmp, args, argv, methods, options, x, k, source,
-                                                             column_names, progress, t_start, notes, stream)
-    metrics["notes"] = notes + [n for n in _warning_notes(caught) if n not in notes]
-    write_atomically(tmp / "metrics.json", dumps_json(metrics))
-    write_atomically(tmp / "report.html", report_page(metrics, summaries, compare_df, fig_html, column_names))
-    return metrics
-
-
-def _pipeline(tmp: Path, args, argv, methods, options, x, k, source, column_names, progress, t_start, notes, stream=None):
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    import jax
+    from analysis.report_figures import draw_figures, write_figures
 
-    import models
-
-    from analysis import arviz_io
-
-    root = jax.random.PRNGKey(args.seed)
-    truth = z = None
-    if source == "seed_problem":
-        truth = models.to_numpy(models.seed_problem())
-        progress(f"sampling N={args.num_samples} points from the seed problem (seed {args.seed})")
-        xs, zs = models.sample(jax.random.fold_in(root, 0), truth, args.num_samples)
-        x, z = np.asarray(xs, dtype=np.float64), np.asarray(zs)
-
-    if stream is None:
-        results, failed = _fit_engines(root, x, k, methods, options, progress)
-    else:  # the engines read the file; everything after them sees the subsample's rows
-        results, failed = _fit_engines(root, str(stream.path), k, methods, options, progress, shape=stream.shape)
-        results = {m: subsample_view(r, stream) for m, r in results.items()}
-        notes.append(stream_note(stream, list(results)))
-    failed = {**getattr(args, "skipped_engines", {}), **failed}  # engines skipped before fitting, with the reason
-
-    progress("aligning labels, scoring, building InferenceData")
-    aligned, reference, reference_name, cards = _align_and_score(results, x, truth, z, failed, progress)
-    if stream is not None:
-        progress(f"scoring {', '.join(aligned)} on all {stream.num_rows:,} rows (one more pass over the file)")
-        apply_scores(stream, aligned, cards, score_pass(stream, aligned), k)
-    predictive = _predictive(args.seed, aligned, x, cards, notes)
-    idatas, summaries, compare_df, compare_rows = _arviz(tmp, aligned, x, cards, failed, progress, predictive)
-    for m in list(aligned):
-        if m not in idatas:
-            aligned.pop(m)
-            cards.pop(m)
-    if not aligned:
-        raise ReportError("every engine failed: " + "; ".join(f"{m}: {e}" for m, e in failed.items()))
-
-    progress("drawing figures")
-    reference_label = "truth" if truth is not None else f"{_label(reference_name)} estimate"
-    figures = _figures(x, z, aligned, truth, reference, reference_label, idatas, column_names, notes, caption_note(stream))
-    fig_html = _write_figures(tmp / "figures", figures)
-
-    metrics = build_metrics(
-        problem=problem_metrics(source=source, data_file=args.data, x=x, num_components=k, seed=args.seed, truth=truth,
-                                truth_covariances=None if truth is None else models.covariances(truth),
-                                log_likelihood_truth=None if truth is None else models.log_likelihood(truth, x),
-                                columns=column_names, shape=None if stream is None else stream.shape,
-                                stream=problem_fields(stream, args.data, getattr(args, "stream", None) if args.data else None)),
-        alignment=alignment_metrics(reference_name, arviz_io.RHAT_METHOD),
-        engines=cards,
-        compare=compare_rows,
-        failed=failed,
-        timings=timings_metrics({m: results[m] for m in aligned}, time.perf_counter() - t_start),
-        notes=notes,
-    )
-    files = (["report.html", "metrics.json", "manifest.json"] + [f"{m}.nc" for m in idatas]
-             + [f"figures/{n}.png" for n, _, _ in figures])
-    manifest = build_manifest(tool=PROG, argv=argv, seed=args.seed, methods=methods, engine_options=options, source=source,
-                              data_file=args.data, x=x, column_names=column_names, jax_backend=jax.default_backend(),
-                              files=files, shape=None if stream is None else stream.shape,
-                              streamed=None if stream is None else {"subsample_rows": stream.subsample_rows,
-                                                                    "stream_mode": stream.mode})
-    write_atomically(tmp / "manifest.json", dumps_json(manifest))
-    return metrics, summaries, compare_df, fig_html
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_engines(problem, run)
+        align_and_score(problem, run)
+        predictive_checks(problem, run)
+        build_inference_data(problem, run)
+        run.progress("drawing figures")
+        run.figures = draw_figures(problem, run)
+        fig_html = write_figures(run.out_dir / "figures", run.figures)
+        metrics = write_outputs(problem, run)
+    metrics["notes"] = run.notes + [n for n in _warning_notes(caught) if n not in run.notes]
+    write_atomically(run.out_dir / "metrics.json", dumps_json(metrics))
+    write_atomically(run.out_dir / "report.html",
+                     report_page(metrics, run.summaries, run.compare_df, fig_html, problem.column_names))
+    return metrics
 
 
-def _label(name: str) -> str:
-    from analysis.plots import engine_label
+def fit_engines(problem: Problem, run: Run) -> None:
+    """Fit every planned engine on the problem's data (``data.fit_input()``): ``run.results`` as the rows see
+    them (``data.view``), ``run.failed`` with one-line reasons.
 
-    return engine_label(name)
-
-
-def _fit_engines(root, x, k, methods, options, progress, shape=None) -> tuple[dict, dict]:
-    """Fit every engine on ``x`` (N, D), or on the .npy file at the path ``x`` of ``shape`` (streamed):
-    ``({method: FitResult}, {method: one-line reason})``.
-
-    Any exception of an engine (Ctrl-C aside) marks that engine as failed and the report goes on;
-    when every engine fails it is a ReportError with their reasons. SVI and NUTS start from this
-    report's MAP point when MAP ran first.
+    Any exception of an engine (Ctrl-C aside) marks that engine as failed and the report goes on; when every
+    engine fails it is a ReportError with their reasons. SVI and NUTS start from this report's MAP point when
+    MAP ran first.
     """
     import jax
 
     from inference import fit
 
-    results, failed = {}, {}
-    n, d = shape if shape is not None else x.shape
-    for i, method in enumerate(methods):
-        progress(f"[{i + 1}/{len(methods)}] fitting {method} (K={k}, N={n}, D={d}{', streamed' if shape else ''})")
+    root, k, progress = jax.random.PRNGKey(problem.seed), problem.num_components, run.progress
+    n, d = problem.data.shape
+    for i, method in enumerate(run.methods):
+        progress(f"[{i + 1}/{len(run.methods)}] fitting {method} (K={k}, N={n}, D={d}{problem.data.fit_note})")
         key = jax.random.fold_in(root, 1 + ALL_METHODS.index(method))
-        engine_options = dict(options[method])
-        if method in ("svi", "nuts") and "init" not in engine_options and "map" in results:
+        engine_options = dict(run.options[method])
+        if method in ("svi", "nuts") and "init" not in engine_options and "map" in run.results:
             # start from the MAP point this report already has (the engines would otherwise re-run MAP)
-            engine_options["init"] = results["map"].params
+            engine_options["init"] = run.results["map"].params
         try:
-            r = fit(method, key, x, k, **engine_options)
+            r = fit(method, key, problem.data.fit_input(), k, **engine_options)
         except Exception as exc:  # noqa: BLE001 - one engine's failure never sinks the report
-            failed[method] = one_line(exc)
-            progress(f"    {method} failed: {failed[method]}")
+            run.failed[method] = one_line(exc)
+            progress(f"    {method} failed: {run.failed[method]}")
             continue
-        if shape is None and np.shape(r.responsibilities)[0] != n:
-            # EM reads an in-memory array of >= 256 MiB in place and leaves the (N, K) responsibilities
-            # to the caller (inference.em.HOST_STREAM_BYTES); the report's figures and scores need them
-            from models.density import responsibilities
-
-            r = dataclasses.replace(r, responsibilities=np.asarray(responsibilities(r.params, x)))
-        results[method] = r
         comp = r.info.get("compile_seconds")
         split = f" (compile {comp:.1f}s, run {r.info.get('run_seconds', float('nan')):.1f}s)" if comp is not None else ""
         progress(f"    {method}: {r.seconds:.1f}s{split}, {r.num_iters} iterations, converged={r.converged}")
         for w in r.info.get("warnings") or []:
             progress(f"    {method} warning: {w}")
-    if not results:
-        raise ReportError("every engine failed: " + "; ".join(f"{m}: {e}" for m, e in failed.items()))
-    return results, failed
+        run.results[method] = _with_responsibilities(problem.data.view(r), problem.x)
+    if not run.results:
+        raise run.every_engine_failed()
+    run.notes += problem.data.notes(run.results)
 
 
-def _align_and_score(results: dict, x, truth, z, failed: dict, progress):
-    """Align every engine to the truth (or to the reference engine's estimate: EM when it ran) and
-    score it; an engine whose alignment or scoring raises joins ``failed``. Returns
-    ``(aligned, reference params, reference name, cards)``."""
+def _with_responsibilities(result, x):
+    """EM reads an in-memory array of >= 256 MiB in place and leaves the (N, K) responsibilities to the caller
+    (``inference.em.HOST_STREAM_BYTES``); the report's figures and scores need them for its rows."""
+    if np.shape(result.responsibilities)[0] == x.shape[0]:
+        return result
+    from models.density import responsibilities
+
+    return dataclasses.replace(result, responsibilities=np.asarray(responsibilities(result.params, x)))
+
+
+def align_and_score(problem: Problem, run: Run) -> None:
+    """Align every engine to the truth (or to the reference engine's estimate: EM when it ran) and score it
+    (``run.aligned``, ``run.cards``; full-data scores from the data source where the rows are a subsample);
+    an engine whose alignment or scoring raises joins ``run.failed``."""
     from analysis.align import align_result
     from analysis.score import scorecard
     from models.params import to_numpy
 
-    if truth is not None:
-        reference, reference_name = truth, "truth"
+    run.progress("aligning labels, scoring, building InferenceData")
+    if problem.truth is not None:
+        run.reference, run.reference_name = problem.truth, "truth"
     else:
-        reference_name = "em" if "em" in results else next(iter(results))
-        reference = to_numpy(results[reference_name].params)
-    aligned, cards = {}, {}
-    for m, r in results.items():
+        run.reference_name = "em" if "em" in run.results else next(iter(run.results))
+        run.reference = to_numpy(run.results[run.reference_name].params)
+    for m, r in run.results.items():
         try:
-            a = align_result(r, reference)
-            cards[m] = {**scorecard(a, x, truth, z), **engine_notes(a.info)}
-            aligned[m] = a
+            a = align_result(r, run.reference)
+            run.cards[m] = {**scorecard(a, problem.x, problem.truth, problem.labels), **engine_notes(a.info)}
+            run.aligned[m] = a
         except Exception as exc:  # noqa: BLE001
-            failed[m] = "scoring: " + one_line(exc)
-            progress(f"    {m} failed: {failed[m]}")
-    if not aligned:
-        raise ReportError("every engine failed: " + "; ".join(f"{m}: {e}" for m, e in failed.items()))
-    return aligned, to_numpy(reference), reference_name, cards
+            run.failed[m] = "scoring: " + one_line(exc)
+            run.progress(f"    {m} failed: {run.failed[m]}")
+    if not run.aligned:
+        raise run.every_engine_failed()
+    run.reference = to_numpy(run.reference)
+    problem.data.score_all_rows(run.aligned, run.cards, problem.num_components, run.progress)
 
 
-def _predictive(seed: int, aligned: dict, x, cards: dict, notes: list) -> dict:
-    """Replicated data per engine and its prior predictive (``analysis.predictive.predictive_checks``);
-    adds ``ppc_p_values`` to ``cards``. A failure is a note: the checks never sink the report."""
-    from analysis.predictive import predictive_checks
+def predictive_checks(problem: Problem, run: Run) -> None:
+    """Replicated data per engine and its prior predictive (``analysis.predictive.predictive_checks``) into
+    ``run.predictive``, ``ppc_p_values`` into the cards. A failure is a note: the checks never sink the report."""
+    from analysis.predictive import predictive_checks as draw_checks
 
-    for card in cards.values():
+    for card in run.cards.values():
         card["ppc_p_values"] = None
     try:
-        draws, p_values = predictive_checks(seed, aligned, x)
+        draws, p_values = draw_checks(problem.seed, run.aligned, problem.x)
     except Exception as exc:  # noqa: BLE001
-        notes.append(f"predictive checks could not be computed: {one_line(exc)}")
-        return {}
+        run.notes.append(f"predictive checks could not be computed: {one_line(exc)}")
+        return
     for m, values in p_values.items():
-        cards[m]["ppc_p_values"] = values
-    return draws
+        run.cards[m]["ppc_p_values"] = values
+    run.predictive = draws
 
 
-def _arviz(tmp: Path, aligned: dict, x, cards: dict, failed: dict, progress, predictive: dict | None = None):
-    """InferenceData per engine (saved as ``<method>.nc``), az.summary / az.loo of the engines with
-    draws and az.compare of them; adds ``netcdf``, ``diagnostics`` and ``loo`` to ``cards`` in place.
+def build_inference_data(problem: Problem, run: Run) -> None:
+    """InferenceData per engine (saved as ``<method>.nc``), az.summary / az.loo of the engines with draws and
+    az.compare of them; adds ``netcdf``, ``diagnostics`` and ``loo`` to the cards.
 
-    Returns ``(idatas, summaries, compare_df, compare rows)``, the last two None without a
-    comparison. An engine whose InferenceData cannot be built joins ``failed``; summary, LOO and
-    compare are diagnostics: their failures are progress lines, never fatal.
+    An engine whose InferenceData cannot be built joins ``run.failed`` and leaves ``run.aligned``; summary,
+    LOO and compare are diagnostics: their failures are progress lines, never fatal.
     """
     from analysis import arviz_io
 
-    idatas = {}
-    for m, r in aligned.items():
+    progress, cards = run.progress, run.cards
+    for m, r in run.aligned.items():
         name = f"{m}.nc"
         try:
-            idata = arviz_io.to_inference_data(r, x)
-            if (predictive or {}).get(m):
-                arviz_io.add_groups(idata, arviz_io.predictive_groups(**predictive[m]))
-            arviz_io.save_netcdf(idata, tmp / name)
+            idata = arviz_io.to_inference_data(r, problem.x)
+            if run.predictive.get(m):
+                arviz_io.add_groups(idata, arviz_io.predictive_groups(**run.predictive[m]))
+            arviz_io.save_netcdf(idata, run.out_dir / name)
         except Exception as exc:  # noqa: BLE001
-            failed[m] = "InferenceData: " + one_line(exc)
-            progress(f"    {m} failed: {failed[m]}")
-            (tmp / name).unlink(missing_ok=True)
+            run.failed[m] = "InferenceData: " + one_line(exc)
+            progress(f"    {m} failed: {run.failed[m]}")
+            (run.out_dir / name).unlink(missing_ok=True)
             continue
-        idatas[m] = idata
-        cards[m]["netcdf"] = name
-        cards[m]["diagnostics"] = None
-        cards[m]["loo"] = None
-    with_draws = [m for m in idatas if aligned[m].samples is not None]
-    summaries = {}
+        run.idatas[m] = idata
+        cards[m].update(netcdf=name, diagnostics=None, loo=None)
+    with_draws = [m for m in run.idatas if run.aligned[m].samples is not None]
     for m in with_draws:
         try:
-            summaries[m] = arviz_io.summary(idatas[m])
-            cards[m]["diagnostics"] = diagnostics_metrics(summaries[m])
+            run.summaries[m] = arviz_io.summary(run.idatas[m])
+            cards[m]["diagnostics"] = diagnostics_metrics(run.summaries[m])
         except Exception as exc:  # noqa: BLE001
             progress(f"    az.summary failed for {m}: {one_line(exc)}")
         try:
-            cards[m]["loo"] = arviz_io.loo(idatas[m])
+            cards[m]["loo"] = arviz_io.loo(run.idatas[m])
         except Exception as exc:  # noqa: BLE001 - LOO is a diagnostic, never fatal
             progress(f"    az.loo failed for {m}: {one_line(exc)}")
-    compare_df = compare_rows = None
     if len(with_draws) >= 2:
         try:
-            compare_df = arviz_io.compare({m: idatas[m] for m in with_draws})
-            compare_rows = compare_metrics(compare_df)
+            run.compare_df = arviz_io.compare({m: run.idatas[m] for m in with_draws})
+            run.compare_rows = compare_metrics(run.compare_df)
         except Exception as exc:  # noqa: BLE001
             progress(f"    az.compare failed: {one_line(exc)}")
-    return idatas, summaries, compare_df, compare_rows
+    for m in [m for m in run.aligned if m not in run.idatas]:
+        run.aligned.pop(m)
+        cards.pop(m)
+    if not run.aligned:
+        raise run.every_engine_failed()
 
 
-def _figures(x, z, aligned, truth, reference, reference_label, idatas, column_names, notes, rows_note: str = "") -> list:
-    """``[(name, caption, Figure)]`` of the report, in page order. A figure that cannot be drawn is a
-    note, never a failed report. Captions say what the labels were aligned to (``reference_label``);
-    ``rows_note`` ends the caption of every figure drawn from the rows (a streamed file's subsample)."""
-    from analysis import arviz_io, plots
+def write_outputs(problem: Problem, run: Run) -> dict:
+    """``manifest.json`` into ``run.out_dir``; returns the metrics dict (``metrics.json`` and the page are
+    written after the warnings of the run are collected)."""
+    import jax
 
-    has_truth = truth is not None
-    against = "the truth" if has_truth else f"the {reference_label} (no truth is known)"
-    specs = [
-        ("data", "The data" + (", coloured by the true component." if z is not None else " (no labels are known)."),
-         lambda: plots.plot_data(x, z, column_names=column_names)),
-        ("components", ("Every engine's components (aligned) against the truth (dashed black): 1σ and 2σ ellipses, × means."
-                        if has_truth else f"Every engine's components, labels aligned to {against}: 1σ and 2σ ellipses, × means."),
-         lambda: plots.plot_components(x, aligned, truth, column_names=column_names, reference_label=reference_label)),
-        ("assignments", f"Points coloured by their assigned cluster, one panel per engine; labels aligned to {against}.",
-         lambda: plots.plot_assignments(x, aligned, truth, column_names=column_names, reference_label=reference_label)),
-        ("traces", "Log-likelihood and ELBO per iteration (EM, hard EM), the EM KL gap, the MAP/SVI loss.",
-         lambda: plots.plot_traces(aligned)),
-    ]
-    em = aligned.get("em")
-    if em is not None and em.info.get("snapshots") is not None and em.info.get("snapshot_iters") is not None:
-        specs.append(("em_snapshots", "EM's estimate at a few iterations (the seed notebook's per-iteration plots, in one "
-                      "strip)" + (", truth dashed black." if has_truth else f"; colours aligned to {against}."),
-                      lambda: plots.plot_em_snapshots(x, em.info["snapshots"], em.info["snapshot_iters"], truth, reference,
-                                                      column_names=column_names)))
-    specs.append(("forest", f"Every engine side by side, labels aligned to {against}: one panel per parameter kind and "
-                  "column, each on its own scale (weights; mean and sd of each column in the data's units; correlations "
-                  "unitless); 90% HDI from ArviZ (lines) for engines with draws, dots for means and point estimates, "
-                  f"the {reference_label} as thin black ticks behind them.",
-                  lambda: arviz_io.plot_forest(idatas, reference, reference_label, column_names)))
-    if "nuts" in idatas:
-        specs.append(("nuts_trace", f"Trace of the NUTS draws after relabelling (labels aligned to {against}): every "
-                      "parameter kind, colour = component, line style = chain.",
-                      lambda: arviz_io.plot_trace(idatas["nuts"], column_names)))
-    specs += _predictive_specs(idatas, column_names)
-    from_rows = {"data", "components", "assignments", "em_snapshots"}
-    specs = [(name, caption + (rows_note if name in from_rows or name.startswith("ppc_") else ""), draw)
-             for name, caption, draw in specs]
-    figures = []
-    for name, caption, draw in specs:
-        try:
-            fig = draw()
-        except Exception as exc:  # noqa: BLE001 - a figure is never worth the report
-            notes.append(f"figure {name!r} could not be drawn: {one_line(exc)}")
-            continue
-        if fig is not None:
-            figures.append((name, caption, fig))
-    return figures
+    import models
+
+    data, x, truth = problem.data, problem.x, problem.truth
+    metrics = build_metrics(
+        problem=problem_metrics(source=data.kind, data_file=data.data_file, x=x, num_components=problem.num_components,
+                                seed=problem.seed, truth=truth,
+                                truth_covariances=None if truth is None else models.covariances(truth),
+                                log_likelihood_truth=None if truth is None else models.log_likelihood(truth, x),
+                                columns=problem.column_names, shape=data.shape,
+                                stream=data.problem_fields(problem.stream_mode)),
+        alignment=alignment_metrics(run.reference_name, _rhat_method()),
+        engines=run.cards,
+        compare=run.compare_rows,
+        failed=run.failed,
+        timings=timings_metrics({m: run.results[m] for m in run.aligned}, time.perf_counter() - run.t_start),
+        notes=run.notes,
+    )
+    files = (["report.html", "metrics.json", "manifest.json"] + [f"{m}.nc" for m in run.idatas]
+             + [f"figures/{n}.png" for n, _, _ in run.figures])
+    manifest = build_manifest(tool=PROG, argv=run.argv, seed=problem.seed, methods=run.methods,
+                              engine_options=run.options, source=data.kind, data_file=data.data_file, x=x,
+                              column_names=problem.column_names, jax_backend=jax.default_backend(), files=files,
+                              shape=data.shape, streamed=data.manifest_streamed())
+    write_atomically(run.out_dir / "manifest.json", dumps_json(manifest))
+    return metrics
 
 
-def _predictive_specs(idatas: dict, column_names) -> list:
-    """The predictive-check figures: ArviZ's PPC plot per engine, the prior predictive of the NumPyro
-    engines' prior (one figure: map, svi and nuts share the data-unit prior)."""
-    from analysis import arviz_io
+def _rhat_method() -> str:
+    from analysis.align import RHAT_METHOD
 
-    named = f" (columns: {', '.join(map(str, column_names))})" if column_names is not None else ""
-    specs = []
-    for m, idata in idatas.items():
-        if "posterior_predictive" in arviz_io.group_names(idata):
-            specs.append((f"ppc_{m}", f"Posterior predictive check of {_label(m)}: density of each column{named}, observed "
-                          "(black) against data sets replicated from the fit (one per thinned posterior draw, or replicates "
-                          "of the point estimate).",
-                          lambda idata=idata, m=m: arviz_io.plot_ppc(idata, title=f"{_label(m)}: posterior predictive")))
-    bayes = [m for m in ("nuts", "svi", "map") if m in idatas and "prior_predictive" in arviz_io.group_names(idatas[m])]
-    if bayes:
-        specs.append(("prior_predictive", f"Prior predictive check: data sets drawn from the prior the NumPyro engines used "
-                      f"(in the data's units), against the observed data{named}.",
-                      lambda: arviz_io.plot_ppc(idatas[bayes[0]], group="prior_predictive", title="prior predictive")))
-    return specs
-
-
-def _write_figures(fig_dir: Path, figures) -> dict:
-    """Render each figure once: ``fig_dir/<name>.png`` and ``{name: <figure> html}``; closes the figures."""
-    import matplotlib.pyplot as plt
-
-    fig_dir.mkdir()
-    fig_html = {}
-    for name, caption, fig in figures:
-        png = figure_png(fig)
-        (fig_dir / f"{name}.png").write_bytes(png)
-        fig_html[name] = figure_html(fig, caption, name, png=png)
-        plt.close(fig)
-    return fig_html
-
-
-if __name__ == "__main__":  # python -m analysis.report
-    sys.exit(main())
+    return RHAT_METHOD

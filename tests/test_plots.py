@@ -67,7 +67,8 @@ def test_traces_only_em_and_no_trace():
 def test_arviz_forest_and_trace_figures():
     truth, x, _, aligned = _problem(2)
     ids = {m: arviz_io.to_inference_data(r, x) for m, r in aligned.items()}
-    fig = _render(arviz_io.plot_forest(ids, truth, "truth", ["height", "width"]))
+    fig = _render(plots.plot_forest_panels(arviz_io.forest_intervals(ids), arviz_io.reference_kinds(truth),
+                                           reference_label="truth", column_names=["height", "width"]))
     assert len(fig.legends) == 1
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts == [plots.engine_label(m) for m in METHODS] + ["truth"]
@@ -75,7 +76,9 @@ def test_arviz_forest_and_trace_figures():
     # one panel per kind and column, each with its own scale
     assert titles == ["weights", "correlations", "mean of height", "sd of height", "mean of width", "sd of width"]
     assert "aligned to the truth" in fig.get_suptitle()
-    fig = _render(arviz_io.plot_trace(ids["nuts"], ["height", "width"]))
+    kinds, method = arviz_io.posterior_kinds(ids["nuts"])
+    assert method == "nuts" and kinds["means"].shape[:2] == (2, 10)
+    fig = _render(plots.plot_trace_panels(kinds, method=method, column_names=["height", "width"]))
     assert len(fig.axes) == 2 * (1 + 2 * 2 + 1)  # weights, mean/sd of each column, one correlation
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["component 0", "component 1", "chain 0", "chain 1"]
@@ -98,7 +101,8 @@ def test_one_colour_per_engine_in_every_figure():
 
     truth, x, _, aligned = _problem(2)
     ids = {m: arviz_io.to_inference_data(r, x) for m, r in aligned.items()}
-    figs = [plots.plot_components(x, aligned, truth), arviz_io.plot_forest(ids, truth), plots.plot_traces(aligned)]
+    forest = plots.plot_forest_panels(arviz_io.forest_intervals(ids), arviz_io.reference_kinds(truth))
+    figs = [plots.plot_components(x, aligned, truth), forest, plots.plot_traces(aligned)]
     for m in METHODS:
         seen = {_colour_of(f, m) for f in figs} - {None}
         assert seen == {mcolors.to_hex(plots.ENGINE_COLORS[m])}, (m, seen)
@@ -114,7 +118,8 @@ def test_forest_reads_at_any_scale_and_caps_its_size():
     x = truth.means[rng.integers(0, 6, size=300)] + rng.normal(size=(300, d)) * 5
     results = {m: fake_result(m, truth, x, num_draws=10) for m in ("em", "nuts")}
     ids = {m: arviz_io.to_inference_data(r, x) for m, r in results.items()}
-    fig = _render(arviz_io.plot_forest(ids, None, "EM estimate", [f"c{j}" for j in range(d)]))
+    fig = _render(plots.plot_forest_panels(arviz_io.forest_intervals(ids), None, reference_label="EM estimate",
+                                           column_names=[f"c{j}" for j in range(d)]))
     width, height = fig.get_size_inches()
     assert height <= plots.FOREST_MAX_HEIGHT_IN + 0.01 and width <= 10
     assert "of 50 shown" in fig.get_suptitle() and "aligned to the EM estimate" in fig.get_suptitle()

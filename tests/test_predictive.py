@@ -1,4 +1,4 @@
-"""Predictive groups in the InferenceData (both ArviZ stacks) and ArviZ's predictive check figure."""
+"""Predictive groups in the InferenceData (both ArviZ stacks) and the predictive check figure from ArviZ's densities."""
 
 import jax
 import matplotlib
@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 import models  # noqa: E402
-from analysis import arviz_io  # noqa: E402
+from analysis import arviz_io, plots  # noqa: E402
 from analysis.predictive import num_replicates, posterior_predictive, prior_predictive  # noqa: E402
 from inference import fit  # noqa: E402
 
@@ -31,22 +31,29 @@ def test_predictive_groups_round_trip_netcdf_with_documented_dims(tmp_path):
     np.testing.assert_allclose(back["prior_predictive"]["x"].values[0], x_prior, rtol=1e-6)  # stored as float32
     # the prior draws are from the prior in the data's units: centred on the data's mean
     assert np.all(np.abs(np.median(prior_params.means.reshape(-1, 2), axis=0) - x.mean(0)) < 3 * 10 * x.std(0) / np.sqrt(2 * s))
-    fig = arviz_io.plot_ppc(back, title="map")
+    densities = arviz_io.ppc_densities(back)
+    assert [d["dim"] for d in densities] == [0, 1] and len(densities[0]["replicated"]) == min(s, 50)
+    grid, pdf = densities[0]["observed"]
+    assert grid.shape == pdf.shape and np.all(pdf >= 0) and abs(np.trapezoid(pdf, grid) - 1) < 0.05  # a density
+    fig = plots.plot_ppc(densities, title="map", column_names=["a", "b"])
     assert len([ax for ax in fig.axes if ax.has_data()]) == 2  # one panel per dimension
-    fig = arviz_io.plot_ppc(back, group="prior_predictive")
+    assert [ax.get_xlabel() for ax in fig.axes] == ["a", "b"]
+    fig = plots.plot_ppc(arviz_io.ppc_densities(back, "prior_predictive"), group="prior_predictive")
     assert len([ax for ax in fig.axes if ax.has_data()]) == 2
 
 
 def test_ppc_figure_with_fewer_stored_replicates_than_drawn_lines():
     """Large N x D keeps only a few replicated data sets in the file (``predictive.stored_count``): the
-    figure draws those instead of asking ArviZ for 50 (which it refused: "num_pp_samples must be an
-    integer between 1 and 2")."""
+    figure draws those instead of 50 (ArviZ's own plot refused: "num_pp_samples must be an integer
+    between 1 and 2")."""
     x, _ = models.sample(jax.random.PRNGKey(0), models.seed_problem(), 100)
     x = np.asarray(x)
     result = fit("em", jax.random.PRNGKey(1), x, 2)
     x_rep = posterior_predictive(jax.random.PRNGKey(2), result, x.shape[0])[:2]
     idata = arviz_io.add_groups(arviz_io.to_inference_data(result, x), arviz_io.predictive_groups(x_rep))
-    fig = arviz_io.plot_ppc(idata, title="em", num_draws=50)
+    densities = arviz_io.ppc_densities(idata, num_draws=50)
+    assert [len(d["replicated"]) for d in densities] == [2, 2]
+    fig = plots.plot_ppc(densities, title="em")
     assert len([ax for ax in fig.axes if ax.has_data()]) == 2
 
 

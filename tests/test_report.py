@@ -159,9 +159,19 @@ def test_page_and_output_helpers(tmp_path):
     assert not (tmp_path / "gone").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_entry_points_still_resolve():
-    """``gmm-report = "analysis.report:main"``, ``python -m analysis.report`` and ``python -m analysis``."""
-    assert report.main is main
+def test_entry_points_resolve_to_the_command_line():
+    """``gmm-report = "analysis.cli:main"`` (pyproject.toml) and ``python -m analysis``; the pipeline
+    (``analysis.report``) does not import the command line."""
+    import importlib
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    target = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]["gmm-report"]
+    module, name = target.split(":")
+    assert getattr(importlib.import_module(module), name) is main
+    assert "analysis.cli" in (root / "analysis" / "__main__.py").read_text()
+    assert not hasattr(report, "main")
 
 
 def _schema_paths(schema, prefix=""):

@@ -82,7 +82,7 @@ def test_streamed_report_equals_the_in_memory_fit_and_names_its_subsample(tmp_pa
     from analysis import arviz_io
 
     idata = arviz_io.load_netcdf(out / "em.nc")
-    observed = np.asarray(arviz_io._group(idata, "observed_data")["x"])
+    observed = np.asarray(arviz_io.group(idata, "observed_data")["x"])
     np.testing.assert_array_equal(observed, x[rows])
     assert idata.attrs["subsample_rows"] == 1000 and idata.attrs["num_rows_in_data"] == 3000
 
@@ -176,11 +176,11 @@ def test_bad_input_with_stream_always_is_one_line_and_exit_2(tmp_path, capsys, n
 def test_nan_in_a_streamed_fit_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     """Should the file change between the report's own check and the fit, the fit's pre-pass ValueError
     fails every engine: one line, exit 2, nothing written."""
-    from analysis import report
+    from analysis import streamed
 
     path = tmp_path / "ok.npy"
     np.save(path, _blobs(n=300))
-    real_scan = report.scan
+    real_scan = streamed.scan
 
     def scan_then_spoil(data, seed, subsample_rows=None):
         scanned = real_scan(data, seed, subsample_rows)
@@ -189,7 +189,7 @@ def test_nan_in_a_streamed_fit_is_one_line_exit_2(tmp_path, capsys, monkeypatch)
         np.save(path, spoilt)
         return scanned
 
-    monkeypatch.setattr(report, "scan", scan_then_spoil)
+    monkeypatch.setattr(streamed, "scan", scan_then_spoil)
     out = tmp_path / "r"
     code = main(["--data", str(path), "--stream", "always", "--methods", "em,hard_em", "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
@@ -253,17 +253,19 @@ def test_streamed_report_memory_is_bounded(tmp_path):
 def test_report_fills_responsibilities_em_left_for_a_large_in_memory_array(monkeypatch):
     """EM reads an in-memory array of >= HOST_STREAM_BYTES in place without (N, K) responsibilities; the
     report's pipeline computes them from the fitted parameters (models.responsibilities)."""
-    import jax
     import numpy as np
 
     import inference.em as em
     import models
-    from analysis.report import _fit_engines
+    from analysis.problem import MemoryData, Problem
+    from analysis.report import Run, fit_engines
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(size=(200, 2)) + 4, rng.normal(size=(200, 2))])
     monkeypatch.setattr(em, "HOST_STREAM_BYTES", 0)
-    results, failed = _fit_engines(jax.random.PRNGKey(0), x, 2, ["em"], {"em": {}}, lambda *a, **k: None)
+    run = Run(["em"], {"em": {}}, lambda *a, **k: None)
+    fit_engines(Problem(MemoryData(None, x), 2, 0, ["x0", "x1"]), run)
+    results, failed = run.results, run.failed
     assert not failed and results["em"].info["source"] == "host memory, read in place"
     np.testing.assert_allclose(results["em"].responsibilities, models.responsibilities(results["em"].params, x), atol=1e-12)
     assert results["em"].responsibilities.shape == (400, 2)

@@ -1,0 +1,58 @@
+"""FitResult <-> ArviZ InferenceData, and every ArviZ call of the project, on both ArviZ stacks.
+
+This package is the ONLY place that imports ArviZ (tested). It hides the difference between the two ArviZ
+APIs a user can have: ArviZ 0.x (Python 3.11; ``arviz.InferenceData``, ``az.loo`` ...) and ArviZ 1.x
+(Python >= 3.12; ``arviz_base`` / ``arviz_stats`` / ``arviz_plots``, the data being an ``xarray.DataTree``).
+Callers get the same layout, the same dict / DataFrame shapes and the same numbers from either
+(``ARVIZ_MAJOR`` tells which one is running). Group datasets are built here with xarray, so the layout does
+not depend on either converter. It returns numbers and data, never figures (``analysis.plots`` draws them).
+
+* ``_stack`` -- which ArviZ runs, its imports, and the group calls that differ between the stacks;
+* ``convert`` -- FitResult -> InferenceData (the layout), NetCDF files, predictive groups;
+* ``stats`` -- R-hat, summary, LOO, WAIC, compare, HDIs and kernel densities for the figures.
+
+Everything public is re-exported here: ``from analysis import arviz_io; arviz_io.to_inference_data(...)``.
+"""
+
+from ._stack import ARVIZ_MAJOR, add_groups, arviz_version, group, group_names
+from .convert import (FIT_TRACE_GROUP, FLOAT32_GROUPS, GROUPS, LOGLIK_MAX_VALUES, LOGLIK_MIN_DRAWS, PARAM_VARS,
+                      RHAT_METHOD, load_netcdf, loglik_draws_kept, predictive_groups, save_netcdf, to_inference_data)
+from .stats import (COMPARE_COLUMNS, PPC_MAX_DIMS, SUMMARY_COLUMNS, compare, forest_intervals, kde, loo,
+                    parameter_kinds, posterior_kinds, ppc_densities, reference_kinds, rhat_of_samples, summary, waic,
+                    waic_formula, waic_of_pointwise)
+
+__all__ = [
+    "ARVIZ_MAJOR",
+    "RHAT_METHOD",
+    "PARAM_VARS",
+    "GROUPS",
+    "FIT_TRACE_GROUP",
+    "FLOAT32_GROUPS",
+    "SUMMARY_COLUMNS",
+    "COMPARE_COLUMNS",
+    "PPC_MAX_DIMS",
+    "LOGLIK_MAX_VALUES",
+    "LOGLIK_MIN_DRAWS",
+    "arviz_version",
+    "to_inference_data",
+    "group",
+    "group_names",
+    "add_groups",
+    "predictive_groups",
+    "save_netcdf",
+    "load_netcdf",
+    "loglik_draws_kept",
+    "rhat_of_samples",
+    "summary",
+    "loo",
+    "waic",
+    "waic_formula",
+    "waic_of_pointwise",
+    "compare",
+    "parameter_kinds",
+    "forest_intervals",
+    "reference_kinds",
+    "posterior_kinds",
+    "kde",
+    "ppc_densities",
+]

@@ -1,0 +1,48 @@
+"""Figures of the comparison. Every function returns a matplotlib Figure; nothing calls plt.show, and
+nothing here calls ArviZ: statistics (HDIs, kernel densities, draws per parameter kind) arrive as numbers
+from ``analysis.arviz_io``.
+
+The figures replace the seed notebook's per-iteration ``plt.show()`` calls. Families:
+
+- ``style`` -- one palette (``ENGINE_COLORS``: every engine its colour in every figure of the report and the
+  sweeps), engine labels, the data's plotting plane (:class:`Projection`: PCA for D > 2), ellipses;
+- ``mixture`` -- :func:`plot_data`, :func:`plot_components`, :func:`plot_assignments`,
+  :func:`plot_em_snapshots`: the data and the fitted components of every engine;
+- ``traces`` -- :func:`plot_traces` (per-iteration log-likelihood / ELBO / KL / loss) and
+  :func:`plot_trace_panels` (the trace plot of aligned draws);
+- ``posterior`` -- :func:`plot_forest_panels` (every engine's estimates with ArviZ's HDIs, one panel per
+  parameter kind and column, each on its own scale) and :func:`plot_ppc` (predictive checks).
+
+Axes are labelled with the data's column names (``column_names``); titles say what the labels were
+aligned to (``reference_label``: "truth", or the reference engine's estimate on user data). Results must be
+aligned (``analysis.align``) so that component colours mean the same component in every panel.
+"""
+
+from .mixture import plot_assignments, plot_components, plot_data, plot_em_snapshots
+from .posterior import FOREST_MAX_HEIGHT_IN, MAX_CORRELATION_GROUPS, plot_forest_panels, plot_ppc
+from .style import (COMPONENT_COLORS, ENGINE_COLORS, ENGINE_LABELS, TRUTH_COLOR, Projection, draw_gaussians,
+                    engine_color, engine_label, projection_for)
+from .traces import CHAIN_STYLES, plot_trace_panels, plot_traces
+
+__all__ = [
+    "ENGINE_COLORS",
+    "ENGINE_LABELS",
+    "COMPONENT_COLORS",
+    "TRUTH_COLOR",
+    "CHAIN_STYLES",
+    "FOREST_MAX_HEIGHT_IN",
+    "MAX_CORRELATION_GROUPS",
+    "engine_color",
+    "engine_label",
+    "draw_gaussians",
+    "Projection",
+    "projection_for",
+    "plot_data",
+    "plot_components",
+    "plot_assignments",
+    "plot_traces",
+    "plot_em_snapshots",
+    "plot_forest_panels",
+    "plot_trace_panels",
+    "plot_ppc",
+]
