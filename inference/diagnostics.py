@@ -143,11 +143,12 @@ SINGULAR_RATIO = 1e-12  # smallest eigenvalue of a component's correlation matri
 
 
 def column_resolution(x) -> np.ndarray:
-    """(D,) smallest gap between distinct values of each column of ``x`` (N, D); inf for a constant column.
+    """(D,) smallest gap between distinct values of each column of ``x`` (N, D); 0 for a constant column
+    (a component cannot be narrower than nothing: the rule flags nothing there).
 
     The data's own resolution: integer ratings have 1, continuous measurements ~range / N^2."""
     x = np.asarray(x, np.float64)
-    out = np.full(x.shape[1], np.inf)
+    out = np.zeros(x.shape[1])
     for j in range(x.shape[1]):
         values = np.unique(x[:, j])
         if values.size > 1:
@@ -186,7 +187,8 @@ def degenerate_components(params: GMMParams, x, responsibilities, reg_covar: flo
     if counts is None:
         counts = np.asarray(responsibilities, np.float64).sum(axis=0)
     counts = np.asarray(counts, np.float64)
-    resolution = column_resolution(x) if x is not None else np.full(num_features, np.inf)
+    # no rows (streamed): the shared-value rule is skipped (a resolution of 0 flags nothing)
+    resolution = column_resolution(x) if x is not None else np.zeros(num_features)
     needed = num_features + 1 if full_covariance else 2
     out = []
     for k in range(covs.shape[0]):
