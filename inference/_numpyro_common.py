@@ -213,13 +213,18 @@ class ChunkProgress:
 
 
 def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, chunk_converged, min_checks: int = 1,
-                    report_progress: bool = False, sample_weight=None):
+                    report_progress: bool = False, sample_weight=None, track=None, initial_summary=None):
     """Drive ``svi.update`` in ``lax.scan`` chunks of ``check_every`` steps inside ``lax.while_loop``.
 
     After each chunk ``chunk_converged(previous_summary, chunk_losses) -> (summary, converged)`` decides
     whether to stop (never before ``min_checks`` chunks, never after ``num_checks``), and the models/
     (weighted) log-likelihood of the guide's median is recorded. Jit-able (the whole loop is one program).
     With ``report_progress`` every chunk advances :class:`ChunkProgress` (a host callback).
+
+    ``track(params) -> pytree`` (optional, e.g. the guide's locations and log scales): its mean over the
+    chunk's steps is passed as a third argument, ``chunk_converged(previous, chunk_losses, tracked_mean)``,
+    so the rule can ask whether the parameters themselves have stopped moving (not only the loss); the
+    first ``previous`` is then ``initial_summary`` (any pytree of the summary's structure).
 
     Returns
     -------
@@ -228,17 +233,29 @@ def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, 
     losses = jnp.zeros((num_checks, check_every), x.dtype)
     log_liks = jnp.zeros((num_checks,), x.dtype)
 
+    def tracked_step(carry, _):
+        state, total = carry
+        state, loss = svi.update(state, x, sample_weight)
+        total = jax.tree.map(jnp.add, total, track(svi.get_params(state)))
+        return (state, total), loss
+
     def run_chunk(carry):
         state, chunk, previous, _, losses, log_liks = carry
-        state, chunk_losses = lax.scan(lambda s, _: svi.update(s, x, sample_weight), state, None, length=check_every)
-        summary, converged = chunk_converged(previous, chunk_losses)
+        if track is None:
+            state, chunk_losses = lax.scan(lambda s, _: svi.update(s, x, sample_weight), state, None, length=check_every)
+            summary, converged = chunk_converged(previous, chunk_losses)
+        else:
+            zeros = jax.tree.map(jnp.zeros_like, track(svi.get_params(state)))
+            (state, total), chunk_losses = lax.scan(tracked_step, (state, zeros), None, length=check_every)
+            summary, converged = chunk_converged(previous, chunk_losses, jax.tree.map(lambda t: t / check_every, total))
         if report_progress:
             jax.debug.callback(ChunkProgress.advance, check_every)
         point = params_from_sites(guide.median(svi.get_params(state)))
         return (state, chunk + 1, summary, converged, losses.at[chunk].set(chunk_losses), log_liks.at[chunk].set(weighted_log_likelihood(point, x, sample_weight)))
 
     keep_going = lambda carry: (carry[1] < num_checks) & ((carry[1] < min_checks) | ~carry[3])
-    init = (state, 0, jnp.asarray(jnp.inf, x.dtype), False, losses, log_liks)
+    first = jnp.asarray(jnp.inf, x.dtype) if initial_summary is None else initial_summary
+    init = (state, 0, first, False, losses, log_liks)
     return lax.while_loop(keep_going, run_chunk, init)
 
 
