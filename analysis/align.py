@@ -4,8 +4,10 @@ A mixture is identified only up to a permutation of its components. Every ``FitR
 through :func:`align_result` before it is scored or drawn: its point estimate is matched to a
 reference (the truth, or with user data one engine's estimate) by the Hungarian method on the
 symmetrised Gaussian KL between components (``models.alignment``), and the same permutation is
-applied to the responsibilities' columns and to the hard assignments. Posterior draws (NUTS, SVI)
-are relabelled draw by draw against the reference (a pivot, Stephens-style fixed point in
+applied to the responsibilities' columns, the hard assignments and whatever else the engine numbers
+components in (its degenerate components, its warnings' "component k": ``relabel_component_info``), so
+that every per-component number the report shows is in one numbering. Posterior draws (NUTS, SVI) are
+relabelled draw by draw against the reference (a pivot, Stephens-style fixed point in
 ``models.relabel_draws``); the R-hat of every parameter before and after relabelling is stored in
 ``info["rhat_before"]`` / ``info["rhat_after"]``: the rank-normalised split R-hat of Vehtari et al. (2021),
 ArviZ's default (``RHAT_METHOD``), computed by ``inference.diagnostics.rank_rhat`` (the same number as
@@ -15,6 +17,7 @@ ArviZ's default (``RHAT_METHOD``), computed by ``inference.diagnostics.rank_rhat
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -23,8 +26,8 @@ from inference.result import FitResult
 from models.alignment import match_components, mean_of_draws, relabel_draws
 from models.params import GMMParams, permute, to_numpy
 
-__all__ = ["align_params", "align_result", "align_results", "inverse_permutation", "relabel_labels", "mean_of_draws",
-           "rhat_max", "RHAT_METHOD"]
+__all__ = ["align_params", "align_result", "align_results", "inverse_permutation", "relabel_labels", "relabel_text",
+           "relabel_component_info", "mean_of_draws", "rhat_max", "RHAT_METHOD"]
 
 RHAT_METHOD = "rank"  # rank-normalised split R-hat (ArviZ's default method), inference.diagnostics.rank_rhat
 PARAMETERS = ("weights", "means", "covariances")
@@ -41,6 +44,54 @@ def inverse_permutation(perm) -> np.ndarray:
 def relabel_labels(labels, perm) -> np.ndarray:
     """Hard labels in the estimate's numbering -> labels in the aligned numbering."""
     return inverse_permutation(perm)[np.asarray(labels)]
+
+
+# "component 2 is degenerate", "(worst: means[2, 0])": the component index an engine's words name
+_COMPONENT_WORDS = re.compile(r"\b(component |weights\[|means\[|covariances\[|scale_tril\[|scales\[)(\d+)")
+_DEGENERATE_LINE = re.compile(r"component (\d+) is degenerate")
+
+
+def relabel_text(line: str, perm) -> str:
+    """An engine's one-line message with every component it names ("component k", "means[k, j]", ...)
+    renamed from the engine's numbering to the aligned one (``perm`` of :func:`align_params`)."""
+    inv = inverse_permutation(perm)
+    k = inv.shape[-1]
+
+    def rename(match):
+        old = int(match.group(2))
+        return match.group(1) + (str(int(inv[old])) if old < k else match.group(2))
+
+    return _COMPONENT_WORDS.sub(rename, str(line))
+
+
+def relabel_component_info(info: dict, perm) -> dict:
+    """``info`` (a FitResult's) with everything that numbers components in the engine's own labels renamed to
+    the aligned labels: ``degenerate_components`` (each entry's ``component``; sorted by it), ``warnings``
+    (the degeneracy lines in the aligned order), ``final_counts`` and the worst elements of ``diagnostics``.
+    A copy; ``assignments`` / ``assignment_draws`` are :func:`align_result`'s."""
+    perm = np.asarray(perm)
+    inv = inverse_permutation(perm)
+    info = dict(info)
+    if info.get("degenerate_components"):
+        entries = []
+        for entry in info["degenerate_components"]:
+            entry = dict(entry)
+            entry["component"] = int(inv[int(entry["component"])])
+            entries.append(entry)
+        info["degenerate_components"] = sorted(entries, key=lambda e: e["component"])
+    if info.get("warnings"):
+        lines = [relabel_text(w, perm) for w in info["warnings"]]
+        slots = [i for i, w in enumerate(lines) if _DEGENERATE_LINE.match(w)]
+        ordered = sorted((lines[i] for i in slots), key=lambda w: int(_DEGENERATE_LINE.match(w).group(1)))
+        for i, w in zip(slots, ordered):
+            lines[i] = w
+        info["warnings"] = lines
+    if info.get("final_counts") is not None and np.shape(info["final_counts"]) == perm.shape:
+        info["final_counts"] = np.asarray(info["final_counts"])[perm]
+    if isinstance(info.get("diagnostics"), dict):
+        info["diagnostics"] = {key: relabel_text(v, perm) if key.startswith("worst_") and isinstance(v, str) else v
+                               for key, v in info["diagnostics"].items()}
+    return info
 
 
 def align_params(reference: GMMParams, estimate: GMMParams) -> tuple[GMMParams, np.ndarray]:
@@ -94,7 +145,7 @@ def align_result(result: FitResult, reference: GMMParams, *, relabel: bool = Tru
     """
     reference = to_numpy(reference)
     params, perm = align_params(reference, result.params)
-    info = dict(result.info)
+    info = relabel_component_info(result.info, perm)  # degeneracy entries, warnings, ... in the aligned labels
     info["alignment_perm"] = perm
     if "assignments" in info and info["assignments"] is not None:
         info["assignments"] = relabel_labels(info["assignments"], perm)

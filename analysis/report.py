@@ -205,8 +205,6 @@ def fit_engines(problem: Problem, run: Run) -> None:
         comp = r.info.get("compile_seconds")
         split = f" (compile {comp:.1f}s, run {r.info.get('run_seconds', float('nan')):.1f}s)" if comp is not None else ""
         progress(f"    {method}: {r.seconds:.1f}s{split}, {r.num_iters} iterations, converged={r.converged}")
-        for w in r.info.get("warnings") or []:
-            progress(f"    {method} warning: {w}")
         run.results[method] = _with_responsibilities(problem.data.view(r), problem.x)
     if not run.results:
         raise run.every_engine_failed()
@@ -242,6 +240,8 @@ def align_and_score(problem: Problem, run: Run) -> None:
             a = align_result(r, run.reference)
             run.cards[m] = {**scorecard(a, problem.x, problem.truth, problem.labels), **engine_notes(a.info)}
             run.aligned[m] = a
+            for w in a.info.get("warnings") or []:  # after the alignment: components in the report's labels
+                run.progress(f"    {m} warning: {w}")
         except Exception as exc:  # noqa: BLE001
             run.failed[m] = "scoring: " + one_line(exc)
             run.progress(f"    {m} failed: {run.failed[m]}")

@@ -82,3 +82,24 @@ def test_align_results_without_truth_uses_em_as_reference(problem):
     aligned, ref = align_results(results)
     np.testing.assert_allclose(ref.means, results["em"].params.means)
     np.testing.assert_allclose(aligned["hard_em"].params.means, results["hard_em"].params.means[::-1])
+
+
+def test_degenerate_components_and_warnings_are_renamed_to_the_aligned_labels(problem):
+    """Issue 19 part 5: an engine's 'component k' (its own numbering) becomes the aligned component."""
+    from analysis.align import relabel_text
+
+    truth, x, _ = problem
+    r = fake_result("em", truth, x, perm=[1, 0])
+    info = dict(r.info, degenerate_components=[{"component": 0, "reasons": ["collapsed"]}],
+                warnings=["component 0 is degenerate: collapsed", "R-hat 1.2 (worst: means[0, 1]): ..."],
+                final_counts=np.array([10.0, 140.0]), diagnostics={"worst_rhat": "covariances[1, 0, 1]", "rhat_max": 1.2})
+    a = align_result(type(r)(**{**r.__dict__, "info": info}), truth)
+    # the engine's component 0 is the estimate of the truth's component 1
+    np.testing.assert_allclose(a.params.means[1], np.asarray(r.params.means)[0])
+    assert a.info["degenerate_components"] == [{"component": 1, "reasons": ["collapsed"]}]
+    assert a.info["warnings"] == ["component 1 is degenerate: collapsed", "R-hat 1.2 (worst: means[1, 1]): ..."]
+    np.testing.assert_array_equal(a.info["final_counts"], [140.0, 10.0])
+    assert a.info["diagnostics"] == {"worst_rhat": "covariances[0, 0, 1]", "rhat_max": 1.2}
+    assert info["degenerate_components"] == [{"component": 0, "reasons": ["collapsed"]}]  # the engine's info untouched
+    # columns, other numbers and components out of range are left alone
+    assert relabel_text("column 0 of component 5; 0 rows", [1, 0]) == "column 0 of component 5; 0 rows"

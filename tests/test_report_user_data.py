@@ -198,3 +198,52 @@ def test_bounded_output_on_a_moderately_large_csv(tmp_path, monkeypatch):
     assert (out / "em.nc").stat().st_size < 5_000_000
     page = (out / "report.html").read_text()
     assert "feature_5" in page  # column names label the tables (az.summary rows, columns list)
+
+
+def test_degenerate_components_are_named_in_the_aligned_labels(tmp_path, monkeypatch, capsys):
+    """Issue 19 part 5: integer ratings collapse components onto one value of a column; every degeneracy
+    entry, warning (metrics, page, stderr) names the ALIGNED component whose covariance in the report is the
+    collapsed one, also for an engine whose own numbering differs from the aligned one."""
+    import dataclasses
+
+    import inference
+    from inference.dispatch import with_degeneracy_check
+    from models.params import permute
+
+    real_fit = inference.fit
+    fitted = {}
+
+    def fit(method, key, x, k, **options):
+        if method != "hard_em":
+            fitted[method] = real_fit(method, key, x, k, **options)
+            return fitted[method]
+        # an engine that found EM's fit under other labels: its own numbering is EM's rotated by one
+        em, perm = fitted["em"], np.roll(np.arange(k), 1)
+        info = {key_: v for key_, v in em.info.items() if key_ not in ("degenerate_components", "warnings")}
+        info["assignments"] = np.argsort(perm)[np.argmax(em.responsibilities, axis=1)]
+        r = dataclasses.replace(em, method="hard_em", params=permute(em.params, perm),
+                                responsibilities=np.asarray(em.responsibilities)[:, perm], info=info)
+        return with_degeneracy_check(r, x)
+
+    monkeypatch.setattr(inference, "fit", fit)
+    ratings = np.random.default_rng(0).integers(1, 6, (300, 2))
+    data = _csv(tmp_path / "ratings.csv", ratings, ["taste", "price"])
+    out = tmp_path / "r"
+    assert main(["--data", data, "-k", "3", "--methods", "em,hard_em", "--out", str(out)]) == 0
+    stderr = capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    page = (out / "report.html").read_text()
+    flagged = {}
+    for method, card in metrics["engines"].items():
+        covs = np.asarray(card["covariances"])
+        collapsed = {k for k in range(3) if np.sqrt(np.diagonal(covs[k])).min() < 0.05}  # sd < 1/20 of a rating step
+        named = {d["component"] for d in card["degenerate_components"]}
+        assert named == collapsed, (method, named, covs)
+        warned = {int(w.split()[1]) for w in card["warnings"] if w.startswith("component ") and "is degenerate" in w}
+        assert warned == named
+        for w in card["warnings"]:
+            assert f"{method} warning: {w}" in stderr and w.split(":")[0] in page
+        for d in card["degenerate_components"]:  # its effective points are about its cluster's size
+            assert abs(d["effective_count"] - card["cluster_sizes"][d["component"]]) < 0.2 * d["effective_count"] + 5
+        flagged[method] = named
+    assert flagged["em"] and flagged["hard_em"] == flagged["em"]  # the same components, whatever the engine's numbering
