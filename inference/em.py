@@ -50,7 +50,7 @@ from models.params import GMMParams, to_numpy
 
 from .compiled_cache import remember_compiled
 from .em_loop import em_program
-from .em_rows import COMPUTE_DTYPE, HOST_STREAM_BYTES, in_memory_rows, is_streamed, streamed_rows, streams_from_memory
+from .em_rows import COMPUTE_DTYPE, in_memory_rows, is_streamed, streamed_rows, streams_from_memory
 from .init import INIT_METHODS, stack_given_init
 from .result import FitResult
 from .rows import make_mesh
@@ -60,6 +60,7 @@ from .validate import check_choice, check_positive
 __all__ = ["fit_em", "fit_hard_em", "HOST_STREAM_BYTES", "NUM_SNAPSHOTS"]
 
 NUM_SNAPSHOTS = 8
+HOST_STREAM_BYTES = 1 << 28  # in-memory float arrays from 256 MiB on are streamed from host memory, in place
 
 
 _COMPILED: dict = {}
@@ -117,7 +118,7 @@ def _fit(
     if isinstance(init, GMMParams) and n_init != 1:
         raise ValueError(f"n_init must be 1 when init is a GMMParams, got {n_init}")
     device_mesh = make_mesh(devices, mesh)
-    streamed = is_streamed(x) or streams_from_memory(x)
+    streamed = is_streamed(x) or streams_from_memory(x, HOST_STREAM_BYTES)
     rows = (streamed_rows if streamed else in_memory_rows)(x, sample_weight, num_components, chunk_size, device_mesh)
     layout, dtype, center_np = rows.layout, rows.dtype, rows.center
     num_components = int(num_components)
@@ -156,7 +157,10 @@ def _fit(
         shards = sorted(resp.addressable_shards, key=lambda s: s.index[0].start or 0)
         responsibilities = np.concatenate([np.asarray(s.data) for s in shards])[: rows.local_rows]
     else:
-        responsibilities = np.asarray(resp)[: layout.num_rows]
+        resp = np.asarray(resp)
+        if rows.share:  # each device's real rows sit at the front of its block
+            resp = resp.reshape(layout.num_devices, -1, num_components)[:, : rows.share].reshape(-1, num_components)
+        responsibilities = resp[: rows.local_rows]
     responsibilities = responsibilities.astype(dtype, copy=False)
     run_seconds = time.perf_counter() - run_start
 
@@ -185,7 +189,8 @@ def _fit(
         "chunk_size": layout.chunk_size,
         "dtype": str(dtype),
         "compute_dtype": str(compute),
-        "num_rows": layout.num_rows,
+        "num_rows": rows.local_rows if jax.process_count() == 1 else layout.num_rows,
+        "compiled_rows": layout.num_rows,
         "total_weight": rows.total_weight,
         "weighted": sample_weight is not None or (rows.reader is not None and rows.reader.weights is not None),
         "num_devices": layout.num_devices,

@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .rows import (ChunkReader, Layout, NpyRows, RowData, check_sample_weight, normalize_sample_weight, rechunk)
+from .host_readers import ChunkReader, NpyRows, rechunk
+from .rows import Layout, RowData, check_sample_weight, normalize_sample_weight, row_bucket
 from .stats import default_chunk_size
 from .validate import check_data, check_float32_resolution, check_num_components
 
 STREAM_BLOCK_ROWS = 1 << 16  # rows per read of the host pre-pass over a streamed source
 READ_BYTES = 1 << 22  # ~bytes per host read of a streamed fold (a whole number of compute chunks)
-HOST_STREAM_BYTES = 1 << 28  # in-memory float arrays from 256 MiB on are streamed from host memory
 # Every statistic is computed in float64, whatever the data's dtype (float32 rows are converted chunk by
 # chunk on the device; they stay float32 in memory). The E-step's quadratic features and the raw-moment
 # M-step cancel ~eps |x - c|^2 / sd^2 (c the data's centre, sd a cluster's width): in float32 that is
@@ -39,15 +39,16 @@ class Rows(NamedTuple):
     dtype: np.dtype
     reader: ChunkReader | None
     local_rows: int  # this process's real rows (multi-process: its own; else N)
+    share: int = 0  # in memory, one process: real rows at the front of each device's block (0: contiguous)
 
 
-def streams_from_memory(x) -> bool:
-    """A 2-D float numpy array of at least ``HOST_STREAM_BYTES`` (single process): EM reads it in place, a few
+def streams_from_memory(x, threshold_bytes: int) -> bool:
+    """A 2-D float numpy array of at least ``threshold_bytes`` (``inference.em.HOST_STREAM_BYTES``; single process): EM reads it in place, a few
     MiB per host read, instead of copying it (centred) to the devices. XLA's CPU runtime takes a host buffer
     without a copy only when it is 64-byte aligned, which numpy's large arrays are not (16), so a device copy
     would double the memory of a data set that fills it."""
     return (isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype in (np.float32, np.float64)
-            and x.nbytes >= HOST_STREAM_BYTES and jax.process_count() == 1)
+            and x.nbytes >= threshold_bytes and jax.process_count() == 1)
 
 
 def is_streamed(x) -> bool:
@@ -95,24 +96,40 @@ def in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
     center = sum_x / sum_w  # float64: rows are centred on the device, after conversion (RowData)
     num_devices = mesh.devices.size
     local_devices = max(1, num_devices // jax.process_count())
+    itemsize = np.dtype(dtype).itemsize
+    weights = np.ones(num_rows, dtype) if w is None else w.astype(dtype)
+    center_dev = jnp.asarray(center, COMPUTE_DTYPE)
+    if jax.process_count() == 1:
+        # One program per row bucket (inference.rows.row_bucket), not per N: each device holds its share
+        # ceil(N / devices) at the front of a block of whole chunks; the real N is traced (RowData.num_rows).
+        per_device = -(-row_bucket(num_rows, num_features, itemsize) // num_devices)
+        chunk_size = int(chunk_size or default_chunk_size(per_device, num_components, num_features, itemsize))
+        block = -(-per_device // chunk_size) * chunk_size
+        share = -(-num_rows // num_devices)
+        layout = Layout(block * num_devices, num_features, chunk_size, mesh, dtype=str(dtype))
+
+        def device_block(arr, idx):
+            d = (idx[0].start or 0) // block
+            first = min(d * share, num_rows)
+            return _padded_slice(arr[first : min(first + share, num_rows)], slice(0, block), min(share, num_rows - first))
+
+        x_dev = jax.make_array_from_callback((block * num_devices, num_features), layout.sharding,
+                                             lambda idx: device_block(x_np, idx))
+        w_dev = jax.make_array_from_callback((block * num_devices,), layout.sharding, lambda idx: device_block(weights, idx))
+        data = RowData(x_dev, w_dev, center=center_dev, num_rows=np.int32(num_rows))
+        return Rows(layout, data, center, sum_w, dtype, None, num_rows, share)
     chunk_size = int(chunk_size or default_chunk_size(-(-max_local // local_devices), num_components, num_features,
-                                                       np.dtype(dtype).itemsize))
+                                                       itemsize))
     layout = Layout(global_rows, num_features, chunk_size, mesh, dtype=str(dtype))
     sharding = layout.sharding
-    weights = np.ones(num_rows, dtype) if w is None else w.astype(dtype)
-    if jax.process_count() > 1:
-        per_process = -(-max_local // local_devices) * local_devices
-        local_x = _padded_slice(x_np, slice(0, per_process), num_rows)
-        local_w = _padded_slice(weights, slice(0, per_process), num_rows)
-        total = per_process * jax.process_count()
-        x_dev = jax.make_array_from_process_local_data(sharding, local_x, (total, num_features))
-        w_dev = jax.make_array_from_process_local_data(sharding, local_w, (total,))
-    else:
-        padded = layout.padded_rows
-        x_dev = jax.make_array_from_callback((padded, num_features), sharding,
-                                             lambda idx: _padded_slice(x_np, idx[0], num_rows))
-        w_dev = jax.make_array_from_callback((padded,), sharding, lambda idx: _padded_slice(weights, idx[0], num_rows))
-    data = RowData(x_dev, w_dev, center=jnp.asarray(center, COMPUTE_DTYPE))
+    # several processes: each holds its own rows (static layout, compiled for these row counts)
+    per_process = -(-max_local // local_devices) * local_devices
+    local_x = _padded_slice(x_np, slice(0, per_process), num_rows)
+    local_w = _padded_slice(weights, slice(0, per_process), num_rows)
+    total = per_process * jax.process_count()
+    x_dev = jax.make_array_from_process_local_data(sharding, local_x, (total, num_features))
+    w_dev = jax.make_array_from_process_local_data(sharding, local_w, (total,))
+    data = RowData(x_dev, w_dev, center=center_dev)
     return Rows(layout, data, center, sum_w, dtype, None, num_rows)
 
 
@@ -209,15 +226,18 @@ def streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
         raise ValueError(f"x has only {len(distinct)} distinct rows (among its leading rows), fewer than num_components ({num_components})")
     center = sum_x / sum_w  # float64: subtracted on the device, after conversion (RowData)
     num_devices = mesh.devices.size
-    chunk_size = int(chunk_size or default_chunk_size(num_rows, num_components, num_features, np.dtype(dtype).itemsize))
-    chunks_per_read = max(1, min(READ_BYTES // (chunk_size * num_features * np.dtype(dtype).itemsize),
-                                 -(-num_rows // (num_devices * chunk_size))))
+    itemsize = np.dtype(dtype).itemsize
+    # static sizes from the row bucket, the real N traced (RowData.num_rows): one program per bucket
+    bucket = row_bucket(num_rows, num_features, itemsize)
+    chunk_size = int(chunk_size or default_chunk_size(bucket, num_components, num_features, itemsize))
+    chunks_per_read = max(1, min(READ_BYTES // (chunk_size * num_features * itemsize),
+                                 -(-bucket // (num_devices * chunk_size))))
     read_rows = chunk_size * chunks_per_read
-    per_device = -(-(-(-num_rows // read_rows)) // num_devices)
-    layout = Layout(num_rows, num_features, chunk_size, mesh, streamed=True, chunks_per_device=per_device,
+    per_device = -(-(-(-bucket // read_rows)) // num_devices)
+    layout = Layout(bucket, num_features, chunk_size, mesh, streamed=True, chunks_per_device=per_device,
                     chunks_per_read=chunks_per_read, dtype=str(dtype))
     reader = ChunkReader(source, w, np.zeros(num_features), read_rows, dtype, window=4 * num_devices + 4,
                          weight_scale=weight_scale)
     token = jax.device_put(np.int32(reader.token), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    data = RowData(None, None, token, center=jnp.asarray(center, COMPUTE_DTYPE))
+    data = RowData(None, None, token, center=jnp.asarray(center, COMPUTE_DTYPE), num_rows=np.int32(num_rows))
     return Rows(layout, data, center, sum_w, dtype, reader, num_rows)

@@ -23,9 +23,6 @@ same key gives the same initial point on 1, 2, 3 or 4 devices, and streamed or i
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import os
-import threading
 from typing import Any, Callable
 
 import jax
@@ -33,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from .host_readers import read_callback
 
 ROW_AXIS = "rows"
 RANDOM_BLOCK = 256  # rows per counter of the row-indexed random stream
@@ -42,7 +41,8 @@ RANDOM_BLOCK = 256  # rows per counter of the row-indexed random stream
 class Layout:
     """Static description of where the rows are (hashable: part of the compiled program's cache key).
 
-    num_rows : real rows N (padding excluded).
+    num_rows : the rows the program is compiled for: the real N, or (when ``RowData.num_rows`` carries the
+        real count, traced) a bucket >= N (:func:`row_bucket`) so that one program serves every N in it.
     chunk_size : rows per chunk of a fold.
     mesh : 1-D device mesh over axis ``"rows"``; None = plain arrays, no ``shard_map`` (used by
         ``inference.init.initialize`` for the NumPyro engines).
@@ -84,7 +84,10 @@ class Layout:
 @dataclasses.dataclass
 class RowData:
     """The traced side of the rows: ``x`` (padded N, D) and ``w`` (padded N,) in memory, or a reader
-    ``token`` (int32 scalar) for streamed rows; ``center`` (D,), when given, is subtracted from every chunk
+    ``token`` (int32 scalar) for streamed rows; ``num_rows`` (int32 scalar), when given, the real row count,
+    traced, so that the compiled program does not depend on it: in memory each device holds its share
+    ``ceil(N / devices)`` of the rows at the front of its block (zero-padded, weight 0) and folds only the
+    chunks that hold them; streamed, each device reads only the chunks that exist. ``center`` (D,), when given, is subtracted from every chunk
     on the device after converting it to ``center``'s dtype (the compute dtype).
 
     Why on the device: rows are stored in the data's dtype and never centred on the host. A float32 row
@@ -95,9 +98,10 @@ class RowData:
     w: Any = None
     token: Any = None
     center: Any = None
+    num_rows: Any = None  # the real N (int32 scalar, traced); None: every row of x is the data's (static)
 
     def tree_flatten(self):
-        return (self.x, self.w, self.token, self.center), None
+        return (self.x, self.w, self.token, self.center, self.num_rows), None
 
     @classmethod
     def tree_unflatten(cls, _, children):
@@ -147,14 +151,14 @@ def to_compute(xc, wc, center):
     return xc.astype(center.dtype) - center, wc.astype(center.dtype)
 
 
-def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, token, center, device):
-    """This device's fold over its own rows."""
+def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, token, center, num_rows, device):
+    """This device's fold over its own rows (with a traced ``num_rows``: only the chunks holding real rows)."""
     cs = layout.chunk_size
     chunk_fn_c = lambda a, xc, wc, row0: chunk_fn(a, *to_compute(xc, wc, center), row0)
     if layout.streamed:
         dtype = layout.dtype
 
-        def body(acc, i):
+        def body(i, acc):
             g = i * layout.num_devices + device
             xb, wb = read_chunk(layout, token, g, dtype)  # (read_rows, D), (read_rows,)
 
@@ -164,12 +168,27 @@ def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, t
                 return merge(acc, chunk_fn_c(args, xc, wc, g * layout.read_rows + j * cs)), None
 
             if layout.chunks_per_read == 1:
-                return inner(acc, 0)
-            return jax.lax.scan(inner, acc, jnp.arange(layout.chunks_per_read))
+                return inner(acc, 0)[0]
+            return jax.lax.scan(inner, acc, jnp.arange(layout.chunks_per_read))[0]
 
-        acc, _ = jax.lax.scan(body, zero, jnp.arange(layout.chunks_per_device))
-        return acc
+        if num_rows is None:
+            reads = layout.chunks_per_device
+        else:  # global reads g = device, device + D, ... below ceil(N / read_rows)
+            total = (num_rows + layout.read_rows - 1) // layout.read_rows
+            reads = jnp.maximum((total - device + layout.num_devices - 1) // layout.num_devices, 0)
+        return jax.lax.fori_loop(0, reads, body, zero)
     n_local = x_local.shape[0]
+    if num_rows is not None:  # this device's share sits at the front of its block (a whole number of chunks)
+        share = (num_rows + layout.num_devices - 1) // layout.num_devices
+        count = jnp.clip(num_rows - device * share, 0, share)
+        base = device * share
+
+        def body(i, acc):
+            xc = jax.lax.dynamic_slice_in_dim(x_local, i * cs, cs)
+            wc = jax.lax.dynamic_slice_in_dim(w_local, i * cs, cs)
+            return merge(acc, chunk_fn_c(args, xc, wc, base + i * cs))
+
+        return jax.lax.fori_loop(0, (count + cs - 1) // cs, body, zero)
     base = device * n_local
     num_full = n_local // cs
     acc = zero
@@ -187,6 +206,20 @@ def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, t
     return acc
 
 
+def row_bucket(num_rows: int, num_features: int, itemsize: int, small_bytes: int = 1 << 26) -> int:
+    """The row count a program is compiled for, >= ``num_rows``: a power of 4 (at least 256) while the
+    padded array stays under ``small_bytes`` (64 MiB: a sweep over 100 .. 10,000 rows compiles 4
+    programs, and padding costs memory only: the folds skip chunks without real rows), above that the
+    next ``2^k * m / 8`` (m = 8 .. 15: at most 12.5% more memory)."""
+    bucket = 256
+    while bucket < num_rows:
+        bucket *= 4
+    if bucket * num_features * itemsize <= small_bytes:
+        return bucket
+    step = 1 << max(0, (num_rows - 1).bit_length() - 4)  # 2^k / 8 with 2^k >= num_rows
+    return -(-num_rows // step) * step
+
+
 def zero_dtype(zero):
     leaves = [a for a in jax.tree.leaves(zero) if jnp.issubdtype(jnp.result_type(a), jnp.floating)]
     return jnp.result_type(leaves[0]) if leaves else jnp.float64
@@ -199,10 +232,10 @@ def data_pass(layout: Layout, data: RowData, chunk_fn: Callable, zero, args, mer
     needs. Returns the same accumulator on every device."""
     fold = functools_partial(_fold_local, layout, chunk_fn, merge or _tree_add, zero)
     if layout.mesh is None:
-        return fold(args, data.x, data.w, data.token, data.center, 0)
+        return fold(args, data.x, data.w, data.token, data.center, data.num_rows, 0)
 
-    def per_device(args, x_local, w_local, token, center):
-        acc = fold(args, x_local, w_local, token, center, jax.lax.axis_index(ROW_AXIS))
+    def per_device(args, x_local, w_local, token, center, num_rows):
+        acc = fold(args, x_local, w_local, token, center, num_rows, jax.lax.axis_index(ROW_AXIS))
         if merge is None:
             return jax.lax.psum(acc, ROW_AXIS)
         gathered = jax.lax.all_gather(acc, ROW_AXIS)
@@ -212,9 +245,9 @@ def data_pass(layout: Layout, data: RowData, chunk_fn: Callable, zero, args, mer
         return out
 
     rows = P() if layout.streamed else P(ROW_AXIS)
-    run = jax.shard_map(per_device, mesh=layout.mesh, in_specs=(P(), rows, rows, P(), P()), out_specs=P(),
+    run = jax.shard_map(per_device, mesh=layout.mesh, in_specs=(P(), rows, rows, P(), P(), P()), out_specs=P(),
                         check_vma=False)
-    return run(args, data.x, data.w, data.token, data.center)
+    return run(args, data.x, data.w, data.token, data.center, data.num_rows)
 
 
 def map_rows(layout: Layout, data: RowData, row_fn: Callable, args, out_width: int, dtype):
@@ -261,115 +294,15 @@ def functools_partial(f, *a):
     return lambda *b: f(*a, *b)
 
 
-# --------------------------------------------------------------------------- host readers (streamed rows)
-
-_READERS: dict[int, "ChunkReader"] = {}
-_NEXT_TOKEN = itertools.count(1)
+# --------------------------------------------------------------------------- streamed rows (host reads)
 
 
 def read_chunk(layout: Layout, token, g, dtype):
     """Global read ``g`` (``layout.read_rows`` rows, zero-padded, weight 0 beyond the data) from the host."""
     shapes = (jax.ShapeDtypeStruct((layout.read_rows, layout.num_features), dtype),
               jax.ShapeDtypeStruct((layout.read_rows,), dtype))
-    return jax.pure_callback(_read_callback, shapes, token, g)
+    return jax.pure_callback(read_callback, shapes, token, g)
 
-
-def _read_callback(token, g):
-    return _READERS[int(token)].chunk(int(g))
-
-
-class ChunkReader:
-    """Serves fixed-size, centred, padded chunks ``(x (c, D), w (c,))`` of a row source to the compiled
-    program. ``source`` is an array-like with row slicing (numpy array, ``np.memmap``, ``np.load(...,
-    mmap_mode="r")``) or a callable returning a fresh iterator of row blocks (arrays, or ``(x, w)``
-    pairs) of any sizes. Thread-safe (devices read concurrently)."""
-
-    def __init__(self, source, weights, center, chunk_size: int, dtype, window: int = 64, weight_scale: float = 1.0):
-        self.source, self.weights, self.center = source, weights, np.asarray(center, dtype)
-        self.weight_scale = float(weight_scale)  # multiplies weights read from (x, w) chunks (normalisation)
-        self.chunk_size, self.dtype = chunk_size, dtype
-        self.sliceable = not callable(source)
-        self.lock = threading.Lock()
-        self.cache: dict[int, tuple] = {}
-        self.window = window
-        self._restart()
-        self.token = next(_NEXT_TOKEN)
-
-    def _restart(self):
-        self.blocks = None if self.sliceable else rechunk(self.source(), self.chunk_size)
-        self.next_chunk = 0
-        self.next_row = 0
-
-    def __enter__(self):
-        _READERS[self.token] = self
-        return self
-
-    def __exit__(self, *exc):
-        _READERS.pop(self.token, None)
-        self.cache.clear()
-
-    def _finish(self, x, w, first_row):
-        c = self.chunk_size
-        out_x = np.zeros((c, x.shape[1] if x.ndim == 2 else 0), self.dtype)
-        out_w = np.zeros(c, self.dtype)
-        m = x.shape[0]
-        out_x[:m] = x
-        if self.center.any():
-            out_x[:m] -= self.center
-        if w is None:
-            w = 1.0 if self.weights is None else self.weights[first_row : first_row + m]
-        elif self.weight_scale != 1.0:
-            w = np.asarray(w, np.float64) * self.weight_scale
-        out_w[:m] = w
-        return out_x, out_w
-
-    def chunk(self, g: int):
-        c = self.chunk_size
-        if self.sliceable:
-            x = np.asarray(self.source[g * c : (g + 1) * c])
-            return self._finish(x.reshape(x.shape[0], -1) if x.size else np.zeros((0, self.center.size)), None, g * c)
-        with self.lock:
-            if g in self.cache:
-                return self.cache[g]
-            if g < self.next_chunk:
-                self._restart()
-            while self.next_chunk <= g:
-                item = next(self.blocks, None)
-                if item is None:
-                    x, w = np.zeros((0, self.center.size), self.dtype), np.zeros(0, self.dtype)
-                else:
-                    x, w = item
-                out = self._finish(x, w, self.next_row)
-                self.next_row += x.shape[0]
-                self.cache[self.next_chunk] = out
-                self.cache.pop(self.next_chunk - self.window, None)
-                self.next_chunk += 1
-            return self.cache[g]
-
-
-def rechunk(blocks, chunk_size: int):
-    """Row blocks of any sizes -> blocks of exactly ``chunk_size`` rows (the last one shorter):
-    yields ``(x, w_or_None)``."""
-    buf_x, buf_w, have = [], [], 0
-    for item in blocks:
-        x, w = (item if isinstance(item, tuple) else (item, None))
-        x = np.asarray(x)
-        if x.ndim == 1:
-            x = x[:, None]
-        w = None if w is None else np.asarray(w)
-        buf_x.append(x)
-        buf_w.append(w)
-        have += x.shape[0]
-        while have >= chunk_size:
-            xs = np.concatenate(buf_x)
-            ws = None if any(v is None for v in buf_w) else np.concatenate(buf_w)
-            yield xs[:chunk_size], (None if ws is None else ws[:chunk_size])
-            buf_x, buf_w = [xs[chunk_size:]], [None if ws is None else ws[chunk_size:]]
-            have -= chunk_size
-    if have:
-        xs = np.concatenate(buf_x)
-        ws = None if any(v is None for v in buf_w) else np.concatenate(buf_w)
-        yield xs, ws
 
 
 # --------------------------------------------------------------------------- checks
@@ -414,35 +347,3 @@ def check_sample_weight(sample_weight, num_rows: int, dtype=np.float64) -> np.nd
     if not (w > 0).any():
         raise ValueError("sample_weight is zero for every row: nothing to fit")
     return w
-
-
-class NpyRows:
-    """Row slices of a C-ordered ``.npy`` file read with ``os.pread`` (no memory map: pages read stay in
-    the OS page cache, not in this process's resident memory). Thread-safe; ``shape``, ``dtype``,
-    ``ndim`` and ``rows[a:b]`` like an array."""
-
-    def __init__(self, path: str):
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-            self.offset = f.tell()
-        if fortran and len(shape) > 1 and min(shape) > 1:
-            raise ValueError(f"x: {path!r} is Fortran-ordered; save it C-ordered (np.ascontiguousarray) to stream it")
-        if dtype.hasobject:
-            raise ValueError(f"x must be numeric, got dtype {dtype} in {path!r}")
-        self.path, self.shape, self.dtype, self.ndim = path, tuple(shape), dtype, len(shape)
-        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-        self.fd = os.open(path, os.O_RDONLY)
-
-    def __del__(self):
-        try:
-            os.close(self.fd)
-        except Exception:
-            pass
-
-    def __getitem__(self, rows: slice):
-        start, stop, _ = rows.indices(self.shape[0])
-        count = max(0, stop - start)
-        buf = os.pread(self.fd, count * self.row_bytes, self.offset + start * self.row_bytes)
-        return np.frombuffer(buf, self.dtype).reshape((count,) + self.shape[1:])

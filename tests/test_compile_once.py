@@ -1,0 +1,57 @@
+"""Programs that do not depend on N (issue 23): EM compiles once per row bucket, not once per row count.
+
+References: the number of compiled EM executables (``inference.em._COMPILED``) and the fit with the
+padding written out as zero-weight rows (padding must change nothing)."""
+
+import jax
+import numpy as np
+import pytest
+
+from inference import em, fit
+from inference.rows import row_bucket
+
+
+def _data(n, seed=0):
+    r = np.random.default_rng(seed)
+    return np.concatenate([r.normal(-2, 1, (n // 2, 2)), r.normal(2, 0.7, (n - n // 2, 2))])
+
+
+def test_cross_validation_folds_compile_one_em_program():
+    """A 3-fold CV over one K: training folds of 333, 333 and 334 rows share one program."""
+    x = _data(500, seed=1)
+    folds = np.array_split(np.random.default_rng(0).permutation(500), 3)
+    em._COMPILED.clear()
+    compile_seconds = []
+    for held_out in folds:
+        train = np.setdiff1d(np.arange(500), held_out)
+        result = fit("em", jax.random.PRNGKey(0), x[train], 2, n_init=2)
+        compile_seconds.append(result.info["compile_seconds"])
+        assert result.info["num_rows"] == len(train) and result.responsibilities.shape == (len(train), 2)
+    assert len(em._COMPILED) == 1
+    assert compile_seconds[0] > 0 and compile_seconds[1:] == [0.0, 0.0]
+
+
+def test_a_sweep_over_sample_sizes_compiles_at_most_five_programs():
+    em._COMPILED.clear()
+    sizes = np.unique(np.geomspace(100, 10_000, 20).astype(int))
+    for n in sizes:
+        fit("em", jax.random.PRNGKey(0), _data(int(n)), 2, max_iters=5)
+    assert len(sizes) == 20 and len(em._COMPILED) <= 5
+    assert len(em._COMPILED) == len({row_bucket(int(n), 2, 8) for n in sizes})
+
+
+@pytest.mark.parametrize("method", ["em", "hard_em"])
+@pytest.mark.parametrize("init", ["kmeans++", "random_from_data", "kmeans"])
+def test_padding_changes_no_result(method, init):
+    """300 rows run in a 1024-row program; the same rows followed by 724 rows of weight 0 (the padding,
+    written out) give the same fit to 1e-12."""
+    x = _data(300, seed=2)
+    filler = np.random.default_rng(3).normal(0, 5, (724, 2))
+    a = fit(method, jax.random.PRNGKey(4), x, 2, init=init)
+    b = fit(method, jax.random.PRNGKey(4), np.concatenate([x, filler]), 2, init=init,
+            sample_weight=np.r_[np.ones(300), np.zeros(724)])
+    assert a.info["compiled_rows"] == 1024 and b.info["compiled_rows"] == 1024
+    for got, want in zip(b.params, a.params):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(b.trace["log_likelihood"], a.trace["log_likelihood"], rtol=1e-12)
+    np.testing.assert_allclose(b.responsibilities[:300], a.responsibilities, rtol=1e-12, atol=1e-12)
