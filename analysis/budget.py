@@ -1,19 +1,28 @@
 """Before fitting: can the data identify each engine's model, and what will it cost? One job, :func:`plan_engines`.
 
-Identifiability (counts from :func:`models.criteria.num_parameters`, sklearn's)
--------------------------------------------------------------------------------
-A block of columns whose parameters are estimated together needs more rows than free parameters:
+Identifiability (effective points per component, ``points_per_component``)
+---------------------------------------------------------------------------
+What a Gaussian component needs is enough points for its own covariance, not fewer free parameters than rows
+overall (sklearn and mclust fit full covariances at K = 3 to the 178 x 13 wine data, whose 314 parameters
+exceed its rows): with N rows and K components, a component has about N / K points, and
 
-* full covariances couple all D columns: ``num_parameters(K, D, "full") = (K-1) + K D + K D (D+1)/2``
-  must be < N. K = 2, D = 50 has 2 651 for 60 rows: the likelihood is then maximised by singular
-  covariances, and NUTS on the 2 651-dimensional posterior runs every trajectory to the maximum tree
-  depth (what took 25 minutes). MAP, SVI and NUTS (NumPyro's LKJ model) only have full covariances:
-  they are skipped, with the reason in the report and in ``metrics.json`` ``failed``.
-* diagonal covariances make the columns independent given the component: each column is its own 1-D
-  mixture with K means, K variances and the K - 1 shared weights, so ``3 K - 1 < N`` suffices. EM and
-  hard EM fall back to ``covariance_type="diag"`` (stated on stderr and in the manifest's engine
-  options) unless the user chose a covariance type with ``--option em.covariance_type=...``, which is
-  then checked and refused (exit 2) if it cannot be identified.
+* a full (or tied) covariance needs D + 1 of them (D points in general position span a (D-1)-dimensional
+  set: the covariance would be singular), so ``N >= K (D + 1)``;
+* a diagonal or spherical covariance needs 2 per component (one variance per column), ``N >= 2 K``;
+
+the rule ``inference.diagnostics.degenerate_components`` applies to each fitted component afterwards. EM
+adds ``reg_covar`` and the NumPyro engines' prior makes their posterior proper, so nothing breaks at the
+boundary; beyond it the fit is not identified. K = 2, D = 50 on 60 rows (30 per component for the 51 a
+full covariance needs) is such a shape: the likelihood is maximised by singular covariances, and NUTS on
+its 2 651-dimensional posterior runs every trajectory to the maximum tree depth (what took 25 minutes).
+There:
+
+* MAP, SVI and NUTS (NumPyro's LKJ model) only have full covariances: they are skipped, with the reason in
+  the report and in ``metrics.json`` ``failed`` (the bounded-time guard);
+* EM and hard EM fall back to ``covariance_type="diag"`` (stated on stderr, in the report's notes, in the
+  engine's ``covariance_type`` in ``metrics.json`` and in the manifest's engine options) unless the user chose
+  a covariance type with ``--option em.covariance_type=...``: a choice is fitted as asked (EM's time is bounded
+  by ``max_iters``), with a note when the rows cannot identify it;
 * if no engine is left, the command stops with exit 2 and one line naming the fix: fewer columns (the
   largest D the rows allow), fewer components (``--num-components``), diagonal covariances.
 
@@ -53,7 +62,8 @@ from dataclasses import dataclass, field
 
 from analysis.errors import ReportError
 
-__all__ = ["plan_engines", "Plan", "estimate_seconds", "gradient_seconds", "DEFAULT_DATA_MAX_SECONDS", "SKIPPED"]
+__all__ = ["plan_engines", "Plan", "estimate_seconds", "gradient_seconds", "points_per_component", "identifiable",
+           "DEFAULT_DATA_MAX_SECONDS", "SKIPPED"]
 
 DEFAULT_DATA_MAX_SECONDS = 600.0
 SKIPPED = "skipped: "  # prefix of a skipped engine's entry in metrics.json "failed"
@@ -67,7 +77,7 @@ _DEFAULTS = {
     "hard_em": dict(max_iters=500, n_init=1, covariance_type="full"),
     "map": dict(num_steps=3000, n_init=4),
     "svi": dict(num_steps=4000, num_particles=4),
-    "nuts": dict(num_chains=2, num_warmup=500, num_samples=500, max_tree_depth=10),
+    "nuts": dict(num_chains=2, num_warmup=500, num_samples=1000, max_tree_depth=10),
 }
 _COMPILE_SECONDS = {"em": 1.5, "hard_em": 1.5, "map": 6.0, "svi": 8.0, "nuts": 8.0}
 
@@ -120,12 +130,15 @@ class Plan:
     estimates: dict = field(default_factory=dict)
 
 
-def _largest(limit: int, count) -> int:
-    """The largest value v >= 0 with ``count(v) < limit`` (count increasing), found by stepping."""
-    v = 0
-    while count(v + 1) < limit and v < 10_000:
-        v += 1
-    return v
+def points_per_component(d: int, covariance_type: str = "full") -> int:
+    """Points a component needs for its covariance: D + 1 for a full or tied one, 2 for a diagonal or
+    spherical one (the effective-points rule of ``inference.diagnostics.degenerate_components``)."""
+    return d + 1 if covariance_type in ("full", "tied") else 2
+
+
+def identifiable(n: int, d: int, k: int, covariance_type: str = "full") -> bool:
+    """Whether N rows give K components about the points their covariance needs: ``N >= K x points``."""
+    return n >= k * points_per_component(d, covariance_type)
 
 
 def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: float | None,
@@ -137,8 +150,6 @@ def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: fl
     in-memory engines were asked for streamed data, or when even the cheapest one would run past
     ``max_seconds`` (None or inf: no budget).
     """
-    from models.criteria import num_parameters
-
     options = {m: dict(options.get(m, {})) for m in methods}
     plan = Plan(methods=[], options=options)
     if streamed:
@@ -153,12 +164,10 @@ def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: fl
             plan.notes.append(f"{streamed}: {', '.join(in_memory)} skipped (they need every row in memory; em and "
                               "hard_em stream)")
         methods = [m for m in methods if m not in NUMPYRO_METHODS]
-    p_full = num_parameters(k, d, "full")
-    full_ok = p_full < n
-    diag_ok = 3 * k - 1 < n
-    why_full = (f"full covariances for K={k}, D={d} have {p_full} free parameters for {n} rows "
-                f"(not identifiable)")
-    fallback = []
+    full_ok, diag_ok = identifiable(n, d, k, "full"), identifiable(n, d, k, "diag")
+    why_full = (f"full covariances for K={k}, D={d} need {points_per_component(d, 'full')} points per component "
+                f"(D + 1), the {n} rows give about {n / k:.0f} (not identifiable)")
+    fallback, unidentified_choice = [], []
     for m in methods:
         if m in NUMPYRO_METHODS:
             if not full_ok:
@@ -166,21 +175,23 @@ def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: fl
                 continue
         else:
             given = options[m].get("covariance_type")
-            cov = given or "full"
-            ok = full_ok if cov in ("full",) else (diag_ok if cov in ("diag", "spherical") else num_parameters(k, d, cov) < n)
-            if not ok and given is None and diag_ok:
+            if given is None and not full_ok and diag_ok:
                 options[m]["covariance_type"] = "diag"
                 fallback.append(m)
-            elif not ok:
-                raise ReportError(_fix(f"{m}: covariance_type={cov!r} cannot be identified from {n} rows "
-                                       f"({num_parameters(k, d, cov)} free parameters)", n, d, k,
-                                       f"--option {m}.covariance_type=diag" if diag_ok else None))
+            elif given is None and not full_ok:
+                raise ReportError(_fix(f"{m}: K={k} components need at least {2 * k} rows even with diagonal "
+                                       f"covariances, got {n}", n, d, k))
+            elif given is not None and not identifiable(n, d, k, given):
+                unidentified_choice.append(f"{m} fits covariance_type={given!r} as asked, but {n} rows give about "
+                                           f"{n / k:.0f} points per component for the {points_per_component(d, given)} "
+                                           "it needs: expect degenerate components")
         plan.methods.append(m)
     unidentified = [m for m, why in plan.skipped.items() if why.startswith(f"{SKIPPED}{why_full}")]
     if plan.methods and (fallback or unidentified):
         parts = [f"{', '.join(fallback)} fit diagonal covariances instead"] if fallback else []
         parts += [f"{', '.join(unidentified)} skipped (full covariances only)"] if unidentified else []
         plan.notes.append(f"{why_full}: " + "; ".join(parts))
+    plan.notes += unidentified_choice
     if not plan.methods:
         raise ReportError(_fix(f"{why_full}, and {', '.join(methods)} fit full covariances only", n, d, k,
                                "--methods em,hard_em (diagonal covariances)" if diag_ok else None))
@@ -210,14 +221,12 @@ def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: fl
 
 
 def _fix(message: str, n: int, d: int, k: int, diag_hint: str | None = None) -> str:
-    """``message`` and the fixes the rows allow: fewer components, fewer columns (the largest K and D
-    with fewer full-covariance parameters than rows), ``diag_hint``, more rows."""
-    from models.criteria import num_parameters
-
-    d_full = _largest(n, lambda dd: num_parameters(k, dd, "full"))
-    k_full = _largest(n, lambda kk: num_parameters(kk, d, "full"))
+    """``message`` and the fixes the rows allow: fewer components, fewer columns (the largest K and D whose
+    full covariances the rows identify), ``diag_hint``, more rows."""
+    d_full = n // k - 1  # K (D + 1) <= N
+    k_full = n // (d + 1)
     hints = [f"--num-components {k_full}"] if 1 <= k_full < k else []
-    if d_full >= 1:
+    if 1 <= d_full < d:
         hints.append(f"at most {d_full} columns (full covariances, K={k})")
     if diag_hint:
         hints.append(diag_hint)

@@ -67,6 +67,8 @@ METRICS_SCHEMA: dict = {
             "log_likelihood": "total marginal log-likelihood of the data at the (aligned) point estimate",
             "log_likelihood_per_obs": "the same divided by N",
             "log_likelihood_truth": "at the truth, or null",
+            "covariance_type": 'the covariances fitted: "full" (MAP, SVI and NUTS always; EM and hard EM by default), '
+                               '"diag", "spherical" or "tied" (EM, hard EM: --option or the fallback of analysis.budget)',
             "bic": "-2 log L + p log N, p = sklearn's parameter count for the fit's covariance type (full: (K-1) + K D + K D (D+1) / 2)",
             "num_iters": "iterations / optimisation steps / draws per chain",
             "converged": "bool, the engine's stopping rule was met",

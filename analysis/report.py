@@ -115,7 +115,7 @@ def run_report(args, argv=None) -> dict:
     # identifiable from these rows, and affordable? (skips engines or refuses with the fix named; analysis.budget)
     plan = plan_report(args, methods, options, problem.data, problem.num_components, progress)
     run = Run(plan.methods, plan.options, progress, list(argv) if argv is not None else sys.argv[1:], t_start,
-              failed=dict(plan.skipped))
+              failed=dict(plan.skipped), notes=list(plan.notes))
     problem.data.prepare(problem.seed, progress)  # after the cheap refusals: sample, or one pass over the file
     with atomic_output_dir(args.out, args.force) as tmp:
         run.out_dir = tmp

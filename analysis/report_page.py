@@ -100,11 +100,14 @@ def _warning_box(lines, css: str = "warn", heading: str = "") -> str:
 
 
 def _engines_section(metrics: dict) -> str:
-    """Per engine: its warnings first (convergence, degenerate components), then the prior it used."""
+    """Per engine: its warnings first (convergence, degenerate components), the covariances it fitted, then the
+    prior it used."""
     parts, seen = [], {}
+    d = metrics["problem"]["num_features"]
     for m, c in metrics["engines"].items():
         parts.append(f"<h3>{html.escape(m)}</h3>")
         parts.append(_warning_box(c.get("warnings"), heading="<b>Warnings</b>") or "<p>No warnings.</p>")
+        parts.append(_covariance_line(c.get("covariance_type") or "full", d))
         prior = c.get("prior")
         key = json.dumps(prior, sort_keys=True)
         if prior is None:
@@ -124,6 +127,19 @@ def _engines_section(metrics: dict) -> str:
                                                                  "note" if skipped else "failed",
                                                                  "<b>Skipped before fitting</b>" if skipped else "<b>Failed</b>"))
     return "".join(parts)
+
+
+COVARIANCE_WORDS = {
+    "full": "full (each component its own {d} x {d} covariance matrix)",
+    "diag": "diagonal (each component its own {d} variances, no correlations)",
+    "spherical": "spherical (each component one variance for every column)",
+    "tied": "tied (one {d} x {d} covariance matrix shared by every component)",
+}
+
+
+def _covariance_line(covariance_type: str, d: int) -> str:
+    words = COVARIANCE_WORDS.get(covariance_type, "{covariance_type}").format(d=d, covariance_type=covariance_type)
+    return f"<p>Covariances fitted: <b>{html.escape(words)}</b> (<code>covariance_type={html.escape(covariance_type)}</code>).</p>"
 
 
 def _problem_section(metrics: dict, column_names) -> str:

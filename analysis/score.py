@@ -157,6 +157,7 @@ def scorecard(result, x, truth: GMMParams | None = None, z=None) -> dict:
         "log_likelihood": ll,
         "log_likelihood_per_obs": ll / n,
         "log_likelihood_truth": None,
+        "covariance_type": result.info.get("covariance_type", "full"),
         "bic": bic(ll, n, k, d, result.info.get("covariance_type", "full")),
         "num_iters": int(result.num_iters),
         "converged": bool(result.converged),

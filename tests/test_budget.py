@@ -1,4 +1,5 @@
-"""The pre-fit check: identifiability from the rows (free parameters) and a cost estimate against --max-seconds."""
+"""The pre-fit check: identifiability from the rows (effective points per component for its covariance type) and a
+cost estimate against --max-seconds."""
 
 import json
 import time
@@ -27,22 +28,41 @@ def test_wide_data_falls_back_to_diagonal_em_and_skips_the_numpyro_engines():
     assert plan.methods == ["em", "hard_em"]
     assert all(plan.options[m]["covariance_type"] == "diag" for m in ("em", "hard_em"))
     assert set(plan.skipped) == {"map", "svi", "nuts"}
-    assert all(why.startswith(SKIPPED) and "2651 free parameters for 60 rows" in why for why in plan.skipped.values())
+    assert all(why.startswith(SKIPPED) and "need 51 points per component (D + 1), the 60 rows give about 30" in why
+               for why in plan.skipped.values())
     assert len(plan.notes) == 1 and "diagonal" in plan.notes[0]
 
 
-def test_a_chosen_covariance_type_is_checked_not_replaced():
-    with pytest.raises(ReportError, match=r"covariance_type='full'.*--option em.covariance_type=diag"):
-        plan_engines(["em"], {"em": {"covariance_type": "full"}}, 60, 50, 2, None)
+def test_more_parameters_than_rows_is_not_the_rule_wine_fits_full_covariances():
+    """Issue 21: wine (178 x 13, K = 3) has 314 free parameters for 178 rows, but 59 rows per component for the
+    14 a full covariance needs: every engine fits full covariances (sklearn and mclust do too)."""
+    assert num_parameters(3, 13, "full") == 314 > 178
+    plan = plan_engines(list(ALL_METHODS), OPTIONS, 178, 13, 3, 600)
+    assert plan.methods == list(ALL_METHODS) and not plan.skipped and not plan.notes
+    assert all("covariance_type" not in plan.options[m] for m in ("em", "hard_em"))  # the engines' default: full
+    # the boundary: K (D + 1) rows
+    assert plan_engines(["nuts"], {}, 42, 13, 3, None).methods == ["nuts"]
+    assert plan_engines(["nuts", "em"], {}, 41, 13, 3, None).skipped.keys() == {"nuts"}
+
+
+def test_a_chosen_covariance_type_is_fitted_as_asked():
+    plan = plan_engines(["em"], {"em": {"covariance_type": "full"}}, 178, 13, 3, None)
+    assert plan.methods == ["em"] and plan.options["em"]["covariance_type"] == "full" and not plan.notes
+    # not identifiable from the rows: still fitted as asked (EM's time is bounded), with a note
+    plan = plan_engines(["em"], {"em": {"covariance_type": "full"}}, 60, 50, 2, None)
+    assert plan.methods == ["em"] and plan.options["em"]["covariance_type"] == "full"
+    assert len(plan.notes) == 1 and "covariance_type='full' as asked" in plan.notes[0] and "degenerate" in plan.notes[0]
     plan = plan_engines(["em"], {"em": {"covariance_type": "diag"}}, 60, 50, 2, None)
     assert plan.methods == ["em"] and not plan.notes
 
 
 def test_no_engine_left_names_the_fix():
-    with pytest.raises(ReportError, match=r"at most 6 columns.*--methods em,hard_em"):
+    with pytest.raises(ReportError, match=r"at most 29 columns.*--methods em,hard_em"):
         plan_engines(["map", "nuts"], {}, 60, 50, 2, None)
-    with pytest.raises(ReportError, match=r"--num-components 3"):  # K=4, D=3: 39 parameters for 30 rows; K=3: 29
-        plan_engines(["nuts"], {}, 30, 3, 4, None)
+    with pytest.raises(ReportError, match=r"--num-components 2"):  # K=4, D=10: 44 rows needed for 30; K=2: 22
+        plan_engines(["nuts"], {}, 30, 10, 4, None)
+    with pytest.raises(ReportError, match=r"at least 20 rows even with diagonal"):
+        plan_engines(["em"], {}, 15, 2, 10, None)
 
 
 def test_the_budget_skips_the_most_expensive_engines_first():
@@ -82,13 +102,17 @@ def test_60_rows_by_50_columns_gets_an_answer_in_seconds(wide_csv, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 0, err
     assert seconds < 60, seconds
-    assert err.count("gmm-report: note:") == 1 and "2651 free parameters for 60 rows" in err
+    assert err.count("gmm-report: note:") == 1 and "the 60 rows give about 30" in err
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["engines"]) == {"em", "hard_em"}
     assert set(metrics["failed"]) == {"map", "svi", "nuts"}
     assert all(v.startswith(SKIPPED) for v in metrics["failed"].values())
     manifest = json.loads((out / "manifest.json").read_text())
     assert "diag" in json.dumps(manifest)  # the fallback is in the engine options on record
+    assert {c["covariance_type"] for c in metrics["engines"].values()} == {"diag"}  # and in each engine's metrics
+    assert any("fit diagonal covariances instead" in n for n in metrics["notes"])
+    page = (out / "report.html").read_text()
+    assert page.count("covariance_type=diag") == 2 and "fit diagonal covariances instead" in page
     print(f"60 x 50 CSV: {seconds:.1f}s")
 
 

@@ -247,3 +247,33 @@ def test_degenerate_components_are_named_in_the_aligned_labels(tmp_path, monkeyp
             assert abs(d["effective_count"] - card["cluster_sizes"][d["component"]]) < 0.2 * d["effective_count"] + 5
         flagged[method] = named
     assert flagged["em"] and flagged["hard_em"] == flagged["em"]  # the same components, whatever the engine's numbering
+
+
+def _sklearn_csv(path, loader):
+    """A scikit-learn toy data set (``load_wine``, ``load_iris``) as the CSV a user would have: feature names as header."""
+    bunch = loader()
+    return _csv(path, bunch.data, [n.replace(" (cm)", "").replace(" ", "_") for n in bunch.feature_names])
+
+
+@pytest.mark.slow
+def test_wine_runs_every_engine_with_full_covariances_and_says_so(tmp_path):
+    """Issue 21 part 1: wine (178 x 13, K = 3; 314 free parameters for 178 rows) has 59 rows per component for the
+    14 a full covariance needs: all five engines fit full covariances, stated per engine on the page and in
+    metrics.json. Few NUTS / SVI steps keep the test short; the shape of the answer is what is tested."""
+    from sklearn.datasets import load_wine
+
+    data = _sklearn_csv(tmp_path / "wine.csv", load_wine)
+    out = tmp_path / "r"
+    code = main(["--data", data, "-k", "3", "--out", str(out), "--quiet", "--option", "nuts.num_warmup=100",
+                 "--option", "nuts.num_samples=100", "--option", "svi.num_steps=400", "--option", "map.n_init=1"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["engines"]) == ["em", "hard_em", "map", "svi", "nuts"] and metrics["failed"] == {}
+    assert not any("diagonal" in n for n in metrics["notes"])
+    for card in metrics["engines"].values():
+        assert card["covariance_type"] == "full"
+        covs = np.asarray(card["covariances"])
+        assert covs.shape == (3, 13, 13) and np.abs(covs - covs * np.eye(13)).max() > 0  # correlations were fitted
+    page = (out / "report.html").read_text()
+    engines = page[page.index("Engines: warnings and priors</h2>"):page.index("Scorecard</h2>")]
+    assert engines.count("covariance_type=full") == 5 and "13 x 13 covariance matrix" in engines
