@@ -93,6 +93,9 @@ METRICS_SCHEMA: dict = {
             "warnings": "one-line warnings of the engine (FitResult.info['warnings']: failed NUTS convergence conditions, degenerate components), [] when none",
             "degenerate_components": "FitResult.info['degenerate_components']: [{component, reasons, ...}], [] when none",
             "prior": "the prior actually used, in the data's units ({description, ...}; NumPyro engines), null for em / hard_em",
+            "uncertainty": "classification uncertainty 1 - max_k P(z = k | x) of each row at the aligned point estimate "
+                           "(analysis.assignments; per row in assignments.csv and the NetCDF's assignments group): "
+                           "{mean, max, num_uncertain (rows above threshold), threshold}",
             "ppc_p_values": "posterior predictive p-values P(T(x_rep) >= T(x)) per test statistic (mean, sd, skewness, kurtosis, min, max), one per column: {statistic: [D]}; values near 0 or 1 flag a feature the fit does not reproduce; null if not computed",
         }
     },

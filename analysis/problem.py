@@ -82,6 +82,10 @@ class DataSource:
         """``manifest.json`` data.streamed."""
         return None
 
+    def row_index(self) -> np.ndarray:
+        """(len(rows),) each of ``rows``' index among the data's rows (all rows: 0, 1, ...)."""
+        return np.arange(self.rows.shape[0])
+
 
 class SimulatedData(DataSource):
     """The seed problem: ``num_samples`` rows of ``models.seed_problem()``, sampled from the report's seed."""
@@ -156,6 +160,9 @@ class StreamedFile(DataSource):
 
     def manifest_streamed(self) -> dict:
         return {"subsample_rows": self.data.subsample_rows, "stream_mode": self.data.mode}
+
+    def row_index(self) -> np.ndarray:
+        return np.asarray(self.data.subsample_index)
 
 
 @dataclasses.dataclass

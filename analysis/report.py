@@ -7,6 +7,7 @@ renamed at the end, so an interrupted run leaves no half report):
 
     report.html       self-contained (figures embedded as base64 PNG), opens without a server
     metrics.json      the scorecard, schema in ``analysis.metrics.METRICS_SCHEMA``
+    assignments.csv   each row's aligned cluster, max responsibility and uncertainty per engine (``analysis.assignments``)
     manifest.json     seed, argv, package versions, sha256 of the data
     <method>.nc       one ArviZ InferenceData per engine (NetCDF, layout in ``analysis.arviz_io``)
     figures/*.png     the figures of the HTML as files
@@ -62,7 +63,8 @@ class Run:
     as the problem's rows see them; ``aligned`` / ``cards``: aligned fits and their scorecards; ``reference``
     / ``reference_name``: what the labels were aligned to; ``predictive``: replicated draws per engine;
     ``idatas`` / ``summaries`` / ``compare_df`` / ``compare_rows``: the ArviZ stage's; ``figures``:
-    ``[(name, caption, Figure)]``; ``notes``: lines for metrics.json and the page."""
+    ``[(name, caption, Figure)]``; ``notes``: lines for metrics.json and the page; ``responsibilities``: ``{method:
+    (N, K)}`` of the aligned point estimates (``analysis.assignments``: assignments.csv, the NetCDF files' group)."""
 
     methods: list
     options: dict
@@ -83,6 +85,7 @@ class Run:
     compare_rows: list | None = None
     figures: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
+    responsibilities: dict = dataclasses.field(default_factory=dict)
 
     @property
     def reference_label(self) -> str:
@@ -226,6 +229,7 @@ def align_and_score(problem: Problem, run: Run) -> None:
     (``run.aligned``, ``run.cards``; full-data scores from the data source where the rows are a subsample);
     an engine whose alignment or scoring raises joins ``run.failed``."""
     from analysis.align import align_result
+    from analysis.assignments import point_responsibilities, uncertainty_summary
     from analysis.score import scorecard
     from models.params import to_numpy
 
@@ -248,6 +252,9 @@ def align_and_score(problem: Problem, run: Run) -> None:
     if not run.aligned:
         raise run.every_engine_failed()
     run.reference = to_numpy(run.reference)
+    run.responsibilities = point_responsibilities(run.aligned, problem.x)
+    for m, resp in run.responsibilities.items():
+        run.cards[m]["uncertainty"] = uncertainty_summary(resp)
     problem.data.score_all_rows(run.aligned, run.cards, problem.num_components, run.progress)
 
 
@@ -284,6 +291,7 @@ def build_inference_data(problem: Problem, run: Run) -> None:
             idata = arviz_io.to_inference_data(r, problem.x)
             if run.predictive.get(m):
                 arviz_io.add_groups(idata, arviz_io.predictive_groups(**run.predictive[m]))
+            arviz_io.add_groups(idata, arviz_io.assignment_groups(run.responsibilities[m], problem.data.row_index()))
             arviz_io.save_netcdf(idata, run.out_dir / name)
         except Exception as exc:  # noqa: BLE001
             run.failed[m] = "InferenceData: " + one_line(exc)
@@ -322,6 +330,7 @@ def write_outputs(problem: Problem, run: Run) -> dict:
     import jax
 
     import models
+    from analysis.assignments import ASSIGNMENTS_FILE, assignments_csv
 
     data, x, truth = problem.data, problem.x, problem.truth
     metrics = build_metrics(
@@ -338,7 +347,9 @@ def write_outputs(problem: Problem, run: Run) -> dict:
         timings=timings_metrics({m: run.results[m] for m in run.aligned}, time.perf_counter() - run.t_start),
         notes=run.notes,
     )
-    files = (["report.html", "metrics.json", "manifest.json"] + [f"{m}.nc" for m in run.idatas]
+    write_atomically(run.out_dir / ASSIGNMENTS_FILE,
+                     assignments_csv({m: run.responsibilities[m] for m in run.aligned}, data.row_index()))
+    files = (["report.html", "metrics.json", "manifest.json", ASSIGNMENTS_FILE] + [f"{m}.nc" for m in run.idatas]
              + [f"figures/{n}.png" for n, _, _ in run.figures])
     manifest = build_manifest(tool=PROG, argv=run.argv, seed=problem.seed, methods=run.methods,
                               engine_options=run.options, source=data.kind, data_file=data.data_file, x=x,

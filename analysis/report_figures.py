@@ -16,11 +16,13 @@ from pathlib import Path
 
 from analysis import arviz_io, plots
 from analysis.errors import one_line
+from analysis.assignments import UNCERTAIN
 from analysis.html_page import figure_html, figure_png
+from analysis.plots.uncertainty import plot_uncertainty
 
 __all__ = ["draw_figures", "write_figures", "FROM_ROWS"]
 
-FROM_ROWS = ("data", "components", "assignments", "em_snapshots")  # drawn from the rows (+ every ppc_*)
+FROM_ROWS = ("data", "components", "assignments", "uncertainty", "em_snapshots")  # drawn from the rows (+ every ppc_*)
 
 
 def draw_figures(problem, run) -> list:
@@ -37,6 +39,12 @@ def draw_figures(problem, run) -> list:
          lambda: plots.plot_components(x, aligned, truth, column_names=columns, reference_label=reference_label)),
         ("assignments", f"Points coloured by their assigned cluster, one panel per engine; labels aligned to {against}.",
          lambda: plots.plot_assignments(x, aligned, truth, column_names=columns, reference_label=reference_label)),
+        ("uncertainty", "Classification uncertainty of each row, 1 − max responsibility at each engine's point "
+         f"estimate (mclust's uncertainty plot): larger and darker points are less sure of their cluster; components "
+         f"as ellipses, labels aligned to {against}. Every row's label, max responsibility and uncertainty per engine "
+         "are in assignments.csv.",
+         lambda: plot_uncertainty(x, aligned, {m: 1.0 - r.max(axis=1) for m, r in run.responsibilities.items()},
+                                  column_names=columns, reference_label=reference_label, threshold=UNCERTAIN)),
         ("traces", "Log-likelihood and ELBO per iteration (EM, hard EM), the EM KL gap, the MAP/SVI loss.",
          lambda: plots.plot_traces(aligned)),
     ]

@@ -14,6 +14,7 @@ import html
 import json
 import re
 
+from analysis.assignments import UNCERTAIN
 from analysis.budget import SKIPPED
 from analysis.html_page import fmt, render_html, scrolling, table_html
 
@@ -24,6 +25,7 @@ FIGURE_HEADINGS = {
     "data": "Data",
     "components": "Estimated components",
     "assignments": "Cluster assignments",
+    "uncertainty": "Classification uncertainty",
     "traces": "Convergence traces",
     "em_snapshots": "EM along the iterations",
     "forest": "All engines side by side (forest plot, ArviZ HDIs)",
@@ -221,10 +223,14 @@ def _scorecard_section(metrics: dict) -> str:
              if has_truth else
              f"<p>No truth is known: no recovery errors. Labels of every engine are aligned to the "
              f"<b>{html.escape(metrics['alignment']['reference'])}</b> estimate.</p>")
-    sizes = table_html(["engine", "cluster sizes", "weights"],
-                       [[m, ", ".join(map(str, c["cluster_sizes"])), ", ".join(f"{w:.3f}" for w in c["weights"])]
-                        for m, c in cards.items()])
-    return body + sizes
+    unc = lambda c, key: (c.get("uncertainty") or {}).get(key)  # noqa: E731
+    sizes = table_html(["engine", "cluster sizes", "weights", "mean uncertainty", f"rows with uncertainty > {UNCERTAIN:g}"],
+                       [[m, ", ".join(map(str, c["cluster_sizes"])), ", ".join(f"{w:.3f}" for w in c["weights"]),
+                         unc(c, "mean"), unc(c, "num_uncertain")] for m, c in cards.items()])
+    return body + sizes + ("<p>Uncertainty of a row: 1 − its largest responsibility P(z = k | x) at the engine's point "
+                           "estimate (mclust's); each row's label, max responsibility and uncertainty per engine are in "
+                           "<code>assignments.csv</code> and in each engine's NetCDF file (group "
+                           "<code>assignments</code>, with the responsibilities).</p>")
 
 
 def _components_section(metrics: dict) -> str:
@@ -291,7 +297,8 @@ def _timings_section(t: dict) -> str:
     rows = [[m, t["fit_seconds"][m], t["compile_seconds"][m], t["run_seconds"][m]] for m in t["fit_seconds"]]
     return (table_html(["engine", "fit seconds", "compile", "run"], rows)
             + f"<p>Whole report: {t['total_seconds']:.1f} s (before writing the HTML).</p>"
-            "<p>Files: <code>metrics.json</code>, <code>manifest.json</code>, one ArviZ InferenceData per engine "
+            "<p>Files: <code>metrics.json</code>, <code>manifest.json</code>, <code>assignments.csv</code> (each row's "
+            "aligned label, max responsibility and uncertainty per engine), one ArviZ InferenceData per engine "
             "(<code>&lt;engine&gt;.nc</code>, reload with <code>arviz.from_netcdf</code>; compressed, the pointwise "
             "log-likelihood in float32 and, for large N, of evenly thinned draws: what LOO needs), "
             "<code>figures/*.png</code>.</p>")

@@ -8,13 +8,14 @@ Callers get the same layout, the same dict / DataFrame shapes and the same numbe
 not depend on either converter. It returns numbers and data, never figures (``analysis.plots`` draws them).
 
 * ``_stack`` -- which ArviZ runs, its imports, and the group calls that differ between the stacks;
-* ``convert`` -- FitResult -> InferenceData (the layout), NetCDF files, predictive groups;
+* ``convert`` -- FitResult -> InferenceData (the layout), NetCDF files, predictive and assignment groups;
 * ``stats`` -- R-hat, summary, LOO, WAIC, compare, HDIs and kernel densities for the figures.
 
 Everything public is re-exported here: ``from analysis import arviz_io; arviz_io.to_inference_data(...)``.
 """
 
 from ._stack import ARVIZ_MAJOR, add_groups, arviz_version, group, group_names
+from .convert import ASSIGNMENTS_GROUP, assignment_groups
 from .convert import (FIT_TRACE_GROUP, FLOAT32_GROUPS, GROUPS, LOGLIK_MAX_VALUES, LOGLIK_MIN_DRAWS, PARAM_VARS,
                       RHAT_METHOD, load_netcdf, loglik_draws_kept, predictive_groups, save_netcdf, to_inference_data)
 from .stats import (COMPARE_COLUMNS, PPC_MAX_DIMS, SUMMARY_COLUMNS, compare, forest_intervals, kde, loo,
@@ -39,6 +40,8 @@ __all__ = [
     "group_names",
     "add_groups",
     "predictive_groups",
+    "assignment_groups",
+    "ASSIGNMENTS_GROUP",
     "save_netcdf",
     "load_netcdf",
     "loglik_draws_kept",

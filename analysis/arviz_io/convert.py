@@ -17,6 +17,8 @@ fit_trace        per-ITERATION traces of the optimisers (EM: log_likelihood, elb
                  chain nor a draw dim and their length differs from the number of draws (SVI has
                  both draws and steps); both ArviZ versions keep unknown groups through NetCDF.
 observed_data    x (obs, dim)
+assignments      (added by the report, ``assignment_groups``) responsibilities (obs, component), label, max_responsibility,
+                 uncertainty and the data file's row (obs): each row's aligned cluster and how sure the fit is
 attrs            method, converged (0/1), num_iters, seconds, compile_seconds, run_seconds,
                  rhat_method (on every group); a streamed file's fit adds subsample_rows and
                  num_rows_in_data (observed_data and log_likelihood hold that row subsample)
@@ -39,7 +41,7 @@ from ._stack import ARVIZ_MAJOR, assemble, az, group, group_names
 
 __all__ = ["RHAT_METHOD", "PARAM_VARS", "FIT_TRACE_GROUP", "GROUPS", "FLOAT32_GROUPS", "LOGLIK_MAX_VALUES",
            "LOGLIK_MIN_DRAWS", "to_inference_data", "posterior_dataset", "group_datasets", "loglik_draws_kept",
-           "save_netcdf", "load_netcdf", "predictive_groups"]
+           "save_netcdf", "load_netcdf", "predictive_groups", "assignment_groups", "ASSIGNMENTS_GROUP"]
 
 RHAT_METHOD = "rank"
 PARAM_VARS = ("weights", "means", "covariances")
@@ -280,3 +282,29 @@ def predictive_groups(x_rep=None, prior_params: GMMParams | None = None, x_prior
     if x_prior is not None:
         groups["prior_predictive"] = replicated(x_prior)
     return groups
+
+
+# --------------------------------------------------------------------------- per-point assignments
+
+ASSIGNMENTS_GROUP = "assignments"
+
+
+def assignment_groups(responsibilities, row_index=None) -> dict:
+    """``{"assignments": Dataset}`` of one engine's per-point output (``analysis.assignments``), dims (obs,
+    component) like the other groups' ``obs``:
+
+    assignments   responsibilities (obs, component): P(z = k | x) at the aligned point estimate; label (obs):
+                  the aligned component assigned (argmax); max_responsibility (obs); uncertainty (obs):
+                  1 - max_responsibility (mclust's); row (obs): the row's index among the data file's rows
+                  (a streamed file's subsample keeps its rows' indices)
+    """
+    resp = np.asarray(responsibilities, np.float64)
+    n, k = resp.shape
+    label = np.argmax(resp, axis=1)
+    top = resp[np.arange(n), label]
+    obs = np.arange(n)
+    ds = xr.Dataset({"responsibilities": (("obs", "component"), resp), "label": (("obs",), label.astype(np.int64)),
+                     "max_responsibility": (("obs",), top), "uncertainty": (("obs",), 1.0 - top),
+                     "row": (("obs",), obs if row_index is None else np.asarray(row_index, np.int64))},
+                    coords={"obs": obs, "component": np.arange(k)})
+    return {ASSIGNMENTS_GROUP: ds}
