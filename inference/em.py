@@ -190,7 +190,7 @@ def _fit(
         "dtype": str(dtype),
         "compute_dtype": str(compute),
         "num_rows": rows.local_rows if jax.process_count() == 1 else layout.num_rows,
-        "compiled_rows": layout.num_rows,
+        "compiled_rows": None if layout.streamed else layout.num_rows,  # streamed: any N
         "total_weight": rows.total_weight,
         "weighted": sample_weight is not None or (rows.reader is not None and rows.reader.weights is not None),
         "num_devices": layout.num_devices,

@@ -230,11 +230,11 @@ def streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
     # static sizes from the row bucket, the real N traced (RowData.num_rows): one program per bucket
     bucket = row_bucket(num_rows, num_features, itemsize)
     chunk_size = int(chunk_size or default_chunk_size(bucket, num_components, num_features, itemsize))
-    chunks_per_read = max(1, min(READ_BYTES // (chunk_size * num_features * itemsize),
-                                 -(-bucket // (num_devices * chunk_size))))
+    chunks_per_read = max(1, READ_BYTES // (chunk_size * num_features * itemsize))  # the fold skips empty chunks
     read_rows = chunk_size * chunks_per_read
-    per_device = -(-(-(-bucket // read_rows)) // num_devices)
-    layout = Layout(bucket, num_features, chunk_size, mesh, streamed=True, chunks_per_device=per_device,
+    # the fold reads a traced number of chunks (rows.RowData.num_rows): nothing static depends on N, so one
+    # streamed program serves every file of these columns, dtype and chunking
+    layout = Layout(0, num_features, chunk_size, mesh, streamed=True, chunks_per_device=0,
                     chunks_per_read=chunks_per_read, dtype=str(dtype))
     reader = ChunkReader(source, w, np.zeros(num_features), read_rows, dtype, window=4 * num_devices + 4,
                          weight_scale=weight_scale)

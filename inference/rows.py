@@ -162,14 +162,18 @@ def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, t
             g = i * layout.num_devices + device
             xb, wb = read_chunk(layout, token, g, dtype)  # (read_rows, D), (read_rows,)
 
-            def inner(acc, j):
+            def inner(j, acc):
                 xc = jax.lax.dynamic_slice_in_dim(xb, j * cs, cs)
                 wc = jax.lax.dynamic_slice_in_dim(wb, j * cs, cs)
-                return merge(acc, chunk_fn_c(args, xc, wc, g * layout.read_rows + j * cs)), None
+                return merge(acc, chunk_fn_c(args, xc, wc, g * layout.read_rows + j * cs))
 
             if layout.chunks_per_read == 1:
-                return inner(acc, 0)[0]
-            return jax.lax.scan(inner, acc, jnp.arange(layout.chunks_per_read))[0]
+                return inner(0, acc)
+            if num_rows is None:
+                return jax.lax.fori_loop(0, layout.chunks_per_read, inner, acc)
+            # only the chunks of this read that hold rows (the last read of a file is partly padding)
+            left = num_rows - g * layout.read_rows
+            return jax.lax.fori_loop(0, jnp.clip((left + cs - 1) // cs, 0, layout.chunks_per_read), inner, acc)
 
         if num_rows is None:
             reads = layout.chunks_per_device

@@ -55,3 +55,17 @@ def test_padding_changes_no_result(method, init):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(b.trace["log_likelihood"], a.trace["log_likelihood"], rtol=1e-12)
     np.testing.assert_allclose(b.responsibilities[:300], a.responsibilities, rtol=1e-12, atol=1e-12)
+
+
+def test_streamed_files_of_any_length_share_one_program(tmp_path):
+    """The streamed fold reads a traced number of chunks: files of 3,000 and 70,000 rows (same columns,
+    dtype and chunking) run the same executable; this is what makes the streamed memory test's warm-up
+    on a small file cover the large one (tests/test_scale.py)."""
+    for n in (3_000, 70_000):
+        np.save(tmp_path / f"x{n}.npy", _data(n, seed=n))
+    first = fit("em", jax.random.PRNGKey(0), str(tmp_path / "x3000.npy"), 2, max_iters=3, chunk_size=1024)
+    second = fit("em", jax.random.PRNGKey(0), str(tmp_path / "x70000.npy"), 2, max_iters=3, chunk_size=1024)
+    assert second.info["compile_seconds"] == 0.0 and second.info["num_rows"] == 70_000
+    in_memory = fit("em", jax.random.PRNGKey(0), _data(70_000, seed=70_000), 2, max_iters=3, chunk_size=1024)
+    np.testing.assert_allclose(second.trace["log_likelihood"], in_memory.trace["log_likelihood"], rtol=1e-10)
+    assert first.info["compiled_rows"] is None
