@@ -201,7 +201,7 @@ def degenerate_components(params: GMMParams, x, responsibilities, reg_covar: flo
             ratio = 0.0
         reasons = []
         if counts[k] < needed:
-            reasons.append(f"{counts[k]:.1f} effective points < {'D + 1' if full_covariance else 2} = {needed}")
+            reasons.append(f"{counts[k]:.1f} effective points < {f'D + 1 = {needed}' if full_covariance else 2}")
         if reg_covar is not None and smallest <= REG_COVAR_FACTOR * reg_covar:
             reasons.append(f"smallest covariance eigenvalue {smallest:.1e} is at the reg_covar floor ({reg_covar:g})")
         shared = np.flatnonzero(sd < SHARED_VALUE_FRACTION * resolution)

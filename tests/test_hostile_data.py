@@ -184,3 +184,16 @@ def test_weights_scaled_anyhow_give_the_unweighted_posterior_nuts():
     sd = b.std(axis=(0, 1))
     np.testing.assert_allclose(a.mean(axis=(0, 1)), b.mean(axis=(0, 1)), atol=0.6 * sd.max())
     np.testing.assert_allclose(a.std(axis=(0, 1)), sd, rtol=0.35)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical", "tied"])
+def test_sklearn_30382_two_far_points_give_the_reg_covar_floor(dtype, covariance_type):
+    """scikit-learn issue 30382 (PR 30401 xfails 'tied'): rows [9999] and [0], K = 2, reg_covar = 0.1 gave a
+    covariance of -0.99999979 in float32. Right: the means at the two rows, every covariance 0.1, and both
+    components flagged degenerate (one point each, at the reg_covar floor)."""
+    x = np.array([[9999.0], [0.0]], dtype=dtype)
+    result = fit("em", K0, x, 2, covariance_type=covariance_type, reg_covar=0.1)
+    np.testing.assert_allclose(np.sort(result.params.means.ravel()), [0.0, 9999.0], atol=1e-6)
+    np.testing.assert_allclose(covariances(result.params).ravel(), [0.1, 0.1], rtol=1e-5)
+    assert sorted(d["component"] for d in result.info["degenerate_components"]) == [0, 1]
