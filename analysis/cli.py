@@ -301,12 +301,13 @@ def _run_sweep_command(args, argv) -> None:
         raise ReportError("--data and --ks apply to the components axis only")
     ks = _parse_ks(args.ks) if args.ks else None
     num_samples = _parse_num_samples(args.num_samples, args.axis) if args.num_samples else None
-    data = None
+    data = names = None
     if args.data:
-        data, _ = load_data(args.data)
+        data, names = load_data(args.data)
     check_output_dir(args.out, args.force)  # refuse a non-empty (or unwritable) --out before any work
     tables = run_sweep(args.axis, seed=args.seed, out_dir=None, quick=args.quick, repeats=args.repeats,
-                       methods=args.methods, num_samples=num_samples, progress=not args.quiet, data=data, ks=ks)
+                       methods=args.methods, num_samples=num_samples, progress=not args.quiet, data=data, ks=ks,
+                       column_names=names)
     if data is not None:
         tables["selection"]["data_file"] = str(args.data)
     settings = dict(axis=args.axis, seed=args.seed, quick=args.quick, repeats=args.repeats,

@@ -87,7 +87,12 @@ METRICS_SCHEMA: dict = {
             "rhat_before": "{weights, means, covariances}: max R-hat of the draws before relabelling, or null",
             "rhat_after": "the same after relabelling against the reference, or null",
             "relabelled_fraction": "share of draws whose relabelling differs from the most frequent one (label-switched draws), or null",
-            "diagnostics": "engines with draws: {rhat_max, ess_bulk_min, ess_tail_min} from az.summary, else null",
+            "diagnostics": "MCMC engines (NUTS): {rhat_max, ess_bulk_min, ess_tail_min} from az.summary, else null (SVI "
+                           "too: its draws are independent draws of the guide, whose R-hat / ESS measure the random "
+                           "number generator, not convergence)",
+            "sampler": "NUTS: {bfmi (per chain, ArviZ's; < 0.3 flags poor exploration), bfmi_min, step_size (per chain, "
+                       "after warm-up), tree_depth_mean, tree_depth_max, max_tree_depth, hit_max_tree_depth (share of "
+                       "draws at it), acceptance_rate_mean, divergences} from sample_stats, else null",
             "loo": "engines with draws: {elpd_loo, se, p_loo, pareto_k_max, warning} from az.loo, else null",
             "netcdf": "file name of the engine's InferenceData",
             "warnings": "one-line warnings of the engine (FitResult.info['warnings']: failed NUTS convergence conditions, degenerate components), [] when none",

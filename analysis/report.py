@@ -288,9 +288,9 @@ def build_inference_data(problem: Problem, run: Run) -> None:
     for m, r in run.aligned.items():
         name = f"{m}.nc"
         try:
-            idata = arviz_io.to_inference_data(r, problem.x)
+            idata = arviz_io.to_inference_data(r, problem.x, problem.column_names)
             if run.predictive.get(m):
-                arviz_io.add_groups(idata, arviz_io.predictive_groups(**run.predictive[m]))
+                arviz_io.add_groups(idata, arviz_io.predictive_groups(**run.predictive[m], column_names=problem.column_names))
             arviz_io.add_groups(idata, arviz_io.assignment_groups(run.responsibilities[m], problem.data.row_index()))
             arviz_io.save_netcdf(idata, run.out_dir / name)
         except Exception as exc:  # noqa: BLE001
@@ -299,12 +299,15 @@ def build_inference_data(problem: Problem, run: Run) -> None:
             (run.out_dir / name).unlink(missing_ok=True)
             continue
         run.idatas[m] = idata
-        cards[m].update(netcdf=name, diagnostics=None, loo=None)
+        cards[m].update(netcdf=name, diagnostics=None, loo=None, sampler=None)
     with_draws = [m for m in run.idatas if run.aligned[m].samples is not None]
     for m in with_draws:
         try:
             run.summaries[m] = arviz_io.summary(run.idatas[m])
-            cards[m]["diagnostics"] = diagnostics_metrics(run.summaries[m])
+            if m != "svi":  # SVI's draws are independent draws of its guide: R-hat / ESS would measure the RNG
+                cards[m]["diagnostics"] = diagnostics_metrics(run.summaries[m])
+            cards[m]["sampler"] = arviz_io.sampler_stats(
+                run.idatas[m], (run.aligned[m].info.get("options") or {}).get("max_tree_depth"))
         except Exception as exc:  # noqa: BLE001
             progress(f"    az.summary failed for {m}: {one_line(exc)}")
         try:

@@ -31,13 +31,29 @@ def draw_figures(problem, run) -> list:
     aligned, idatas, reference_label = run.aligned, run.idatas, run.reference_label
     has_truth = truth is not None
     against = "the truth" if has_truth else f"the {reference_label} (no truth is known)"
+    d = x.shape[1]
+    # which columns the figures with a column budget show: all that fit, else those whose component means
+    # differ most relative to the spread within components in the reference (the truth, or the reference engine)
+    shown = plots.informative_columns(d, run.reference)
+    in_forest = plots.informative_columns(d, run.reference, plots.FOREST_MAX_COLUMNS)
+    in_ppc = plots.informative_columns(d, run.reference, arviz_io.PPC_MAX_DIMS)
+    pairs = (" Every pair of columns" + (f" ({shown[1]})" if shown[1] else "")
+             + ": scatter plots below the diagonal, each column's histogram on it.") if d > 2 else ""
+    pca = (" D > 2: each panel is the plane of the first two principal components of the standardised columns "
+           "(centred, divided by their sd), the Gaussians projected exactly; each axis names its loadings of at least 0.3.") \
+        if d > 2 else ""
     specs = [
-        ("data", "The data" + (", coloured by the true component." if z is not None else " (no labels are known)."),
-         lambda: plots.plot_data(x, z, column_names=columns)),
-        ("components", ("Every engine's components (aligned) against the truth (dashed black): 1σ and 2σ ellipses, × means."
-                        if has_truth else f"Every engine's components, labels aligned to {against}: 1σ and 2σ ellipses, × means."),
-         lambda: plots.plot_components(x, aligned, truth, column_names=columns, reference_label=reference_label)),
-        ("assignments", f"Points coloured by their assigned cluster, one panel per engine; labels aligned to {against}.",
+        ("data", "The data" + (", coloured by the true component." if z is not None else " (no labels are known).") + pairs,
+         lambda: plots.plot_data(x, z, column_names=columns, shown=shown)),
+        ("components", (("Every engine's components (aligned) against the truth (dashed black)"
+                         if has_truth else f"Every engine's components, labels aligned to {against}")
+                        + (": for each pair of columns the marginal Gaussians (the pair's means and 2×2 covariance "
+                           "sub-matrix: exact), 1σ ellipses and × means; on the diagonal each engine's marginal mixture "
+                           "density over the column's histogram." + (f" Columns: {shown[1]}." if shown[1] else "")
+                           if d > 2 else ": 1σ and 2σ ellipses, × means.")),
+         lambda: plots.plot_components(x, aligned, truth, column_names=columns, reference_label=reference_label,
+                                       shown=shown)),
+        ("assignments", f"Points coloured by their assigned cluster, one panel per engine; labels aligned to {against}." + pca,
          lambda: plots.plot_assignments(x, aligned, truth, column_names=columns, reference_label=reference_label)),
         ("uncertainty", "Classification uncertainty of each row, 1 − max responsibility at each engine's point "
          f"estimate (mclust's uncertainty plot): larger and darker points are less sure of their cluster; components "
@@ -45,26 +61,29 @@ def draw_figures(problem, run) -> list:
          "are in assignments.csv.",
          lambda: plot_uncertainty(x, aligned, {m: 1.0 - r.max(axis=1) for m, r in run.responsibilities.items()},
                                   column_names=columns, reference_label=reference_label, threshold=UNCERTAIN)),
-        ("traces", "Log-likelihood and ELBO per iteration (EM, hard EM), the EM KL gap, the MAP/SVI loss.",
+        ("traces", "Log-likelihood and ELBO per iteration (EM, hard EM), the EM KL gap, the MAP/SVI loss. The y axes "
+         "zoom on where the fits end; a legend entry says which iterations or steps lie beyond its axis.",
          lambda: plots.plot_traces(aligned)),
     ]
     em = aligned.get("em")
     if em is not None and em.info.get("snapshots") is not None and em.info.get("snapshot_iters") is not None:
         specs.append(("em_snapshots", "EM's estimate at a few iterations (the seed notebook's per-iteration plots, in one "
-                      "strip)" + (", truth dashed black." if has_truth else f"; colours aligned to {against}."),
+                      "strip)" + (", truth dashed black." if has_truth else f"; colours aligned to {against}.") + pca,
                       lambda: plots.plot_em_snapshots(x, em.info["snapshots"], em.info["snapshot_iters"], truth,
                                                       run.reference, column_names=columns)))
+    n_pairs = len(in_forest[0]) * (len(in_forest[0]) - 1) // 2
     specs.append(("forest", f"Every engine side by side, labels aligned to {against}: one panel per parameter kind and "
-                  "column, each on its own scale (weights; mean and sd of each column in the data's units; correlations "
-                  "unitless); 90% HDI from ArviZ (lines) for engines with draws, dots for means and point estimates, "
+                  "column, each on its own scale (weights; mean and sd of each column in the data's units; the "
+                  f"correlation of {'the' if n_pairs == 1 else f'every one of the {n_pairs}'} pair{'s' if n_pairs != 1 else ''} "
+                  f"of {'shown ' if in_forest[1] else ''}columns, unitless)"
+                  + (f"; columns shown: {in_forest[1]}" if in_forest[1] else "") + "; 90% HDI from ArviZ (lines) for "
+                  "engines with draws, dots for means and point estimates, "
                   f"the {reference_label} as thin black ticks behind them.",
                   lambda: plots.plot_forest_panels(arviz_io.forest_intervals(idatas), arviz_io.reference_kinds(run.reference),
-                                                   reference_label=reference_label, column_names=columns)))
+                                                   reference_label=reference_label, column_names=columns, columns=in_forest)))
     if "nuts" in idatas:
-        specs.append(("nuts_trace", f"Trace of the NUTS draws after relabelling (labels aligned to {against}): every "
-                      "parameter kind, colour = component, line style = chain.",
-                      lambda: _trace(idatas["nuts"], columns)))
-    specs += _predictive_specs(idatas, columns)
+        specs += _nuts_specs(idatas["nuts"], aligned.get("nuts"), columns, against, in_forest)
+    specs += _predictive_specs(idatas, columns, in_ppc)
     note = problem.data.caption_note()
     specs = [(name, caption + (note if name in FROM_ROWS or name.startswith("ppc_") else ""), draw)
              for name, caption, draw in specs]
@@ -80,15 +99,42 @@ def draw_figures(problem, run) -> list:
     return figures
 
 
-def _trace(idata, columns):
+def _nuts_specs(idata, result, columns, against: str, in_forest) -> list:
+    """NUTS's trace plot, rank plot and energy / tree-depth figure."""
+    max_depth = ((result.info.get("options") or {}).get("max_tree_depth") if result is not None else None)
+    cols, why = in_forest
+    names = ", ".join(str(columns[j]) if columns is not None else f"x{j}" for j in cols)
+    specs = [("nuts_trace", f"Trace of the NUTS draws after relabelling, labels aligned to {against}: every "
+              "parameter kind, colour = component, line style = chain" + (
+                  f" (the first three of the columns {names})." if len(cols) > 3 else "."),
+              lambda: _trace(idata, columns, cols[:3])),
+             ("nuts_rank", "Rank plots of the NUTS draws after relabelling (Vehtari et al. 2021): for every weight and "
+              "the mean and sd of each " + (f"shown column ({why}: {names})" if why else "column") + " of every component, the "
+              "histogram of each chain's draws' ranks among all chains' draws; flat around the dashed line when the "
+              "chains sample the same distribution.",
+              lambda: plots.plot_rank(arviz_io.rank_histograms(idata, cols), note=f"columns: {why}" if why else ""))]
+    stats = arviz_io.group(idata, "sample_stats") if "sample_stats" in arviz_io.group_names(idata) else None
+    if stats is not None and "energy" in stats:
+        depth = stats["tree_depth"].values if "tree_depth" in stats else None
+        specs.append(("nuts_energy", "NUTS's sampler: the energy plot (ArviZ's plot_energy: the marginal energy "
+                      "distribution against the energy transitions; BFMI, their variance ratio, below 0.3 flags poor "
+                      "exploration) and the tree depth of every transition (draws at max_tree_depth were cut short).",
+                      lambda: plots.plot_energy(arviz_io.energy_densities(idata), depth, max_depth)))
+    return specs
+
+
+def _trace(idata, columns, shown=None):
     kinds, method = arviz_io.posterior_kinds(idata)
-    return plots.plot_trace_panels(kinds, method=method, column_names=columns)
+    return plots.plot_trace_panels(kinds, method=method, column_names=columns, columns=shown)
 
 
-def _predictive_specs(idatas: dict, columns) -> list:
+def _predictive_specs(idatas: dict, columns, in_ppc) -> list:
     """The predictive-check figures: one per engine (its replicated data), and the prior predictive of the
-    NumPyro engines' prior (one figure: map, svi and nuts share the data-unit prior)."""
-    named = f" (columns: {', '.join(map(str, columns))})" if columns is not None else ""
+    NumPyro engines' prior (one figure: map, svi and nuts share the data-unit prior). Captions name the
+    columns drawn (all of them, or the subset ``in_ppc`` says)."""
+    dims, why = in_ppc
+    names = [str(columns[j]) if columns is not None else f"x{j}" for j in dims]
+    named = f" (columns: {', '.join(names)}" + (f"; {why}" if why else "") + ")"
     specs = []
     for m, idata in idatas.items():
         if "posterior_predictive" in arviz_io.group_names(idata):
@@ -97,12 +143,16 @@ def _predictive_specs(idatas: dict, columns) -> list:
                           "(black) against data sets replicated from the fit (one per thinned posterior draw, or replicates "
                           "of the point estimate).",
                           lambda idata=idata, label=label: plots.plot_ppc(
-                              arviz_io.ppc_densities(idata), title=f"{label}: posterior predictive", column_names=columns)))
+                              arviz_io.ppc_densities(idata, dims=dims), title=f"{label}: posterior predictive",
+                              column_names=columns)))
     bayes = [m for m in ("nuts", "svi", "map") if m in idatas and "prior_predictive" in arviz_io.group_names(idatas[m])]
     if bayes:
-        specs.append(("prior_predictive", f"Prior predictive check: data sets drawn from the prior the NumPyro engines used "
-                      f"(in the data's units), against the observed data{named}.",
-                      lambda: plots.plot_ppc(arviz_io.ppc_densities(idatas[bayes[0]], "prior_predictive"),
+        specs.append(("prior_predictive", "Prior predictive check: the observed data's density (black; its range shaded "
+                      "grey) against data sets drawn from the prior the NumPyro engines used (in the data's units; blue, "
+                      f"pooled dashed), for each column{named}. The x axis spans the data and the central 90% of the "
+                      "prior predictive values (wider replicates run off it); the y axis stops at 1.3 times the higher "
+                      "of the observed and pooled densities, so narrow replicates run off the top.",
+                      lambda: plots.plot_ppc(arviz_io.ppc_densities(idatas[bayes[0]], "prior_predictive", dims=dims),
                                              title="prior predictive", group="prior_predictive", column_names=columns)))
     return specs
 

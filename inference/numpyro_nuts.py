@@ -118,7 +118,8 @@ def _build_chain_init(num_components, prior, settings, vectorized):
 
 def _build_chain_segment(num_components, num_features, prior, settings, length, vectorized):
     """``(state, x, sample_weight) -> (state, draws)``: ``length`` NUTS transitions, collecting constrained
-    sites, potential energy, divergences, tree sizes, acceptance and the (weighted) log-likelihood."""
+    sites, potential and Hamiltonian energy, step size, divergences, tree sizes, acceptance and the
+    (weighted) log-likelihood."""
     settings = dict(settings)
     supports = site_supports(num_components, num_features, prior)
 
@@ -134,6 +135,8 @@ def _build_chain_segment(num_components, num_features, prior, settings, length, 
             record = dict(
                 sites=sites,
                 potential_energy=state.potential_energy,
+                energy=state.energy,
+                step_size=state.adapt_state.step_size,
                 diverging=state.diverging,
                 num_steps=state.num_steps,
                 accept_prob=state.accept_prob,
@@ -221,6 +224,13 @@ def _dispersed_starts(key, start: dict, num_chains: int, jitter: float) -> dict:
     return out
 
 
+def tree_depth(num_steps) -> np.ndarray:
+    """NUTS tree depth of each transition from its number of leapfrog steps (Stan's ``treedepth__``): a
+    trajectory of depth d takes between 2^(d-1) and 2^d - 1 steps, so d = floor(log2(num_steps)) + 1."""
+    steps = np.maximum(np.asarray(num_steps, np.int64), 1)
+    return (np.floor(np.log2(steps)) + 1).astype(np.int64)
+
+
 def split_r_hat(samples: GMMParams) -> dict:
     """Max split R-hat per field of draws with leading (chain, draw) dims (weights, means, scale_tril).
 
@@ -295,7 +305,8 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     -------
     FitResult: ``samples`` (chain, draw) aligned draws; ``params`` their posterior mean (covariances
     averaged then Cholesky); trace ``potential_energy``, ``log_likelihood``, ``accept_prob``,
-    ``num_steps`` per draw (chain-major); info ``diverging`` (chain, draw), ``num_divergences``,
+    ``num_steps``, ``energy`` (the Hamiltonian: BFMI), ``step_size`` (after warm-up: constant per chain),
+    ``tree_depth`` per draw (chain-major); info ``diverging`` (chain, draw), ``num_divergences``,
     ``r_hat_before`` / ``r_hat_after`` relabelling (see ``info["r_hat_kind"]``), ``ess_min``,
     ``ess_per_second``, ``assignment_draws`` (M, N), ``assignments`` (N,) (posterior mode over the
     draws), ``chain_method``, ``diagnostics`` (rank R-hat, bulk/tail ESS of the aligned draws, the
@@ -355,6 +366,9 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
             log_likelihood=chain_major(records["log_likelihood"]),
             accept_prob=chain_major(records["accept_prob"]),
             num_steps=chain_major(records["num_steps"]),
+            energy=chain_major(records["energy"]),
+            step_size=chain_major(records["step_size"]),
+            tree_depth=tree_depth(chain_major(records["num_steps"])),
         ),
         samples=aligned,
         responsibilities=np.asarray(responsibilities(params, x)),

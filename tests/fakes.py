@@ -33,8 +33,9 @@ def perturb(truth: GMMParams, rng: np.random.Generator, scale: float = 0.05) -> 
 
 
 def fake_result(method: str, truth: GMMParams, x, *, seed: int = 0, perm=None, num_chains: int = 2,
-                num_draws: int = 50, switch_chain: bool = False, num_iters: int = 12) -> FitResult:
-    """A FitResult such as engine ``method`` might return, with components permuted by ``perm``."""
+                num_draws: int = 50, switch_chain: bool = False, num_iters: int = 12, sampler: bool = False) -> FitResult:
+    """A FitResult such as engine ``method`` might return, with components permuted by ``perm``; NUTS with
+    ``sampler`` also records its sampler's statistics (energy, step size, tree depth, ...)."""
     rng = np.random.default_rng(seed)
     x = np.asarray(x)
     k = np.shape(truth.weights)[0]
@@ -71,5 +72,11 @@ def fake_result(method: str, truth: GMMParams, x, *, seed: int = 0, perm=None, n
         info["num_divergences"] = 0
         info["diverging"] = np.zeros((num_chains, num_draws), bool)
         num_iters = num_draws
+    if method == "nuts" and sampler:  # the sampler's statistics, as inference.numpyro_nuts records them (chain-major)
+        trace["energy"] = trace["potential_energy"] + rng.gamma(4.0, size=num_chains * num_draws)
+        trace["accept_prob"] = rng.uniform(0.6, 1.0, size=num_chains * num_draws)
+        trace["num_steps"] = rng.choice([3, 7, 15], size=num_chains * num_draws)
+        trace["step_size"] = np.repeat(0.3 + 0.05 * np.arange(num_chains), num_draws)
+        trace["tree_depth"] = np.floor(np.log2(trace["num_steps"])).astype(int) + 1
     return FitResult(method=method, params=params, trace=trace, samples=samples, responsibilities=resp,
                      converged=True, num_iters=num_iters, seconds=0.15, info=info)

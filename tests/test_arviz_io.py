@@ -114,3 +114,80 @@ def test_arviz_is_imported_only_in_arviz_io():
                 offenders.append(str(path.relative_to(root)))
     assert offenders == []
     assert any(re.search(r"^\s*import arviz", p.read_text(), re.M) for p in adapter.glob("*.py"))  # the check sees it
+
+
+# --------------------------------------------------------------------------- NUTS's sampler statistics (issue 21)
+
+
+def test_nuts_sample_stats_carry_arviz_names_and_give_bfmi(problem, tmp_path):
+    truth, x = problem
+    r = align_result(fake_result("nuts", truth, x, num_draws=40, perm=[1, 0], sampler=True), truth)
+    arviz_io.save_netcdf(arviz_io.to_inference_data(r, x), tmp_path / "nuts.nc")
+    back = arviz_io.load_netcdf(tmp_path / "nuts.nc")
+    stats = back.sample_stats
+    assert {"energy", "diverging", "step_size", "tree_depth", "n_steps", "acceptance_rate"} <= set(stats.data_vars)
+    assert stats["energy"].dims == ("chain", "draw") and stats["energy"].shape == (2, 40)
+    energy = np.asarray(r.trace["energy"]).reshape(2, 40)
+    by_hand = np.square(np.diff(energy, axis=1)).sum(1) / np.square(energy - energy.mean(1, keepdims=True)).sum(1)
+    np.testing.assert_allclose(arviz_io.bfmi(back), by_hand, rtol=1e-10)  # Betancourt's E-BFMI, per chain
+    sampler = arviz_io.sampler_stats(back, max_tree_depth=10)
+    assert sampler["bfmi"] == pytest.approx(list(by_hand)) and sampler["step_size"] == pytest.approx([0.3, 0.35])
+    assert sampler["tree_depth_max"] == 4 and sampler["hit_max_tree_depth"] == 0.0 and sampler["divergences"] == 0
+    ranks = arviz_io.rank_histograms(back, [1])
+    assert [t for t, _ in ranks["panels"]][:3] == ["weight of component 0", "weight of component 1", "mean of 1, component 0"]
+    assert all(c.shape == (2, 20) and c.sum() == 80 for _, c in ranks["panels"])
+    assert arviz_io.sampler_stats(arviz_io.to_inference_data(fake_result("em", truth, x), x)) is None
+
+
+def test_netcdf_dims_are_named_by_column(problem, tmp_path):
+    truth, x = problem
+    r = align_result(fake_result("nuts", truth, x, num_draws=20), truth)
+    idata = arviz_io.to_inference_data(r, x, ["eruptions", "waiting"])
+    arviz_io.save_netcdf(idata, tmp_path / "n.nc")
+    back = arviz_io.load_netcdf(tmp_path / "n.nc")
+    for name in ("dim", "dim_"):
+        assert list(back.posterior[name].values) == ["eruptions", "waiting"]
+    assert list(back.observed_data["dim"].values) == ["eruptions", "waiting"]
+    assert float(back.posterior["means"].sel(dim="waiting", component=1).mean()) == pytest.approx(
+        float(r.samples.means[..., 1, 1].mean()))
+    index = list(arviz_io.summary(back).index)
+    assert "means[0, waiting]" in index and "covariances[1, eruptions, waiting]" in index
+    assert list(arviz_io.to_inference_data(r, x).posterior["dim"].values) == [0, 1]  # no names: 0, 1, ...
+
+
+@pytest.mark.timeout(600)
+def test_nuts_netcdf_passes_arviz_bfmi(tmp_path):
+    """A real NUTS fit's nuts.nc holds the energy ArviZ's BFMI needs (az.bfmi raised "Energy variable was not
+    found" before): through the adapter and through the running stack's own function (arviz.bfmi on 0.x,
+    arviz_stats.bfmi on 1.x)."""
+    import jax
+
+    from inference import fit
+
+    truth = models.seed_problem()
+    x, _ = models.sample(jax.random.PRNGKey(5), truth, 150)
+    x = np.asarray(x)
+    r = fit("nuts", jax.random.PRNGKey(6), x, 2, init=truth, num_warmup=150, num_samples=150, progress=False,
+            num_assignment_draws=0)
+    r = align_result(r, models.to_numpy(truth))
+    arviz_io.save_netcdf(arviz_io.to_inference_data(r, x, ["a", "b"]), tmp_path / "nuts.nc")
+    back = arviz_io.load_netcdf(tmp_path / "nuts.nc")
+    ours = arviz_io.bfmi(back)
+    if arviz_io.ARVIZ_MAJOR >= 1:
+        import arviz_stats
+
+        theirs = arviz_stats.bfmi(back)
+        theirs = theirs["energy"] if hasattr(theirs, "data_vars") else theirs
+    else:
+        import arviz
+
+        theirs = arviz.bfmi(back)
+    theirs = np.asarray(getattr(theirs, "values", theirs), float)
+    assert ours.shape == (2,) and np.all(np.isfinite(ours)) and np.all(ours > 0.3)  # a healthy two-Gaussian posterior
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+    stats = back.sample_stats
+    assert np.all(stats["step_size"].values > 0) and np.all(np.ptp(stats["step_size"].values, axis=1) == 0)  # adapted, then fixed
+    assert np.all(stats["tree_depth"].values >= 1) and np.all(stats["tree_depth"].values <= 10)
+    steps = stats["n_steps"].values
+    assert np.all((2 ** (stats["tree_depth"].values - 1) <= steps) & (steps <= 2 ** stats["tree_depth"].values - 1))
+    assert 0.5 < float(stats["acceptance_rate"].values.mean()) <= 1.0

@@ -128,3 +128,29 @@ def test_components_with_nuts_has_loo_and_waic(tmp_path):
     assert all(r["loo"] is not None and r["waic"] is not None for r in nuts_rows)
     assert tables["selection"]["criterion_method"]["loo"] == "nuts"
     assert tables["selection"]["selected_k"]["loo"] in (2, 3)
+
+
+def test_components_on_a_csv_claims_no_true_k_and_names_its_columns(tmp_path):
+    """Issue 21: on a user's data the page said "data with a known K" and "the dotted line the true K", neither of
+    which exists there; the fits figure labelled its axes x0 / x1 with an equal aspect that squeezed Faithful."""
+    rng = np.random.default_rng(4)
+    short = rng.uniform(size=200) < 0.35
+    x = np.column_stack([np.where(short, rng.normal(2.0, 0.25, 200), rng.normal(4.3, 0.4, 200)),
+                         np.where(short, rng.normal(54.5, 5.9, 200), rng.normal(80.0, 5.9, 200))])
+    path = tmp_path / "faithful.csv"
+    np.savetxt(path, x, delimiter=",", header="eruptions,waiting", comments="", fmt="%.4f")
+    out = tmp_path / "out"
+    assert main(["sweep", "components", "--data", str(path), "--ks", "1-3", "--quick", "--quiet", "--out", str(out)]) == 0
+    page = (out / "sweep.html").read_text()
+    text = page.split("<img")[0] + "".join(part.split(">", 1)[-1] for part in page.split("<img")[1:])
+    for claim in ("known K", "true K", "truth dashed"):
+        assert claim not in text, claim
+    assert "eruptions, waiting" in text
+    tables = sweeps.run_sweep("components", data=x, ks=[1, 2, 3], quick=True, column_names=["eruptions", "waiting"])
+    assert "known K" not in tables["intro"] and "true K" not in " ".join(tables["captions"].values())
+    fits = sweeps.plot_sweep("components", tables)["components_fits"]
+    assert [ax.get_xlabel() for ax in fits.axes] == ["eruptions"] * len(fits.axes)
+    assert fits.axes[0].get_ylabel() == "waiting"
+    assert all(ax.get_aspect() == "auto" for ax in fits.axes)
+    lo, hi = fits.axes[0].get_xlim()
+    assert hi - lo < 3 * np.ptp(x[:, 0])  # the data's own range, not stretched to waiting's

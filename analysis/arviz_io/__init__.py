@@ -9,15 +9,18 @@ not depend on either converter. It returns numbers and data, never figures (``an
 
 * ``_stack`` -- which ArviZ runs, its imports, and the group calls that differ between the stacks;
 * ``convert`` -- FitResult -> InferenceData (the layout), NetCDF files, predictive and assignment groups;
-* ``stats`` -- R-hat, summary, LOO, WAIC, compare, HDIs and kernel densities for the figures.
+* ``stats`` -- R-hat, summary, LOO, WAIC, compare, HDIs and kernel densities for the figures;
+* ``sampler`` -- NUTS's sampler diagnostics: BFMI, step size, tree depth, the numbers of rank and energy plots.
 
 Everything public is re-exported here: ``from analysis import arviz_io; arviz_io.to_inference_data(...)``.
 """
 
 from ._stack import ARVIZ_MAJOR, add_groups, arviz_version, group, group_names
 from .convert import ASSIGNMENTS_GROUP, assignment_groups
-from .convert import (FIT_TRACE_GROUP, FLOAT32_GROUPS, GROUPS, LOGLIK_MAX_VALUES, LOGLIK_MIN_DRAWS, PARAM_VARS,
-                      RHAT_METHOD, load_netcdf, loglik_draws_kept, predictive_groups, save_netcdf, to_inference_data)
+from .convert import (ARVIZ_STAT_NAMES, FIT_TRACE_GROUP, FLOAT32_GROUPS, GROUPS, LOGLIK_MAX_VALUES, LOGLIK_MIN_DRAWS,
+                      PARAM_VARS, RHAT_METHOD, dim_coords, load_netcdf, loglik_draws_kept, predictive_groups, save_netcdf,
+                      to_inference_data)
+from .sampler import BFMI_THRESHOLD, bfmi, energy_densities, rank_histograms, sampler_stats
 from .stats import (COMPARE_COLUMNS, PPC_MAX_DIMS, SUMMARY_COLUMNS, compare, forest_intervals, kde, loo,
                     parameter_kinds, posterior_kinds, ppc_densities, reference_kinds, rhat_of_samples, summary, waic,
                     waic_formula, waic_of_pointwise)
@@ -34,6 +37,13 @@ __all__ = [
     "PPC_MAX_DIMS",
     "LOGLIK_MAX_VALUES",
     "LOGLIK_MIN_DRAWS",
+    "ARVIZ_STAT_NAMES",
+    "BFMI_THRESHOLD",
+    "dim_coords",
+    "bfmi",
+    "sampler_stats",
+    "rank_histograms",
+    "energy_densities",
     "arviz_version",
     "to_inference_data",
     "group",

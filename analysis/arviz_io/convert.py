@@ -3,12 +3,15 @@
 InferenceData layout (every engine; point estimates are chain=1, draw=1)
 ------------------------------------------------------------------------
 posterior        weights (chain, draw, component), means (chain, draw, component, dim),
-                 covariances (chain, draw, component, dim, dim_)
+                 covariances (chain, draw, component, dim, dim_); the coordinates of ``dim`` / ``dim_`` are the
+                 data's column names when given (the CSV header), else 0, 1, ...
 log_likelihood   x (chain, draw, obs): the marginal mixture log density of each observation at
                  each draw, ``models.pointwise_log_likelihood`` vmapped over draws (loo / waic)
 sample_stats     per-DRAW statistics, dims (chain, draw): ``total_log_likelihood`` (marginal
                  log-likelihood of the whole data at the draw, the sum of the group above) and, for NUTS,
-                 the engine's per-draw traces (``potential_energy``, ``diverging``, ...)
+                 the sampler's statistics under ArviZ's names: ``energy`` (the Hamiltonian: az.bfmi,
+                 az.plot_energy), ``diverging``, ``step_size``, ``tree_depth``, ``n_steps`` (leapfrog steps),
+                 ``acceptance_rate``, and ``potential_energy``
 fit_trace        per-ITERATION traces of the optimisers (EM: log_likelihood, elbo, kl; hard EM:
                  log_likelihood, classification_log_likelihood; MAP/SVI: loss, log_likelihood),
                  dim ``iteration`` (traces recorded every few steps, e.g. MAP/SVI log_likelihood,
@@ -40,7 +43,7 @@ from models.params import GMMParams, covariances, to_numpy
 from ._stack import ARVIZ_MAJOR, assemble, az, group, group_names
 
 __all__ = ["RHAT_METHOD", "PARAM_VARS", "FIT_TRACE_GROUP", "GROUPS", "FLOAT32_GROUPS", "LOGLIK_MAX_VALUES",
-           "LOGLIK_MIN_DRAWS", "to_inference_data", "posterior_dataset", "group_datasets", "loglik_draws_kept",
+           "LOGLIK_MIN_DRAWS", "ARVIZ_STAT_NAMES", "dim_coords", "to_inference_data", "posterior_dataset", "group_datasets", "loglik_draws_kept",
            "save_netcdf", "load_netcdf", "predictive_groups", "assignment_groups", "ASSIGNMENTS_GROUP"]
 
 RHAT_METHOD = "rank"
@@ -62,13 +65,23 @@ def _batched(samples: GMMParams) -> GMMParams:
 _DIMS = {"weights": ("component",), "means": ("component", "dim"), "covariances": ("component", "dim", "dim_")}
 
 
-def posterior_dataset(samples: GMMParams) -> xr.Dataset:
-    """(chain, draw, ...) posterior of ``samples`` with integer coordinates on every dim."""
+def dim_coords(num_features: int, column_names=None) -> np.ndarray:
+    """The coordinate of the ``dim`` / ``dim_`` dims: the column names when there are ``num_features`` distinct
+    ones, else 0, 1, ..."""
+    names = [str(c) for c in column_names] if column_names is not None else []
+    if len(names) == num_features and len(set(names)) == num_features:
+        return np.asarray(names, dtype=object)
+    return np.arange(num_features)
+
+
+def posterior_dataset(samples: GMMParams, column_names=None) -> xr.Dataset:
+    """(chain, draw, ...) posterior of ``samples``: integer coordinates, the column names on ``dim`` / ``dim_``."""
     samples = _batched(samples)
     arrays = {"weights": samples.weights, "means": samples.means, "covariances": np.asarray(covariances(samples))}
     chains, draws, k, d = samples.means.shape
+    names = dim_coords(d, column_names)
     coords = {"chain": np.arange(chains), "draw": np.arange(draws), "component": np.arange(k),
-              "dim": np.arange(d), "dim_": np.arange(d)}
+              "dim": names, "dim_": names}
     return xr.Dataset({name: (("chain", "draw") + _DIMS[name], a) for name, a in arrays.items()}, coords=coords)
 
 
@@ -147,6 +160,10 @@ def _attrs(result) -> dict:
     return attrs
 
 
+# NUTS's per-draw traces under ArviZ's sample_stats names (az.from_numpyro's; Stan's without the underscores)
+ARVIZ_STAT_NAMES = {"accept_prob": "acceptance_rate", "num_steps": "n_steps"}
+
+
 def _per_draw_stats(result, chains: int, num_draws: int) -> tuple[dict, dict]:
     """Split the engine's traces into per-draw statistics (chain, draw) and per-iteration traces."""
     sample_stats, fit_trace = {}, {}
@@ -154,7 +171,7 @@ def _per_draw_stats(result, chains: int, num_draws: int) -> tuple[dict, dict]:
         value = np.asarray(value)
         if result.samples is not None and value.size == chains * num_draws and result.method == "nuts":
             if name != "log_likelihood":
-                sample_stats[name] = value.reshape(chains, num_draws)
+                sample_stats[ARVIZ_STAT_NAMES.get(name, name)] = value.reshape(chains, num_draws)
         elif value.ndim == 1:
             fit_trace[name] = value
         elif value.size == chains * num_draws:
@@ -165,12 +182,12 @@ def _per_draw_stats(result, chains: int, num_draws: int) -> tuple[dict, dict]:
     return sample_stats, fit_trace
 
 
-def group_datasets(result, x: np.ndarray, max_values: int | None = None) -> dict:
+def group_datasets(result, x: np.ndarray, max_values: int | None = None, column_names=None) -> dict:
     """``{group: xr.Dataset}`` of one FitResult, the layout of the module docstring."""
     n, d = x.shape
     draws = _batched(result.samples if result.samples is not None else result.params)
     chains, num_draws = draws.weights.shape[:2]
-    posterior = posterior_dataset(draws)
+    posterior = posterior_dataset(draws, column_names)
     sample_coords = {"chain": posterior.chain.values, "draw": posterior.draw.values}
     total, pointwise, kept = _pointwise(draws, x, LOGLIK_MAX_VALUES if max_values is None else max_values)
     stats, fit_trace = _per_draw_stats(result, chains, num_draws)
@@ -182,7 +199,7 @@ def group_datasets(result, x: np.ndarray, max_values: int | None = None) -> dict
         "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), pointwise)},
                                      coords={"chain": posterior.chain.values, "draw": posterior.draw.values[kept],
                                              "obs": np.arange(n)}),
-        "observed_data": xr.Dataset({"x": (("obs", "dim"), x)}, coords={"obs": np.arange(n), "dim": np.arange(d)}),
+        "observed_data": xr.Dataset({"x": (("obs", "dim"), x)}, coords={"obs": np.arange(n), "dim": posterior.dim.values}),
     }
     if fit_trace:
         groups[FIT_TRACE_GROUP] = _fit_trace_dataset(fit_trace)
@@ -191,10 +208,11 @@ def group_datasets(result, x: np.ndarray, max_values: int | None = None) -> dict
     return groups
 
 
-def to_inference_data(result, x):
+def to_inference_data(result, x, column_names=None):
     """InferenceData of one FitResult (layout in the module docstring): an ``arviz.InferenceData``
-    on ArviZ 0.x, an ``xarray.DataTree`` on ArviZ 1.x (ArviZ 1.x's own InferenceData type)."""
-    return assemble(group_datasets(result, np.asarray(x)), _attrs(result))
+    on ArviZ 0.x, an ``xarray.DataTree`` on ArviZ 1.x (ArviZ 1.x's own InferenceData type). ``column_names``
+    (D,) become the coordinates of the ``dim`` / ``dim_`` dims."""
+    return assemble(group_datasets(result, np.asarray(x), column_names=column_names), _attrs(result))
 
 
 def _fit_trace_dataset(traces: dict) -> xr.Dataset:
@@ -260,7 +278,7 @@ def load_netcdf(path):
 # --------------------------------------------------------------------------- predictive groups
 
 
-def predictive_groups(x_rep=None, prior_params: GMMParams | None = None, x_prior=None) -> dict:
+def predictive_groups(x_rep=None, prior_params: GMMParams | None = None, x_prior=None, column_names=None) -> dict:
     """``{group: Dataset}`` for replicated data and prior draws (``analysis.predictive``'s draws):
 
     posterior_predictive  x (chain=1, draw, obs, dim), float32: replicated data, one set per thinned posterior
@@ -271,14 +289,14 @@ def predictive_groups(x_rep=None, prior_params: GMMParams | None = None, x_prior
     def replicated(values):
         values = np.asarray(values, np.float32)  # replicated data: float32 is plenty for a check
         s, n, d = values.shape
-        coords = {"chain": [0], "draw": np.arange(s), "obs": np.arange(n), "dim": np.arange(d)}
+        coords = {"chain": [0], "draw": np.arange(s), "obs": np.arange(n), "dim": dim_coords(d, column_names)}
         return xr.Dataset({"x": (("chain", "draw", "obs", "dim"), values[None])}, coords=coords)
 
     groups = {}
     if x_rep is not None:
         groups["posterior_predictive"] = replicated(x_rep)
     if prior_params is not None:
-        groups["prior"] = posterior_dataset(GMMParams(*(np.asarray(a)[None] for a in prior_params)))
+        groups["prior"] = posterior_dataset(GMMParams(*(np.asarray(a)[None] for a in prior_params)), column_names)
     if x_prior is not None:
         groups["prior_predictive"] = replicated(x_prior)
     return groups

@@ -58,7 +58,8 @@ def rhat_of_samples(samples: GMMParams, method: str = RHAT_METHOD) -> dict:
 def summary(idata, var_names=PARAM_VARS, hdi_prob: float = 0.9):
     """ArviZ's summary as a DataFrame with ArviZ 0.x's columns on both stacks: mean, sd,
     ``hdi_5%``/``hdi_95%`` (for ``hdi_prob=0.9``), mcse_mean, mcse_sd, ess_bulk, ess_tail, r_hat
-    (rank-normalised; NaN for a single chain). Rows ``weights[0]``, ``means[0, 1]``, ..."""
+    (rank-normalised; NaN for a single chain). Rows ``weights[0]``, ``means[0, 1]``, ... (``means[0, waiting]``
+    when the ``dim`` coordinate holds the column names)."""
     columns = list(_summary_columns(hdi_prob))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -71,9 +72,11 @@ def summary(idata, var_names=PARAM_VARS, hdi_prob: float = 0.9):
     pct = f"{hdi_prob * 100:g}"
     table = table.rename(columns={f"hdi{pct}_lb": columns[2], f"hdi{pct}_ub": columns[3]})
     for name in var_names:
-        values = np.asarray(tail[name].values)
-        for idx in np.ndindex(values.shape):
-            table.loc[f"{name}[{', '.join(str(i) for i in idx)}]", "ess_tail"] = values[idx]
+        da = tail[name]
+        values = np.asarray(da.values)
+        labels = [np.asarray(da[dim].values) if dim in da.coords else np.arange(size) for dim, size in zip(da.dims, values.shape)]
+        for idx in np.ndindex(values.shape):  # the row label from the coordinates (column names on dim / dim_)
+            table.loc[f"{name}[{', '.join(str(labels[a][i]) for a, i in enumerate(idx))}]", "ess_tail"] = values[idx]
     return table[columns].astype(float)
 
 
@@ -216,7 +219,7 @@ def posterior_kinds(idata) -> tuple[dict, str]:
 
 # --------------------------------------------------------------------------- predictive checks
 
-PPC_MAX_DIMS = 8
+PPC_MAX_DIMS = 16  # columns of a predictive check figure (more: the caller picks which, and says so)
 
 
 def kde(values) -> tuple[np.ndarray, np.ndarray]:
@@ -234,17 +237,23 @@ def kde(values) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ppc_densities(idata, group_name: str = "posterior_predictive", num_draws: int = 50,
-                  max_dims: int = PPC_MAX_DIMS) -> list[dict]:
-    """The numbers of a predictive check figure: for each data dimension (the first ``max_dims``) the
-    ArviZ KDE (:func:`kde`) of the observed column, of each of the first ``num_draws`` replicated data sets
-    stored in ``group_name`` ("posterior_predictive" or "prior_predictive"), and of all those replicates
-    pooled. ``[{"dim", "observed": (grid, pdf), "replicated": [(grid, pdf), ...], "pooled": (grid, pdf)}]``."""
+                  max_dims: int = PPC_MAX_DIMS, dims=None) -> list[dict]:
+    """The numbers of a predictive check figure: for each data column (``dims``, indices; default the first
+    ``max_dims``) the ArviZ KDE (:func:`kde`) of the observed column, of each of the first ``num_draws`` replicated
+    data sets stored in ``group_name`` ("posterior_predictive" or "prior_predictive"), and of all those replicates
+    pooled; the observed column's range and the pooled replicates' 5% and 95% quantiles (a sensible axis range).
+    ``[{"dim", "observed": (grid, pdf), "replicated": [(grid, pdf), ...], "pooled": (grid, pdf),
+    "observed_range": (min, max), "replicated_quantiles": (q5, q95)}]``."""
     observed = np.asarray(group(idata, "observed_data")["x"].values, np.float64)
     replicated = np.asarray(group(idata, group_name)["x"].values, np.float64)
     replicated = replicated.reshape((-1,) + replicated.shape[-2:])[: max(1, int(num_draws))]  # (S, N, D)
+    dims = list(range(min(observed.shape[-1], int(max_dims)))) if dims is None else [int(j) for j in dims]
     out = []
-    for j in range(min(observed.shape[-1], int(max_dims))):
+    for j in dims:
+        pooled = replicated[:, :, j]
         out.append({"dim": j, "observed": kde(observed[:, j]),
                     "replicated": [kde(rep[:, j]) for rep in replicated],
-                    "pooled": kde(replicated[:, :, j])})
+                    "pooled": kde(pooled),
+                    "observed_range": (float(observed[:, j].min()), float(observed[:, j].max())),
+                    "replicated_quantiles": tuple(float(q) for q in np.quantile(pooled, [0.05, 0.95]))})
     return out

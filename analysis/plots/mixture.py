@@ -1,14 +1,18 @@
 """Figures of the data and of the fitted mixtures (the seed notebook's plots, for every engine at once):
 
-- :func:`plot_data` -- the sampled data, coloured by the true component when known;
+- :func:`plot_data` -- the sampled data, coloured by the true component when known (D > 2: a
+  scatterplot matrix of the columns, ``analysis.plots.pairs``);
 - :func:`plot_components` -- data with the true and every engine's components as 1-sigma / 2-sigma
-  ellipses and mean markers on one axis (the seed's "Estimated GMM Parameters" plot);
+  ellipses and mean markers on one axis (the seed's "Estimated GMM Parameters" plot; D > 2: a scatterplot
+  matrix with each pair's marginal Gaussians);
 - :func:`plot_assignments` -- one panel per engine, points coloured by their assigned (aligned)
   cluster, with that engine's ellipses and the truth dashed;
 - :func:`plot_em_snapshots` -- a strip of EM's estimate at a few iterations.
 
 Results must be aligned (``analysis.align``) so that component colours mean the same component in every
-panel; titles say what the labels were aligned to (``reference_label``).
+panel; titles say what the labels were aligned to (``reference_label``). The per-engine and per-iteration
+strips (assignments, EM snapshots) draw D > 2 in the plane of the standardised columns' first two principal
+components (``style.Projection``), axes named by their largest loadings.
 """
 
 from __future__ import annotations
@@ -22,17 +26,30 @@ from matplotlib.lines import Line2D
 from analysis.align import align_params
 from models.params import GMMParams, to_numpy
 
+from .pairs import plot_pairs
 from .style import (TRUTH_COLOR, Projection, column_names_or_default, component_color, density_1d, draw_gaussians,
-                    engine_color, engine_label, figure_grid, hist_1d, set_limits)
+                    engine_color, engine_label, figure_grid, hist_1d, informative_columns, label_grid_axes,
+                    set_limits)
 
 __all__ = ["plot_data", "plot_components", "plot_assignments", "plot_em_snapshots"]
 
 
-def plot_data(x, z=None, title: str | None = None, column_names=None) -> Figure:
-    """The data (the seed's "Generated Data from GMM"), coloured by the true component when ``z`` is given."""
+def _shown(num_features: int, shown, params=None) -> tuple[list, str]:
+    """The columns a scatterplot matrix shows and the note saying so (``shown`` = ``(indices, why)`` or None)."""
+    cols, why = shown if shown is not None else informative_columns(num_features, params)
+    return list(cols), (f"columns shown: {why}" if why else "")
+
+
+def plot_data(x, z=None, title: str | None = None, column_names=None, shown=None) -> Figure:
+    """The data (the seed's "Generated Data from GMM"), coloured by the true component when ``z`` is given.
+    D > 2: a scatterplot matrix of the columns ``shown`` = ``(indices, why)`` (default: all up to six)."""
     x = np.asarray(x)
     names = column_names_or_default(column_names, x.shape[1])
     title = title or ("Sampled data" if z is not None else "The data")
+    if x.shape[1] > 2:
+        cols, note = _shown(x.shape[1], shown)
+        return plot_pairs(x, cols, names, labels=z, label_name="true component", note=note,
+                          title=f"{title} (N = {x.shape[0]}, D = {x.shape[1]})\nevery pair of columns; histograms on the diagonal")
     fig, (ax,) = figure_grid(1, (6.0, 5.0))
     if x.shape[1] == 1:
         if z is None:
@@ -64,12 +81,21 @@ def plot_data(x, z=None, title: str | None = None, column_names=None) -> Figure:
 
 
 def plot_components(x, results: dict, truth: GMMParams | None = None, title: str | None = None,
-                    column_names=None, reference_label: str | None = None) -> Figure:
+                    column_names=None, reference_label: str | None = None, shown=None) -> Figure:
     """Data with the true (black, dashed) and every engine's components as 1-sigma / 2-sigma ellipses
-    and mean markers, on one axis set (D == 1: histogram with the mixture densities). Without a truth
-    the title names ``reference_label``, what the labels were aligned to."""
+    and mean markers, on one axis set (D == 1: histogram with the mixture densities; D > 2: a scatterplot
+    matrix of the columns ``shown`` = ``(indices, why)``, each panel with the pair's marginal Gaussians, 1-sigma
+    ellipses only, and each engine's marginal mixture density on the diagonal). Without a truth the title
+    names ``reference_label``, what the labels were aligned to."""
     x = np.asarray(x)
     names = column_names_or_default(column_names, x.shape[1])
+    against = "vs the truth" if truth is not None else f"(labels aligned to the {reference_label or 'first engine'})"
+    if x.shape[1] > 2:
+        first = truth if truth is not None else next((r.params for r in results.values()), None)
+        cols, note = _shown(x.shape[1], shown, first)
+        return plot_pairs(x, cols, names, fits={m: r.params for m, r in results.items()}, truth=truth, note=note,
+                          sigmas=(1.0,), title=title or f"Estimated components of every engine {against}\neach pair's "
+                          "marginal Gaussians (1σ ellipses, × means); diagonal: each engine's marginal mixture density")
     fig, (ax,) = figure_grid(1, (7.0, 5.8))
     handles = []
     if x.shape[1] == 1:
@@ -104,7 +130,6 @@ def plot_components(x, results: dict, truth: GMMParams | None = None, title: str
         if proj.note:
             fig.supxlabel(proj.note, fontsize="small")
         subtitle = "1σ (solid) and 2σ (faint) ellipses, × = means"
-    against = "vs the truth" if truth is not None else f"(labels aligned to the {reference_label or 'first engine'})"
     ax.set_title(title or f"Estimated components of every engine {against}\n{subtitle}")
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     return fig
@@ -120,7 +145,8 @@ def plot_assignments(x, results: dict, truth: GMMParams | None = None, column_na
     fig, axes = figure_grid(max(1, len(names)))
     proj = Projection(x, columns) if x.shape[1] > 1 else None
     k_max = max((r.num_components for r in results.values()), default=1)
-    for ax, name in zip(axes, names):
+    n_cols = min(max(1, len(names)), 3)  # figure_grid's
+    for i, (ax, name) in enumerate(zip(axes, names)):
         r = results[name]
         labels = np.asarray(r.info.get("assignments")) if r.info.get("assignments") is not None else np.asarray(r.assignments)
         if proj is None:
@@ -147,8 +173,7 @@ def plot_assignments(x, results: dict, truth: GMMParams | None = None, column_na
                 draw_gaussians(ax, proj, truth, color=TRUTH_COLOR, linestyle="--", lw=1.4, marker="+", zorder=4)
             draw_gaussians(ax, proj, r.params, component_colors=True, lw=2.0, zorder=3)
             set_limits(ax, pts)
-            ax.set_xlabel(proj.xlabel)
-            ax.set_ylabel(proj.ylabel)
+            label_grid_axes(ax, proj, i, len(names), n_cols, fontsize="medium" if proj.loadings is None else "small")
             ax.grid(alpha=0.3)
         sizes = np.bincount(labels, minlength=r.num_components)
         ax.set_title(f"{engine_label(name)}: assigned clusters\nsizes {', '.join(map(str, sizes))}", fontsize="medium")
@@ -174,7 +199,8 @@ def plot_em_snapshots(x, snapshots: GMMParams, snapshot_iters, truth: GMMParams 
     snapshots = to_numpy(snapshots)
     iters = np.ravel(np.asarray(snapshot_iters))
     n = snapshots.weights.shape[0]
-    fig, axes = figure_grid(n, (3.6, 3.4), max_cols=math.ceil(n / math.ceil(n / 5)))
+    n_cols = math.ceil(n / math.ceil(n / 5))
+    fig, axes = figure_grid(n, (3.6, 3.4), max_cols=n_cols)
     columns = column_names_or_default(column_names, x.shape[1])
     proj = Projection(x, columns) if x.shape[1] > 1 else None
     for i, ax in enumerate(axes):
@@ -194,9 +220,7 @@ def plot_em_snapshots(x, snapshots: GMMParams, snapshot_iters, truth: GMMParams 
                 draw_gaussians(ax, proj, truth, color=TRUTH_COLOR, linestyle="--", lw=1.0, marker="+", zorder=2)
             draw_gaussians(ax, proj, p, component_colors=True, lw=1.8)
             set_limits(ax, pts)
-            ax.set_xlabel(proj.xlabel, fontsize="small")
-            if i == 0:
-                ax.set_ylabel(proj.ylabel, fontsize="small")
+            label_grid_axes(ax, proj, i, n, min(n, n_cols), fontsize="small" if proj.loadings is None else "x-small")
         label = int(iters[i]) if i < len(iters) else i
         ax.set_title(f"iteration {label}", fontsize="medium")
     fig.suptitle(f"{engine_label(method)} estimate along the iterations"

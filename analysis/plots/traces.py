@@ -38,25 +38,28 @@ def plot_traces(results: dict) -> Figure | None:
     fig, axes = figure_grid(len(panels), (5.2, 4.0))
     for ax, panel in zip(axes, panels):
         if panel == "ll":
+            series = []
             for i, (name, r) in enumerate(iterative.items()):
                 c = engine_color(name, i)
-                ll = np.ravel(r.trace["log_likelihood"])
-                ax.plot(np.arange(1, len(ll) + 1), ll, color=c, lw=2, label=f"{engine_label(name)} log-likelihood")
+                series.append((np.ravel(r.trace["log_likelihood"]), dict(color=c, lw=2), f"{engine_label(name)} log-likelihood"))
                 if "elbo" in r.trace:
-                    ax.plot(np.arange(1, len(ll) + 1), np.ravel(r.trace["elbo"]), color=c, ls="--", lw=1.5,
-                            label=f"{engine_label(name)} ELBO")
+                    series.append((np.ravel(r.trace["elbo"]), dict(color=c, ls="--", lw=1.5), f"{engine_label(name)} ELBO"))
                 if "classification_log_likelihood" in r.trace:
-                    cl = np.ravel(r.trace["classification_log_likelihood"])
-                    ax.plot(np.arange(1, len(cl) + 1), cl, color=c, ls=":", lw=1.5,
-                            label=f"{engine_label(name)} classification log-lik")
+                    series.append((np.ravel(r.trace["classification_log_likelihood"]), dict(color=c, ls=":", lw=1.5),
+                                   f"{engine_label(name)} classification log-lik"))
+            # zoom on the tail (the first iterations are far below), keeping the second half of every line in view
+            vals = np.concatenate([np.ravel(r.trace["log_likelihood"]) for r in iterative.values()])
+            tails = np.concatenate([y[len(y) // 2:] for y, _, _ in series])
+            hi = max(np.max(y) for y, _, _ in series)
+            lo = min(np.quantile(vals, 0.1), tails.min())
+            limits = (lo - 0.1 * (hi - lo), hi + 0.05 * (hi - lo)) if hi > lo else None
+            for y, style, label in series:
+                ax.plot(np.arange(1, len(y) + 1), y, label=label + _clipped(y, limits, "iteration"), **style)
+            if limits is not None:
+                ax.set_ylim(*limits)
             ax.set_title("Log-likelihood and ELBO per iteration")
             ax.set_xlabel("iteration")
             ax.set_ylabel("nats")
-            # zoom on the tail: the first iterations are far below
-            vals = np.concatenate([np.ravel(r.trace["log_likelihood"]) for r in iterative.values()])
-            hi, lo = vals.max(), np.quantile(vals, 0.1)
-            if hi > lo:
-                ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.05 * (hi - lo))
         elif panel == "kl":
             for i, (name, r) in enumerate(results.items()):
                 if "kl" in r.trace:
@@ -68,35 +71,60 @@ def plot_traces(results: dict) -> Figure | None:
             ax.set_xlabel("iteration")
             ax.set_ylabel("KL (nats)")
         else:
-            for i, (name, r) in enumerate(lossy.items()):
-                loss = np.ravel(r.trace["loss"])
-                ax.plot(np.arange(1, len(loss) + 1), loss, color=engine_color(name, i), lw=1.2, label=f"{engine_label(name)} loss")
             vals = np.concatenate([np.ravel(r.trace["loss"]) for r in lossy.values()])
             lo, hi = vals.min(), np.quantile(vals, 0.9)
-            if hi > lo:
-                ax.set_ylim(lo - 0.05 * (hi - lo), hi)
+            limits = (lo - 0.05 * (hi - lo), hi) if hi > lo else None
+            for i, (name, r) in enumerate(lossy.items()):
+                loss = np.ravel(r.trace["loss"])
+                ax.plot(np.arange(1, len(loss) + 1), loss, color=engine_color(name, i), lw=1.2,
+                        label=f"{engine_label(name)} loss" + _clipped(loss, limits, "step"))
+            if limits is not None:
+                ax.set_ylim(*limits)
             ax.set_title("MAP / SVI loss per step (negative ELBO)")
             ax.set_xlabel("step")
             ax.set_ylabel("loss (nats)")
         ax.grid(alpha=0.3)
         if ax.get_yscale() == "linear":
             ax.ticklabel_format(axis="y", useOffset=False, style="plain")
-        ax.legend(fontsize="small", loc="best")
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)  # below: never over a line
     return fig
 
 
-def plot_trace_panels(kinds: dict, method: str = "", column_names=None, max_dims: int = 3) -> Figure:
+def _clipped(y, limits, unit: str) -> str:
+    """A legend suffix naming the points of ``y`` outside ``limits`` (none: ""), e.g.
+    " (iterations 1–2 below the axis, from −5,420)"."""
+    if limits is None:
+        return ""
+    parts = []
+    for mask, where, extreme in ((y < limits[0], "below", np.min), (y > limits[1], "above", np.max)):
+        idx = np.flatnonzero(mask) + 1
+        if idx.size == 0:
+            continue
+        if idx.size == len(y):
+            span = f"every {unit}"
+        elif idx.size == 1:
+            span = f"{unit} {idx[0]}"
+        elif idx[-1] - idx[0] + 1 == idx.size:
+            span = f"{unit}s {idx[0]}–{idx[-1]}"
+        else:
+            span = f"{idx.size} {unit}s"
+        parts.append(f"{span} {where} the axis, to {extreme(y):,.0f}".replace("-", "−"))
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def plot_trace_panels(kinds: dict, method: str = "", column_names=None, max_dims: int = 3, columns=None) -> Figure:
     """Trace plot of aligned draws ``kinds`` = ``{kind: (chain, draw, ...)}`` (weights, means, sds,
-    correlations; ``analysis.arviz_io.posterior_kinds``): one row per kind and shown column, the marginal
-    density left and the draws right; colour = component, line style = chain; one legend."""
+    correlations; ``analysis.arviz_io.posterior_kinds``): one row per kind and shown column (``columns``,
+    indices; default the first ``max_dims``) and the correlation of the first two, the marginal density left
+    and the draws right; colour = component, line style = chain; one legend."""
     num_chains, num_draws, num_components, num_features = np.shape(kinds["means"])
     names = column_names_or_default(column_names, num_features)
-    shown = list(range(min(num_features, max_dims)))
+    shown = list(columns)[:max_dims] if columns is not None else list(range(min(num_features, max_dims)))
     rows = [("weights", None, "weights")]
     for j in shown:
         rows += [("means", j, f"mean of {names[j]}"), ("sds", j, f"sd of {names[j]}")]
-    if num_features > 1:
-        rows.append(("correlations", (0, 1), f"correlation {names[0]}~{names[1]}"))
+    if len(shown) > 1:
+        rows.append(("correlations", (shown[0], shown[1]), f"correlation {names[shown[0]]}~{names[shown[1]]}"))
     fig = Figure(figsize=(9.0, 1.55 * len(rows) + 1.0), layout="constrained")
     axes = fig.subplots(len(rows), 2, squeeze=False, gridspec_kw={"width_ratios": [1, 2.2]})
     draws = np.arange(num_draws)

@@ -50,6 +50,15 @@ CAPTIONS = {
     "components_criteria": "Criteria vs K; the star marks the K each criterion selects, the dotted line the true K.",
     "components_fits": "What a too-small and a too-large K look like (1- and 2-sigma ellipses).",
 }
+# a user's data (--data): no truth, no true K; the page and figures say so (``tables["intro"]`` / ``["captions"]``)
+DATA_INTRO = ("How many clusters do these data support? K = {ks} fitted to the data ({n} rows, columns {columns}). "
+              "These are a user's data: no generating mixture is known, so BIC, AIC and ICL of the point engines and "
+              "PSIS-LOO / WAIC of the posterior engines each select a K of their own, and they need not agree.")
+DATA_CAPTIONS = {
+    "components_criteria": "Criteria vs K on the data; the star marks the K each criterion selects.",
+    "components_fits": "The fits one K below the K that BIC selects, at it, and two above (1- and 2-sigma ellipses, × "
+                       "means), in the data's units, axes named by the columns{pca}.",
+}
 
 
 def components_truth() -> GMMParams:
@@ -63,9 +72,10 @@ def components_truth() -> GMMParams:
 
 
 def sweep_components(seed=0, quick=False, repeats=None, methods=None, num_samples=None, engine_options=None,
-                     progress=None, notes=None, data=None, ks=None) -> dict:
+                     progress=None, notes=None, data=None, ks=None, column_names=None) -> dict:
     """Fit K = 1..8 (quick: 1..5) to data with a known true K (``components_truth``, K = 3) or to
-    ``data`` (N, D): BIC/AIC/ICL of the point engines, LOO/WAIC of NUTS/SVI, the selected K of each.
+    ``data`` (N, D; ``column_names`` its columns): BIC/AIC/ICL of the point engines, LOO/WAIC of NUTS/SVI,
+    the selected K of each. On ``data`` the intro and captions claim no true K (``"intro"``, ``"captions"``).
 
     The returned dict also holds ``"selection"`` (the selection.json object) and, under the private
     key ``"_fits"``, the FitResults and data used by the figures (not written to files).
@@ -121,8 +131,22 @@ def sweep_components(seed=0, quick=False, repeats=None, methods=None, num_sample
     }
     if not any(m in methods for m in ("nuts", "svi")):
         notes.append("LOO and WAIC need posterior draws: run with --methods including nuts or svi.")
-    return {"criteria": rows, "selected": selected_rows, "selection": selection_json,
-            "_fits": {"fits": fits, "x": x, "z": z, "truth": truth}}
+    names = None
+    if column_names is not None and len(column_names) == x.shape[1]:
+        names = [str(c) for c in column_names]
+    out = {"criteria": rows, "selected": selected_rows, "selection": selection_json,
+           "_fits": {"fits": fits, "x": x, "z": z, "truth": truth, "columns": names}}
+    if data is not None:
+        shown = names or [f"x{j}" for j in range(x.shape[1])]
+        out["intro"] = DATA_INTRO.format(ks=_ks_text(ks), n=x.shape[0], columns=", ".join(shown))
+        pca = "; D > 2: the plane of the first two principal components of the standardised columns" if x.shape[1] > 2 else ""
+        out["captions"] = {name: text.format(pca=pca) for name, text in DATA_CAPTIONS.items()}
+    return out
+
+
+def _ks_text(ks) -> str:
+    ks = sorted(ks)
+    return f"{ks[0]}..{ks[-1]}" if ks == list(range(ks[0], ks[-1] + 1)) and len(ks) > 2 else ", ".join(map(str, ks))
 
 
 def _select(rows, methods):
@@ -184,7 +208,8 @@ def _plot_criteria(tables):
             ax.plot([chosen[c]], [v], marker="*", ms=18, color=_STYLES[c][0], mec="k")
     if true_k:
         ax.axvline(true_k, color="k", ls=":", label="true K")
-    ax.set_xlabel("K")
+    ax.set_xlabel("K (number of components)")
+    ax.set_ylabel("criterion (lower is better)")
     ax.set_title(f"{engine_label(pm) if pm else ''}: BIC / AIC / ICL (lower is better; star = selected)")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -206,7 +231,8 @@ def _plot_posterior_criteria(ax, rows, true_k) -> None:
             ax.plot([k_sel], [next(r[c] for r in rr if r["k"] == k_sel)], marker="*", ms=18, color=_STYLES[c][0], mec="k")
     if true_k:
         ax.axvline(true_k, color="k", ls=":")
-    ax.set_xlabel("K")
+    ax.set_xlabel("K (number of components)")
+    ax.set_ylabel("elpd (higher is better)")
     ax.set_title("PSIS-LOO / WAIC elpd (higher is better; star = selected)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -215,7 +241,7 @@ def _plot_posterior_criteria(ax, rows, true_k) -> None:
 def _plot_fits(tables, fits, x, truth):
     import matplotlib.pyplot as plt
 
-    from analysis.plots import draw_gaussians, projection_for
+    from analysis.plots import Projection, draw_gaussians
 
     chosen = tables["selection"]["selected_k"]
     pm = tables["selection"]["criterion_method"].get("bic")
@@ -223,23 +249,29 @@ def _plot_fits(tables, fits, x, truth):
     ks_avail = sorted(k for m, k in fits if m == fm)
     centre = tables["selection"].get("true_k") or chosen.get("bic") or ks_avail[len(ks_avail) // 2]
     picks = []
-    for k, what in ((centre - 1, "too small"), (centre, "selected" if not truth else "true K"), (centre + 2, "too large")):
+    for k, what in ((centre - 1, "too small"), (centre, "selected by BIC" if not truth else "true K"), (centre + 2, "too large")):
         if k in ks_avail:
             picks.append((k, what))
-    proj = projection_for(x) if x.shape[1] >= 2 else None
-    fig, axes = plt.subplots(1, len(picks), figsize=(5.2 * len(picks), 4.6), squeeze=False)
-    for ax, (k, what) in zip(axes[0], picks):
+    names = (tables.get("_fits") or {}).get("columns")
+    proj = Projection(x, names) if x.shape[1] >= 2 else None
+    fig, axes = plt.subplots(1, len(picks), figsize=(5.2 * len(picks), 4.8), squeeze=False, sharex=True, sharey=True)
+    for i, (ax, (k, what)) in enumerate(zip(axes[0], picks)):
         if proj is None:  # D == 1: histogram
             ax.hist(x[:, 0], bins=40, color="0.7")
+            ax.set_xlabel(names[0] if names else "x0")
         else:
             pts = proj.points(x)
             ax.scatter(pts[:, 0], pts[:, 1], s=6, color="0.6", alpha=0.6)
             if truth is not None:
                 draw_gaussians(ax, proj, truth, color="k", linestyle="--", lw=1.6)
             draw_gaussians(ax, proj, fits[(fm, k)].params, color=engine_color(fm), lw=1.6)
-            ax.set_xlabel(proj.xlabel)
-            ax.set_ylabel(proj.ylabel)
-            ax.set_aspect("equal", adjustable="datalim")
+            lo, hi = pts.min(0), pts.max(0)
+            pad = 0.08 * (hi - lo + 1e-12)
+            ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])  # the data's own ranges: no equal aspect across units
+            ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+            ax.set_xlabel(proj.xlabel, fontsize="small" if proj.loadings is not None else "medium")
+            if i == 0:
+                ax.set_ylabel(proj.ylabel, fontsize="small" if proj.loadings is not None else "medium")
         ax.set_title(f"K = {k} ({what}), {engine_label(fm)}" + (", truth dashed" if truth is not None else ""))
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -44,7 +44,7 @@ def methods_for(axis: str, methods, quick: bool) -> list[str]:
 
 def run_sweep(axis: str, seed: int = 0, out_dir=None, quick: bool = False, repeats: int | None = None, methods=None,
               num_samples=None, engine_options: dict | None = None, progress=None, data=None, ks=None,
-              force: bool = False, key=None) -> dict:
+              force: bool = False, key=None, column_names=None) -> dict:
     """Run one sweep and return its tables: ``{table name: list of row dicts}`` (columns ``COLUMNS[axis]``).
 
     Parameters
@@ -59,7 +59,8 @@ def run_sweep(axis: str, seed: int = 0, out_dir=None, quick: bool = False, repea
     num_samples : rows per data set (samples axis: the list of n).
     engine_options : ``{method: {option: value}}`` on top of ``SWEEP_ENGINE_OPTIONS``.
     progress : True (stderr), a callable taking a message, or None (silent).
-    data, ks : components axis only: a user's (N, D) data (no truth) and the K to try.
+    data, ks, column_names : components axis only: a user's (N, D) data (no truth), the K to try, the data's
+        column names (the figures' axes).
 
     The result also has ``"notes"`` (list of strings: what was skipped or reduced, and why), the
     components axis ``"selection"`` (selection.json) and ``"_fits"`` (private, for the figures).
@@ -68,14 +69,14 @@ def run_sweep(axis: str, seed: int = 0, out_dir=None, quick: bool = False, repea
         raise ValueError(f"unknown sweep axis {axis!r}; choose from {', '.join(AXES)}")
     if key is not None:
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    if (data is not None or ks is not None) and axis != "components":
+    if (data is not None or ks is not None or column_names is not None) and axis != "components":
         raise ValueError("data and ks apply to the components axis only")
     start = time.perf_counter()
     notes: list = []
     kwargs = dict(seed=seed, quick=quick, repeats=repeats, methods=methods, num_samples=num_samples,
                   engine_options=engine_options, progress=progress, notes=notes)
     if axis == "components":
-        kwargs.update(data=data, ks=ks)
+        kwargs.update(data=data, ks=ks, column_names=column_names)
     tables = _AXES[axis][1](**kwargs)
     tables["notes"] = notes
     settings = dict(axis=axis, seed=int(seed), quick=bool(quick), repeats=repeats,
@@ -102,14 +103,16 @@ def write_sweep(axis: str, tables: dict, out_dir, settings: dict | None = None, 
     with atomic_output_dir(out_dir, force) as tmp:
         figs = figures if figures is not None else plot_sweep(axis, tables)
         notes = tables.get("notes") or []
-        sections = [("Question", f"<p>{module.INTRO}</p>" + "".join(f'<p class="note">{n}</p>' for n in notes))]
+        # an axis run on a user's data says so in its own words (components: no true K claimed)
+        intro, captions = tables.get("intro") or module.INTRO, {**_CAPTIONS, **(tables.get("captions") or {})}
+        sections = [("Question", f"<p>{intro}</p>" + "".join(f'<p class="note">{n}</p>' for n in notes))]
         if axis == "components":
             sections.append(("Selected K", _selection_section(tables["selection"])))
             write_atomically(tmp / "selection.json", dumps_json(tables["selection"]))
         for name, fig in figs.items():
             png = figure_png(fig)
             write_atomically(tmp / "figures" / f"{name}.png", png)
-            sections.append((name.replace("_", " ").capitalize(), figure_html(fig, _CAPTIONS.get(name, ""), name=name, png=png)))
+            sections.append((name.replace("_", " ").capitalize(), figure_html(fig, captions.get(name, ""), name=name, png=png)))
             plt.close(fig)
         for name, columns in module.COLUMNS.items():
             rows = tables.get(name, [])
