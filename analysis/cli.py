@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read a .npy --data from disk in passes instead of loading it: em and hard_em only, figures "
                    "and checks on a row subsample (default auto: a .npy above 64 MiB, analysis.streamed.STREAM_THRESHOLD_BYTES)")
     p.add_argument("--num-components", "-k", type=int, default=None, metavar="K",
-                   help="number of components (default 2; the seed problem has 2)")
+                   help="number of components (default: with --data, chosen by BIC over K = 1..--max-k and the four "
+                   "covariance types, as mclust does; the seed problem has 2)")
+    p.add_argument("--max-k", type=int, default=None, metavar="K",
+                   help="largest K tried when --num-components is not given with --data (default 9)")
     p.add_argument("--methods", default=",".join(ALL_METHODS), help=f"comma-separated engines (default {','.join(ALL_METHODS)})")
     p.add_argument("--num-samples", "-n", type=int, default=DEFAULT_NUM_SAMPLES, metavar="N",
                    help=f"rows simulated from the seed problem (default {DEFAULT_NUM_SAMPLES}; ignored with --data)")

@@ -56,6 +56,11 @@ METRICS_SCHEMA: dict = {
         "subsample": "streamed: how the subsample was drawn and what uses it (log-likelihood, BIC, cluster sizes "
                      "and degeneracy counts are of all rows); null when not streamed",
     },
+    "model_selection": "null when K was given (or the seed problem); else how K was chosen (analysis.model_choice): "
+                       "{criterion: \"bic\", k, covariance_type (EM's), icl_choice: {k, covariance_type}, max_k, "
+                       "covariance_types, fitted (what each engine fits), seconds, table: [{covariance_type, k, loglik, "
+                       "num_parameters, bic, icl, degenerate (count of degenerate components: not eligible), error, "
+                       "seconds}]}",
     "alignment": {
         "reference": '"truth" or the name of the engine whose estimate is the reference (user data)',
         "method": "how labels were matched (Hungarian, symmetrised Gaussian KL)",
@@ -213,11 +218,12 @@ def engine_notes(info: dict) -> dict:
 
 
 def build_metrics(*, problem: dict, alignment: dict, engines: dict, compare, failed: dict, timings: dict,
-                  notes=()) -> dict:
+                  notes=(), model_selection: dict | None = None) -> dict:
     """The whole metrics dict (keys in the schema's order), validated against ``METRICS_SCHEMA``."""
     metrics = {
         "schema_version": SCHEMA_VERSION,
         "problem": problem,
+        "model_selection": model_selection,
         "alignment": alignment,
         "engines": engines,
         "compare": compare,

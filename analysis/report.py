@@ -44,6 +44,7 @@ from analysis.engine_options import ALL_METHODS, parse_methods, report_engine_op
 from analysis.errors import PROG, ReportError, one_line
 from analysis.files import atomic_output_dir, dumps_json, write_atomically
 from analysis.manifest import build_manifest
+from analysis.model_choice import choose_for_report, fitted_text, selection_metrics
 from analysis.metrics import (alignment_metrics, build_metrics, compare_metrics, diagnostics_metrics, engine_notes,
                               problem_metrics, timings_metrics)
 from analysis.problem import Problem, load_problem
@@ -64,7 +65,8 @@ class Run:
     / ``reference_name``: what the labels were aligned to; ``predictive``: replicated draws per engine;
     ``idatas`` / ``summaries`` / ``compare_df`` / ``compare_rows``: the ArviZ stage's; ``figures``:
     ``[(name, caption, Figure)]``; ``notes``: lines for metrics.json and the page; ``responsibilities``: ``{method:
-    (N, K)}`` of the aligned point estimates (``analysis.assignments``: assignments.csv, the NetCDF files' group)."""
+    (N, K)}`` of the aligned point estimates (``analysis.assignments``: assignments.csv, the NetCDF files' group);
+    ``model_choice``: how K was chosen without ``--num-components`` (``analysis.model_choice``), or None."""
 
     methods: list
     options: dict
@@ -86,6 +88,7 @@ class Run:
     figures: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
     responsibilities: dict = dataclasses.field(default_factory=dict)
+    model_choice: object = None
 
     @property
     def reference_label(self) -> str:
@@ -115,11 +118,17 @@ def run_report(args, argv=None) -> dict:
         raise ReportError(f"--num-components must be >= 1, got {args.num_components}")
     _check_option_names(options)
     problem = load_problem(args, progress)  # bad input is refused before the output directory is touched
+    # user data without -k: K and EM's covariance type chosen by BIC on the rows (analysis.model_choice)
+    choice = choose_for_report(args, problem, options, progress)
     # identifiable from these rows, and affordable? (skips engines or refuses with the fix named; analysis.budget)
     plan = plan_report(args, methods, options, problem.data, problem.num_components, progress)
     run = Run(plan.methods, plan.options, progress, list(argv) if argv is not None else sys.argv[1:], t_start,
-              failed=dict(plan.skipped), notes=list(plan.notes))
-    problem.data.prepare(problem.seed, progress)  # after the cheap refusals: sample, or one pass over the file
+              failed=dict(plan.skipped), notes=list(plan.notes), model_choice=choice)
+    if choice is None:
+        problem.data.prepare(problem.seed, progress)  # after the cheap refusals: sample, or one pass over the file
+    else:
+        run.notes.insert(0, f"K = {choice.k} chosen by BIC over K = 1..{choice.max_k} and four covariance types "
+                            f"(--num-components not given): {fitted_text(choice, run.methods)}")
     with atomic_output_dir(args.out, args.force) as tmp:
         run.out_dir = tmp
         metrics = _run_stages(problem, run)
@@ -343,6 +352,7 @@ def write_outputs(problem: Problem, run: Run) -> dict:
                                 log_likelihood_truth=None if truth is None else models.log_likelihood(truth, x),
                                 columns=problem.column_names, shape=data.shape,
                                 stream=data.problem_fields(problem.stream_mode)),
+        model_selection=selection_metrics(run.model_choice, run.methods),
         alignment=alignment_metrics(run.reference_name, _rhat_method()),
         engines=run.cards,
         compare=run.compare_rows,

@@ -18,6 +18,7 @@ from analysis import arviz_io, plots
 from analysis.errors import one_line
 from analysis.assignments import UNCERTAIN
 from analysis.html_page import figure_html, figure_png
+from analysis.plots.selection import plot_model_selection
 from analysis.plots.uncertainty import plot_uncertainty
 
 __all__ = ["draw_figures", "write_figures", "FROM_ROWS"]
@@ -83,6 +84,12 @@ def draw_figures(problem, run) -> list:
                                                    reference_label=reference_label, column_names=columns, columns=in_forest)))
     if "nuts" in idatas:
         specs += _nuts_specs(idatas["nuts"], aligned.get("nuts"), columns, against, in_forest)
+    choice = getattr(run, "model_choice", None)
+    if choice is not None:
+        specs.insert(0, ("model_selection", "BIC and ICL of EM for every K and covariance type (lower is better; mclust "
+                         "plots their negatives): the chosen model ringed, fits with a degenerate component open.",
+                         lambda: plot_model_selection(choice.table, {"k": choice.k, "covariance_type": choice.covariance_type},
+                                                      choice.icl_choice)))
     specs += _predictive_specs(idatas, columns, in_ppc)
     note = problem.data.caption_note()
     specs = [(name, caption + (note if name in FROM_ROWS or name.startswith("ppc_") else ""), draw)

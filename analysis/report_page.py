@@ -48,8 +48,10 @@ def report_page(metrics: dict, summaries: dict, compare_df, fig_html: dict, colu
     """
     has_truth = metrics["problem"]["truth"] is not None
     column_names = metrics["problem"].get("columns") or column_names
-    sections = [("Problem", _problem_section(metrics, column_names)),
-                ("Engines: warnings and priors", _engines_section(metrics)),
+    sections = [("Problem", _problem_section(metrics, column_names))]
+    if metrics.get("model_selection"):
+        sections.append(("Choosing K", _model_selection_section(metrics["model_selection"], fig_html.get("model_selection"))))
+    sections += [("Engines: warnings and priors", _engines_section(metrics)),
                 ("Scorecard", _scorecard_section(metrics))]
     if has_truth:
         sections.append(("Per component", _components_section(metrics)))
@@ -139,6 +141,37 @@ COVARIANCE_WORDS = {
     "spherical": "spherical (each component one variance for every column)",
     "tied": "tied (one {d} x {d} covariance matrix shared by every component)",
 }
+
+
+def _model_selection_section(sel: dict, figure: str | None) -> str:
+    """How K was chosen (no --num-components): the choice, what each engine fits, BIC and ICL per K and type."""
+    body = (f"<p><b>K = {sel['k']}</b> with <b>{html.escape(sel['covariance_type'])}</b> covariances, chosen by BIC "
+            f"(−2 log L + p log N, lower is better; mclust's BIC is its negative) among EM fits for K = 1..{sel['max_k']} "
+            f"and the covariance types {html.escape(', '.join(sel['covariance_types']))} (5 restarts each; a K is tried "
+            "only when the rows identify it, and a fit with a degenerate component is not eligible). "
+            + (f"ICL would choose K = {sel['icl_choice']['k']}, {html.escape(sel['icl_choice']['covariance_type'])}. "
+               if sel.get("icl_choice") else "")
+            + f"Fitted: {html.escape(sel['fitted'])}. ({len(sel['table'])} fits, {sel['seconds']:.0f} s; give "
+            "<code>--num-components K</code> to skip this.)</p>")
+    types = [t for t in ("full", "diag", "spherical", "tied") if t in sel["covariance_types"]]
+    cells = {(r["covariance_type"], r["k"]): r for r in sel["table"]}
+    for criterion in ("bic", "icl"):
+        best = (sel["k"], sel["covariance_type"]) if criterion == "bic" else (
+            (sel["icl_choice"]["k"], sel["icl_choice"]["covariance_type"]) if sel.get("icl_choice") else None)
+        rows = []
+        for k in sorted({r["k"] for r in sel["table"]}):
+            row = [k]
+            for t in types:
+                r = cells.get((t, k))
+                v = None if r is None or r.get(criterion) is None else f"{r[criterion]:.1f}"
+                if v is not None and r.get("degenerate"):
+                    v += " (degenerate)"
+                if v is not None and best == (k, t):
+                    v = f"★ {v}"
+                row.append(v if v is not None else ("failed" if r is not None else ""))
+            rows.append(row)
+        body += f"<h3>{criterion.upper()}</h3>" + table_html(["K"] + types, rows)
+    return body + (figure or "")
 
 
 def _covariance_line(covariance_type: str, d: int) -> str:

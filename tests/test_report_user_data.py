@@ -277,3 +277,42 @@ def test_wine_runs_every_engine_with_full_covariances_and_says_so(tmp_path):
     page = (out / "report.html").read_text()
     engines = page[page.index("Engines: warnings and priors</h2>"):page.index("Scorecard</h2>")]
     assert engines.count("covariance_type=full") == 5 and "13 x 13 covariance matrix" in engines
+
+
+def _three_clusters_csv(path, n=300, seed=3):
+    rng = np.random.default_rng(seed)
+    z = rng.integers(0, 3, n)
+    x = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])[z] + rng.normal(size=(n, 2))
+    return _csv(path, x, ["a", "b"])
+
+
+@pytest.mark.slow
+def test_without_k_the_report_chooses_k_by_bic_and_says_so(tmp_path):
+    """Issue 21 part 3: user data without --num-components: BIC over K and the four covariance types (here K =
+    1..4 to keep the test short; the default is 1..9) picks the 3 well-separated clusters, every engine fits K = 3,
+    and the page and metrics.json say how K was chosen and what each engine fitted."""
+    data = _three_clusters_csv(tmp_path / "three.csv")
+    out = tmp_path / "r"
+    assert main(["--data", data, "--max-k", "4", "--methods", "em,hard_em", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    validate_metrics(metrics)
+    sel = metrics["model_selection"]
+    assert sel["k"] == 3 and metrics["problem"]["num_components"] == 3 and sel["criterion"] == "bic"
+    assert sel["covariance_types"] == ["full", "diag", "spherical", "tied"] and len(sel["table"]) == 16
+    eligible = [r for r in sel["table"] if r["error"] is None and not r["degenerate"]]
+    assert min(eligible, key=lambda r: r["bic"])["k"] == 3 and sel["icl_choice"]["k"] == 3
+    for card in metrics["engines"].values():
+        assert len(card["weights"]) == 3 and card["covariance_type"] == sel["covariance_type"]
+    assert metrics["notes"][0].startswith("K = 3 chosen by BIC")
+    page = (out / "report.html").read_text()
+    assert "Choosing K</h2>" in page and "<b>K = 3</b>" in page and "★" in page
+    assert (out / "figures" / "model_selection.png").exists()
+
+
+def test_with_k_nothing_is_chosen(tmp_path):
+    data = _three_clusters_csv(tmp_path / "three.csv", n=60)
+    out = tmp_path / "r"
+    assert main(["--data", data, "-k", "2", "--methods", "em", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model_selection"] is None and metrics["problem"]["num_components"] == 2
+    assert "Choosing K" not in (out / "report.html").read_text()

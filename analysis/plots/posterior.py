@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -108,7 +110,7 @@ def plot_forest_panels(intervals: dict, reference: dict | None = None, *, refere
                 ax.scatter([mid], [ys[e]], s=22, color=c, edgecolors="white", linewidths=0.6, zorder=3)
         ax.set_yticks(ticks, labels, fontsize="small")
         ax.invert_yaxis()
-        ax.set_title(title, fontsize="medium")
+        ax.set_title(title if len(title) <= 48 else title.replace(" ~ ", " ~\n"), fontsize="medium" if len(title) <= 48 else "small")
         ax.set_xlabel(xlabel, fontsize="small")
         ax.tick_params(axis="x", labelsize="small")
         ax.grid(axis="x", alpha=0.3)
@@ -126,7 +128,7 @@ def plot_forest_panels(intervals: dict, reference: dict | None = None, *, refere
                 f"{len(shown) * (len(shown) - 1) // 2} of {n_pairs} pairs; every entry is in the az.summary tables and "
                 "metrics.json")
     fig.suptitle(f"Every engine aligned to the {reference_label}: {round(hdi_prob * 100)}% HDI (lines), posterior mean "
-                 f"or point estimate (dots), {reference_label} (black ticks)" + (f"\n{note}" if note else ""),
+                 f"or point estimate (dots), {reference_label} (black ticks)" + (f"\n{textwrap.fill(note, 110)}" if note else ""),
                  fontsize="medium")
     return fig
 
