@@ -190,6 +190,7 @@ def plot_components(tables: dict) -> dict:
 
 def _plot_criteria(tables):
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in tables["criteria"] if r["error"] is None]
     chosen = tables["selection"]["selected_k"]
@@ -209,6 +210,7 @@ def _plot_criteria(tables):
     if true_k:
         ax.axvline(true_k, color="k", ls=":", label="true K")
     ax.set_xlabel("K (number of components)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("criterion (lower is better)")
     ax.set_title(f"{engine_label(pm) if pm else ''}: BIC / AIC / ICL (lower is better; star = selected)")
     ax.grid(alpha=0.3)
@@ -220,6 +222,8 @@ def _plot_criteria(tables):
 
 
 def _plot_posterior_criteria(ax, rows, true_k) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     for m in ("nuts", "svi"):
         for c in sel.POSTERIOR_CRITERIA:
             rr = sorted((r for r in rows if r["method"] == m and r[c] is not None), key=lambda r: r["k"])
@@ -232,6 +236,7 @@ def _plot_posterior_criteria(ax, rows, true_k) -> None:
     if true_k:
         ax.axvline(true_k, color="k", ls=":")
     ax.set_xlabel("K (number of components)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("elpd (higher is better)")
     ax.set_title("PSIS-LOO / WAIC elpd (higher is better; star = selected)")
     ax.grid(alpha=0.3)
