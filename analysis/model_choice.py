@@ -11,8 +11,9 @@ the D + 1 a full or tied covariance needs, 2 for a diagonal or spherical one). I
 classification entropy, Biernacki et al. 2000) is reported with its own choice; it prefers well-separated
 clusters.
 
-Then EM and hard EM fit the chosen K and covariance type (a type given with ``--option em.covariance_type=...``
-wins), and MAP, SVI and NUTS the chosen K with full covariances, the only type their model has; the page, the
+EM's options given with ``--option em.KEY=...`` apply to these fits too; ``--option em.covariance_type=...``
+restricts the search to that type (mclust's ``modelNames``). Then EM and hard EM fit the chosen K and covariance
+type, and MAP, SVI and NUTS the chosen K with full covariances, the only type their model has; the page, the
 notes and ``metrics.json`` (``model_selection``, each engine's ``covariance_type``) say so. The rows are the
 problem's in-memory rows (a streamed file's row subsample).
 
@@ -26,7 +27,7 @@ import time
 
 import numpy as np
 
-from analysis.budget import points_per_component
+from analysis.budget import plan_engines, points_per_component
 from analysis.errors import ReportError
 
 __all__ = ["MAX_K", "SELECTION_TYPES", "ModelChoice", "candidate_ks", "choose_model", "choose_for_report",
@@ -84,8 +85,10 @@ def choose_model(x, seed: int = 0, progress=None, max_k: int = MAX_K, covariance
             progress(f"choosing K: EM with {cov} covariances, K = 1..{ks[-1]} (5 restarts each)")
         selection = select_num_components(x, ks, key=key, method="em", criteria=("bic", "icl"), covariance_type=cov,
                                           **{"devices": jax.devices()[:1], **em_options})
-        for row in selection.table:
-            table.append({name: row.get(name) for name in _ROW_KEYS} | {"covariance_type": cov})
+        rows = [{name: row.get(name) for name in _ROW_KEYS} | {"covariance_type": cov} for row in selection.table]
+        if not table and all(r["error"] for r in rows) and len({r["error"] for r in rows}) == 1:
+            raise ReportError(f"choosing K: em: {rows[0]['error']}")  # e.g. a bad --option em.tol: one line, at once
+        table += rows
     best, best_icl = _best(table, "bic"), _best(table, "icl")
     if best is None:
         raise ReportError(f"no model could be chosen: every EM fit for K = 1..{max_k} had a degenerate component or "
@@ -107,8 +110,15 @@ def choose_for_report(args, problem, options: dict, progress) -> ModelChoice | N
     if max_k < 1:
         raise ReportError(f"--max-k must be >= 1, got {max_k}")
     check_output_dir(args.out, args.force)  # a refused --out before minutes of fits, not after
+    n, d = problem.data.shape
+    # the refusals that do not depend on K (streamed data for in-memory engines only, ...) before minutes of fits
+    plan_engines(list(options), options, int(n), int(d), 1, None, streamed=problem.data.skip_reason())
+    em_options = {key: v for key, v in (options.get("em") or options.get("hard_em") or {}).items()
+                  if key not in ("covariance_type", "progress")}
+    given = (options.get("em") or options.get("hard_em") or {}).get("covariance_type")
     problem.data.prepare(problem.seed, progress)
-    choice = choose_model(problem.x, problem.seed, progress, max_k)
+    choice = choose_model(problem.x, problem.seed, progress, max_k, (given,) if given else SELECTION_TYPES,
+                          **em_options)
     problem.num_components = choice.k
     for method in ("em", "hard_em"):
         if method in options and "covariance_type" not in options[method]:

@@ -97,7 +97,7 @@ def test_60_rows_by_50_columns_gets_an_answer_in_seconds(wide_csv, tmp_path, cap
     NumPyro engines skipped with the reason (metrics.json "failed"), exit 0, well within 60 s."""
     out = tmp_path / "r"
     t0 = time.perf_counter()
-    code = main(["--data", str(wide_csv), "--out", str(out), "--quiet"])
+    code = main(["--data", str(wide_csv), "-k", "2", "--out", str(out), "--quiet"])
     seconds = time.perf_counter() - t0
     err = capsys.readouterr().err
     assert code == 0, err
@@ -118,7 +118,7 @@ def test_60_rows_by_50_columns_gets_an_answer_in_seconds(wide_csv, tmp_path, cap
 
 def test_over_budget_is_one_line_and_exit_2(wide_csv, tmp_path, capsys):
     out = tmp_path / "r"
-    code = main(["--data", str(wide_csv), "--out", str(out), "--quiet", "--max-seconds", "0.5"])
+    code = main(["--data", str(wide_csv), "-k", "2", "--out", str(out), "--quiet", "--max-seconds", "0.5"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--max-seconds" in err, err
     assert not out.exists()

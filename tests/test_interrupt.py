@@ -120,7 +120,7 @@ def test_sigint_inside_a_jitted_loop(tmp_path):
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(-2, 1, (100_000, 2)), rng.normal(2, 1, (100_000, 2))])
     np.save(tmp_path / "big.npy", x)
-    cmd = Command(["--data", "big.npy", "--methods", "em", "--option", "em.tol=0", "--option", "em.max_iters=50000",
+    cmd = Command(["--data", "big.npy", "-k", "2", "--methods", "em", "--option", "em.tol=0", "--option", "em.max_iters=50000",
                    "--max-seconds", "1e6", "--out", "r"], tmp_path, tmp_path / "cache")
     cmd.wait_for("fitting em")
     time.sleep(8.0)  # past the compilation (~1-2 s): now the loop runs

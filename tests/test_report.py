@@ -135,7 +135,8 @@ def test_bad_npy_and_missing_file(tmp_path, capsys):
 
 
 def test_schema_is_documented_for_every_engine_key():
-    assert set(METRICS_SCHEMA) == {"schema_version", "problem", "alignment", "engines", "compare", "failed", "notes", "timings"}
+    assert set(METRICS_SCHEMA) == {"schema_version", "problem", "model_selection", "alignment", "engines", "compare",
+                                   "failed", "notes", "timings"}
     with pytest.raises(ValueError, match="missing keys"):
         validate_metrics({"schema_version": 1})
 

@@ -191,7 +191,8 @@ def test_nan_in_a_streamed_fit_is_one_line_exit_2(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(streamed, "scan", scan_then_spoil)
     out = tmp_path / "r"
-    code = main(["--data", str(path), "--stream", "always", "--methods", "em,hard_em", "--out", str(out), "--quiet"])
+    code = main(["--data", str(path), "--stream", "always", "-k", "2", "--methods", "em,hard_em", "--out", str(out),
+                 "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "every engine failed" in err and "NaN" in err, err
     assert not out.exists()

@@ -35,7 +35,7 @@ def _captions(page):
 def test_user_csv_never_claims_a_truth_and_names_columns_and_reference(tmp_path):
     data = _csv(tmp_path / "faithful.csv", _faithful_like(), ["eruptions", "waiting"])
     out = tmp_path / "r"
-    assert main(["--data", data, "--methods", "em,hard_em", "--out", str(out), "--quiet"]) == 0
+    assert main(["--data", data, "-k", "2", "--methods", "em,hard_em", "--out", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     validate_metrics(metrics)
     assert metrics["problem"]["columns"] == ["eruptions", "waiting"]
@@ -66,7 +66,7 @@ def test_one_failing_engine_leaves_a_partial_report(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(inference, "fit", fit)
     data = _csv(tmp_path / "d.csv", _faithful_like(), ["eruptions", "waiting"])
     out = tmp_path / "r"
-    code = main(["--data", data, "--methods", "em,hard_em", "--out", str(out), "--quiet"])
+    code = main(["--data", data, "-k", "2", "--methods", "em,hard_em", "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
     assert code == EXIT_PARTIAL == 3
     assert err.count("\n") == 1 and "partial report" in err and "hard_em" in err
@@ -87,7 +87,7 @@ def test_every_engine_failing_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(inference, "fit", fit)
     data = _csv(tmp_path / "d.csv", _faithful_like(), ["a", "b"])
-    assert main(["--data", data, "--methods", "em,hard_em", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert main(["--data", data, "-k", "2", "--methods", "em,hard_em", "--out", str(tmp_path / "r"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "every engine failed" in err and "FloatingPointError: overflow" in err
     assert not (tmp_path / "r").exists()
@@ -110,7 +110,7 @@ def test_engine_warnings_and_prior_go_to_metrics_and_the_top_of_the_engine_part(
     monkeypatch.setattr(inference, "fit", fit)
     data = _csv(tmp_path / "d.csv", _faithful_like(), ["eruptions", "waiting"])
     out = tmp_path / "r"
-    assert main(["--data", data, "--methods", "em", "--out", str(out), "--quiet"]) == 0
+    assert main(["--data", data, "-k", "2", "--methods", "em", "--out", str(out), "--quiet"]) == 0
     card = json.loads((out / "metrics.json").read_text())["engines"]["em"]
     assert card["warnings"] == ["component 1 is degenerate: variance collapsed"]
     assert card["degenerate_components"] == [{"component": 1, "reasons": ["variance collapsed"]}]
@@ -133,7 +133,7 @@ def test_library_warnings_become_notes_not_stderr(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(plots, "plot_data", noisy)
     data = _csv(tmp_path / "d.csv", _faithful_like(), ["a", "b"])
     out = tmp_path / "r"
-    assert main(["--data", data, "--methods", "em", "--out", str(out), "--quiet"]) == 0
+    assert main(["--data", data, "-k", "2", "--methods", "em", "--out", str(out), "--quiet"]) == 0
     assert capsys.readouterr().err == ""
     notes = json.loads((out / "metrics.json").read_text())["notes"]
     assert any(n.startswith("UserWarning: Tight layout not applied") for n in notes)
@@ -149,7 +149,7 @@ def test_a_figure_that_fails_is_a_note(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "plot_assignments", broken)
     data = _csv(tmp_path / "d.csv", _faithful_like(), ["a", "b"])
     out = tmp_path / "r"
-    assert main(["--data", data, "--methods", "em", "--out", str(out), "--quiet"]) == 0
+    assert main(["--data", data, "-k", "2", "--methods", "em", "--out", str(out), "--quiet"]) == 0
     notes = json.loads((out / "metrics.json").read_text())["notes"]
     assert "figure 'assignments' could not be drawn: RuntimeError: no room" in notes
     assert not (out / "figures" / "assignments.png").exists() and (out / "figures" / "components.png").exists()
