@@ -103,10 +103,15 @@ def prior_in_data_units(prior_standard: dict, st: Standardizer) -> dict:
         elif name in ("mean_scale", "scale_loc"):
             value = value * st.scale
         out[name] = value.tolist()
-    out["description"] = ("weights ~ Dirichlet(concentration); means[k, d] ~ Normal(mean_loc[d], mean_scale[d]); "
-                          "scales[k, d] ~ LogNormal(log scale_loc[d], scale_log_sd); correlation ~ LKJ(lkj_concentration); "
-                          "covariance = diag(scales) C diag(scales); in the data's units (defaults: the column means "
-                          "and 10 / 1 column standard deviations)")
+    given = sorted(set(prior_standard) & set(DEFAULT_PRIOR))
+    out["description"] = (
+        "weights ~ Dirichlet(concentration); means[k, d] ~ Normal(mean_loc[d], mean_scale[d]); "
+        "scales[k, d] ~ LogNormal(log scale_loc[d], scale_log_sd), the standard deviation of column d in component k; "
+        "correlation matrix R[k] ~ LKJ(lkj_concentration); covariance[k] = diag(scales[k]) R[k] diag(scales[k]). "
+        "In the data's units. Defaults: concentration 1; mean_loc = each column's mean; mean_scale = 10 x each "
+        "column's standard deviation; scale_loc = each column's standard deviation; scale_log_sd 2; "
+        "lkj_concentration 1 (uniform over correlation matrices)"
+        + (f"; given by the user: {', '.join(given)}" if given else "") + ".")
     return out
 
 
