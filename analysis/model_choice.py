@@ -13,7 +13,8 @@ clusters.
 
 EM's options given with ``--option em.KEY=...`` apply to these fits too; ``--option em.covariance_type=...``
 restricts the search to that type (mclust's ``modelNames``). Then EM and hard EM fit the chosen K and covariance
-type, and MAP, SVI and NUTS the chosen K with full covariances, the only type their model has; the page, the
+type (EM starts from the chosen fit, so that the report's EM is the fit the table chose), and MAP, SVI and NUTS
+the chosen K with full covariances, the only type their model has; the page, the
 notes and ``metrics.json`` (``model_selection``, each engine's ``covariance_type``) say so. The rows are the
 problem's in-memory rows (a streamed file's row subsample).
 
@@ -43,7 +44,8 @@ _ROW_KEYS = ("covariance_type", "k", "loglik", "num_parameters", "bic", "icl", "
 class ModelChoice:
     """What :func:`choose_model` found: the chosen ``k`` and ``covariance_type`` (lowest BIC without a
     degenerate component), ``icl_choice`` {k, covariance_type} (or None), ``table`` (one row per fit:
-    ``_ROW_KEYS``), ``max_k`` asked and ``seconds`` spent."""
+    ``_ROW_KEYS``), ``max_k`` asked, ``seconds`` spent and ``params`` (the chosen EM fit's point estimate: the
+    report's EM starts there, so that its fit is the one the table chose)."""
 
     k: int
     covariance_type: str
@@ -51,6 +53,7 @@ class ModelChoice:
     table: list
     max_k: int
     seconds: float
+    params: object = None
 
 
 def candidate_ks(n: int, d: int, covariance_type: str, max_k: int = MAX_K) -> list:
@@ -76,7 +79,7 @@ def choose_model(x, seed: int = 0, progress=None, max_k: int = MAX_K, covariance
     n, d = x.shape
     start = time.perf_counter()
     key = jax.random.fold_in(jax.random.PRNGKey(seed), _SELECTION_KEY)
-    table = []
+    table, fits = [], {}
     for cov in covariance_types:
         ks = candidate_ks(n, d, cov, max_k)
         if not ks:
@@ -89,13 +92,14 @@ def choose_model(x, seed: int = 0, progress=None, max_k: int = MAX_K, covariance
         if not table and all(r["error"] for r in rows) and len({r["error"] for r in rows}) == 1:
             raise ReportError(f"choosing K: em: {rows[0]['error']}")  # e.g. a bad --option em.tol: one line, at once
         table += rows
+        fits.update({(cov, k): r.params for k, r in selection.fits.items()})
     best, best_icl = _best(table, "bic"), _best(table, "icl")
     if best is None:
         raise ReportError(f"no model could be chosen: every EM fit for K = 1..{max_k} had a degenerate component or "
                           "failed; give --num-components K")
     icl_choice = None if best_icl is None else {"k": int(best_icl["k"]), "covariance_type": best_icl["covariance_type"]}
     return ModelChoice(int(best["k"]), best["covariance_type"], icl_choice, table, int(max_k),
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, fits.get((best["covariance_type"], int(best["k"]))))
 
 
 def choose_for_report(args, problem, options: dict, progress) -> ModelChoice | None:

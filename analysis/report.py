@@ -205,6 +205,10 @@ def fit_engines(problem: Problem, run: Run) -> None:
         progress(f"[{i + 1}/{len(run.methods)}] fitting {method} (K={k}, N={n}, D={d}{problem.data.fit_note})")
         key = jax.random.fold_in(root, 1 + ALL_METHODS.index(method))
         engine_options = dict(run.options[method])
+        choice = run.model_choice
+        if method == "em" and choice is not None and choice.params is not None and "init" not in engine_options \
+                and engine_options.get("n_init", 1) == 1 and engine_options.get("covariance_type") == choice.covariance_type:
+            engine_options["init"] = choice.params  # the fit the selection chose (analysis.model_choice)
         if method in ("svi", "nuts") and "init" not in engine_options and "map" in run.results:
             # start from the MAP point this report already has (the engines would otherwise re-run MAP)
             engine_options["init"] = run.results["map"].params

@@ -300,7 +300,9 @@ def test_without_k_the_report_chooses_k_by_bic_and_says_so(tmp_path):
     assert sel["k"] == 3 and metrics["problem"]["num_components"] == 3 and sel["criterion"] == "bic"
     assert sel["covariance_types"] == ["full", "diag", "spherical", "tied"] and len(sel["table"]) == 16
     eligible = [r for r in sel["table"] if r["error"] is None and not r["degenerate"]]
-    assert min(eligible, key=lambda r: r["bic"])["k"] == 3 and sel["icl_choice"]["k"] == 3
+    best = min(eligible, key=lambda r: r["bic"])
+    assert best["k"] == 3 and sel["icl_choice"]["k"] == 3
+    assert metrics["engines"]["em"]["bic"] == pytest.approx(best["bic"], abs=0.1)  # the report's EM is the chosen fit
     for card in metrics["engines"].values():
         assert len(card["weights"]) == 3 and card["covariance_type"] == sel["covariance_type"]
     assert metrics["notes"][0].startswith("K = 3 chosen by BIC")
