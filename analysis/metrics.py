@@ -57,7 +57,8 @@ METRICS_SCHEMA: dict = {
                      "and degeneracy counts are of all rows); null when not streamed",
     },
     "model_selection": "null when K was given (or the seed problem); else how K was chosen (analysis.model_choice): "
-                       "{criterion: \"bic\", k, covariance_type (EM's), icl_choice: {k, covariance_type}, max_k, "
+                       "{criterion: \"bic\", k, covariance_type (EM's), icl_choice: {k, covariance_type}, max_k, num_rows (the rows "
+                       "fitted: a streamed file's subsample), "
                        "covariance_types, fitted (what each engine fits), seconds, table: [{covariance_type, k, loglik, "
                        "num_parameters, bic, icl, degenerate (count of degenerate components: not eligible), error, "
                        "seconds}]}",

@@ -54,6 +54,7 @@ class ModelChoice:
     max_k: int
     seconds: float
     params: object = None
+    num_rows: int = 0
 
 
 def candidate_ks(n: int, d: int, covariance_type: str, max_k: int = MAX_K) -> list:
@@ -99,7 +100,7 @@ def choose_model(x, seed: int = 0, progress=None, max_k: int = MAX_K, covariance
                           "failed; give --num-components K")
     icl_choice = None if best_icl is None else {"k": int(best_icl["k"]), "covariance_type": best_icl["covariance_type"]}
     return ModelChoice(int(best["k"]), best["covariance_type"], icl_choice, table, int(max_k),
-                       time.perf_counter() - start, fits.get((best["covariance_type"], int(best["k"]))))
+                       time.perf_counter() - start, fits.get((best["covariance_type"], int(best["k"]))), n)
 
 
 def choose_for_report(args, problem, options: dict, progress) -> ModelChoice | None:
@@ -152,6 +153,7 @@ def selection_metrics(choice: ModelChoice | None, methods=()) -> dict | None:
         "covariance_type": choice.covariance_type,
         "icl_choice": choice.icl_choice,
         "max_k": choice.max_k,
+        "num_rows": choice.num_rows,
         "covariance_types": sorted({r["covariance_type"] for r in choice.table}, key=SELECTION_TYPES.index),
         "fitted": fitted_text(choice, methods),
         "seconds": choice.seconds,

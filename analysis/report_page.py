@@ -50,7 +50,8 @@ def report_page(metrics: dict, summaries: dict, compare_df, fig_html: dict, colu
     column_names = metrics["problem"].get("columns") or column_names
     sections = [("Problem", _problem_section(metrics, column_names))]
     if metrics.get("model_selection"):
-        sections.append(("Choosing K", _model_selection_section(metrics["model_selection"], fig_html.get("model_selection"))))
+        sections.append(("Choosing K", _model_selection_section(metrics["model_selection"], fig_html.get("model_selection"),
+                                                                metrics["problem"]["num_samples"])))
     sections += [("Engines: warnings and priors", _engines_section(metrics)),
                 ("Scorecard", _scorecard_section(metrics))]
     if has_truth:
@@ -143,10 +144,13 @@ COVARIANCE_WORDS = {
 }
 
 
-def _model_selection_section(sel: dict, figure: str | None) -> str:
+def _model_selection_section(sel: dict, figure: str | None, num_samples: int) -> str:
     """How K was chosen (no --num-components): the choice, what each engine fits, BIC and ICL per K and type."""
     body = (f"<p><b>K = {sel['k']}</b> with <b>{html.escape(sel['covariance_type'])}</b> covariances, chosen by BIC "
-            f"(−2 log L + p log N, lower is better; mclust's BIC is its negative) among EM fits for K = 1..{sel['max_k']} "
+            f"(−2 log L + p log N, lower is better; mclust's BIC is its negative) among EM fits to {sel['num_rows']:,} rows"
+            + (" (the streamed file's row subsample: these BICs are not the scorecard's, which are of all rows)"
+               if sel["num_rows"] != num_samples else "")
+            + f" for K = 1..{sel['max_k']} "
             f"and the covariance types {html.escape(', '.join(sel['covariance_types']))} (5 restarts each; a K is tried "
             "only when the rows identify it, and a fit with a degenerate component is not eligible). "
             + (f"ICL would choose K = {sel['icl_choice']['k']}, {html.escape(sel['icl_choice']['covariance_type'])}. "

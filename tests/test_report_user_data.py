@@ -299,6 +299,7 @@ def test_without_k_the_report_chooses_k_by_bic_and_says_so(tmp_path):
     sel = metrics["model_selection"]
     assert sel["k"] == 3 and metrics["problem"]["num_components"] == 3 and sel["criterion"] == "bic"
     assert sel["covariance_types"] == ["full", "diag", "spherical", "tied"] and len(sel["table"]) == 16
+    assert sel["num_rows"] == 300
     eligible = [r for r in sel["table"] if r["error"] is None and not r["degenerate"]]
     best = min(eligible, key=lambda r: r["bic"])
     assert best["k"] == 3 and sel["icl_choice"]["k"] == 3
