@@ -42,3 +42,16 @@ def test_no_eligible_fit_is_one_line():
     x = np.column_stack([t, 2.0 * t + 1.0])  # rows on a line: every full covariance is singular (degenerate)
     with pytest.raises(ReportError, match="give --num-components"):
         choose_model(x, max_k=1, covariance_types=("full",))
+
+
+def test_the_figure_zooms_on_the_choice_and_names_what_it_leaves_out():
+    from analysis.plots.selection import plot_model_selection
+
+    table = [{"covariance_type": cov, "k": k, "bic": base + 100.0 * (k - 3) ** 2, "icl": base + 100.0 * (k - 3) ** 2 + 5,
+              "degenerate": 1 if k == 5 else 0, "error": None}
+             for cov, base in (("full", 7000.0), ("diag", 7050.0), ("tied", 7100.0), ("spherical", 20000.0))
+             for k in range(1, 6)]
+    fig = plot_model_selection(table, {"k": 3, "covariance_type": "full"}, {"k": 3, "covariance_type": "full"})
+    bic_ax = fig.axes[0]
+    assert bic_ax.get_ylim()[1] < 20000 and "3, full" in bic_ax.get_title()
+    assert any("above the axis: spherical" in t.get_text() for t in bic_ax.texts)

@@ -16,6 +16,28 @@ TYPE_STYLES = {"full": ("tab:blue", "o"), "diag": ("tab:orange", "s"), "spherica
                "tied": ("tab:purple", "D")}
 
 
+def _zoom(ax, table, criterion: str) -> None:
+    """Zoom the y axis on where the choice is made: from the lowest value to 4x its distance to the median value
+    (a type far above, e.g. spherical covariances on columns of very different scales, would flatten the
+    others); the types left above the axis are named in the panel."""
+    values = np.array([r[criterion] for r in table if r.get(criterion) is not None and r.get("error") is None], float)
+    values = values[np.isfinite(values)]
+    if values.size < 3:
+        return
+    lo, med, top = values.min(), np.median(values), values.max()
+    hi = lo + 4.0 * (med - lo)
+    if not med > lo or hi >= top:
+        return
+    pad = 0.05 * (hi - lo)
+    ax.set_ylim(lo - pad, hi + pad)
+    above = [f"{cov} (from {min(r[criterion] for r in rows):.0f})" for cov in TYPE_STYLES
+             if (rows := [r for r in table if r["covariance_type"] == cov and r.get(criterion) is not None
+                          and r.get("error") is None]) and min(r[criterion] for r in rows) > hi + pad]
+    if above:
+        ax.text(0.98, 0.97, "above the axis: " + ", ".join(above), transform=ax.transAxes, ha="right", va="top",
+                fontsize="x-small", color="0.3")
+
+
 def plot_model_selection(table, chosen: dict, icl_choice: dict | None = None) -> Figure:
     """``table``: rows {covariance_type, k, bic, icl, degenerate, error}; ``chosen`` / ``icl_choice``:
     {k, covariance_type} of the lowest BIC / ICL."""
@@ -37,6 +59,7 @@ def plot_model_selection(table, chosen: dict, icl_choice: dict | None = None) ->
                 v = values[ks == best["k"]]
                 if v.size:
                     ax.scatter([best["k"]], v[:1], s=220, facecolors="none", edgecolors="black", lw=1.6, zorder=4)
+        _zoom(ax, table, criterion)
         ax.set_xlabel("K (number of components)")
         ax.set_ylabel(f"{criterion.upper()} (lower is better)")
         ks_all = sorted({r["k"] for r in table})
