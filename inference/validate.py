@@ -7,8 +7,10 @@ import numpy as np
 _SUBSAMPLE = 20_000
 
 
-def check_data(x) -> np.ndarray:
-    """Return ``x`` as a 2-D float32/float64 numpy array, or raise ``ValueError`` naming ``x``."""
+def check_data(x, *, allow_missing: bool = False) -> np.ndarray:
+    """Return ``x`` as a 2-D float32/float64 numpy array, or raise ``ValueError`` naming ``x``.
+
+    ``allow_missing``: NaN marks a missing entry (``models.missing``) and passes; inf never does."""
     try:
         arr = np.asarray(x)
     except Exception as exc:  # pragma: no cover - exotic inputs
@@ -23,7 +25,10 @@ def check_data(x) -> np.ndarray:
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise ValueError(f"x must be numeric, got dtype {arr.dtype}")
         arr = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
-    finite = np.isfinite(arr).all(axis=1)
+    finite = (np.isfinite(arr) | np.isnan(arr)).all(axis=1) if allow_missing else np.isfinite(arr).all(axis=1)
+    if not finite.all() and allow_missing:
+        bad = np.flatnonzero(~finite)
+        raise ValueError(f"x contains inf in {bad.size} row(s), first at row {bad[0]} (NaN marks a missing value; inf is not one)")
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise ValueError(f"x contains NaN or inf in {bad.size} row(s), first at row {bad[0]}")

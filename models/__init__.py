@@ -9,6 +9,15 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from .density import component_log_prob, gaussian_kl, log_likelihood, pointwise_log_likelihood, responsibilities  # noqa: E402
+from .missing import (  # noqa: E402
+    has_missing,
+    impute,
+    missing_patterns,
+    observed_component_log_prob,
+    observed_log_likelihood,
+    observed_pointwise_log_likelihood,
+    observed_responsibilities,
+)
 from .params import GMMParams, covariances, from_covariances, permute, to_numpy, validate_params  # noqa: E402
 
 # The NumPyro model (numpyro, funsor) and the alignment (scipy) load on first use: EM needs neither, and
@@ -50,6 +59,13 @@ __all__ = [
     "sites_from_params",
     "seed_problem",
     "gaussian_kl",
+    "impute",
+    "has_missing",
+    "missing_patterns",
+    "observed_component_log_prob",
+    "observed_log_likelihood",
+    "observed_pointwise_log_likelihood",
+    "observed_responsibilities",
     "align",
     "component_cost",
     "match_components",

@@ -13,11 +13,12 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
+from . import missing as _missing
 from .params import GMMParams
 
 
 @jax.jit
-def component_log_prob(params: GMMParams, x) -> jnp.ndarray:
+def _component_log_prob(params: GMMParams, x) -> jnp.ndarray:
     """Log joint ``log w_k + log N(x_n | mu_k, Sigma_k)``.
 
     Parameters
@@ -47,23 +48,48 @@ def component_log_prob(params: GMMParams, x) -> jnp.ndarray:
 
 
 @jax.jit
-def pointwise_log_likelihood(params: GMMParams, x) -> jnp.ndarray:
+def _pointwise_log_likelihood(params: GMMParams, x) -> jnp.ndarray:
     """Marginal log density of each row, ``log sum_k w_k N(x_n | mu_k, Sigma_k)``, shape (N,)."""
-    return logsumexp(component_log_prob(params, x), axis=-1)
+    return logsumexp(_component_log_prob(params, x), axis=-1)
 
 
 @jax.jit
-def log_likelihood(params: GMMParams, x) -> jnp.ndarray:
+def _log_likelihood(params: GMMParams, x) -> jnp.ndarray:
     """Total marginal log-likelihood of the data (a scalar)."""
-    return jnp.sum(pointwise_log_likelihood(params, x))
+    return jnp.sum(_pointwise_log_likelihood(params, x))
 
 
 @jax.jit
-def responsibilities(params: GMMParams, x) -> jnp.ndarray:
+def _responsibilities(params: GMMParams, x) -> jnp.ndarray:
     """Posterior component probabilities ``p(z_n = k | x_n)``, shape (N, K), rows sum to 1."""
-    joint = component_log_prob(params, x)
+    joint = _component_log_prob(params, x)
     return jnp.exp(joint - logsumexp(joint, axis=-1, keepdims=True))
 
+
+
+def _dispatch(complete, observed, doc):
+    def public(params: GMMParams, x):
+        if _missing.has_missing(x):
+            return observed(params, x)
+        return complete(params, x)
+
+    public.__doc__ = doc + """
+
+    Rows with NaN entries (a concrete array, not inside a user's ``jit``) are marginalised over their
+    missing entries: :mod:`models.missing`. Without NaN this is the jitted complete-data formula."""
+    public.__wrapped__ = complete
+    return public
+
+
+component_log_prob = _dispatch(_component_log_prob, _missing.observed_component_log_prob, _component_log_prob.__doc__)
+component_log_prob.__name__ = "component_log_prob"
+pointwise_log_likelihood = _dispatch(_pointwise_log_likelihood, _missing.observed_pointwise_log_likelihood,
+                                     _pointwise_log_likelihood.__doc__)
+pointwise_log_likelihood.__name__ = "pointwise_log_likelihood"
+log_likelihood = _dispatch(_log_likelihood, _missing.observed_log_likelihood, _log_likelihood.__doc__)
+log_likelihood.__name__ = "log_likelihood"
+responsibilities = _dispatch(_responsibilities, _missing.observed_responsibilities, _responsibilities.__doc__)
+responsibilities.__name__ = "responsibilities"
 
 
 @jax.jit
