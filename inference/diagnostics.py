@@ -151,6 +151,7 @@ def column_resolution(x) -> np.ndarray:
     out = np.zeros(x.shape[1])
     for j in range(x.shape[1]):
         values = np.unique(x[:, j])
+        values = values[~np.isnan(values)]  # missing values are no values
         if values.size > 1:
             out[j] = float(np.min(np.diff(values)))
     return out

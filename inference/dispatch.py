@@ -103,8 +103,11 @@ def with_degeneracy_check(result: FitResult, x, sample_weight=None) -> FitResult
             from .rows import normalize_sample_weight
 
             responsibilities = responsibilities * normalize_sample_weight(sample_weight)[:, None]
-        degenerate = degenerate_components(result.params, np.asarray(x, np.float64), responsibilities, reg_covar,
-                                           full_covariance=full)
+        x64 = np.asarray(x, np.float64)
+        nothing = np.isnan(x64).all(axis=1)  # rows with every value missing count no points
+        if nothing.any():
+            responsibilities = responsibilities * ~nothing[:, None]
+        degenerate = degenerate_components(result.params, x64, responsibilities, reg_covar, full_covariance=full)
     warnings += [f"component {d['component']} is degenerate: " + "; ".join(d["reasons"]) for d in degenerate]
     info = dict(result.info, degenerate_components=degenerate, warnings=warnings)
     return dataclasses.replace(result, info=info)

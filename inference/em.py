@@ -204,6 +204,11 @@ def _fit(
         ("empty_cluster_events" if hard else "collapsed_components"): int(np.asarray(state.events[best])),
     }
     info["data_covariance"] = np.asarray(data_cov)
+    if rows.missing is not None:  # NaN holes, marginalised (inference.missing_em)
+        info["missing"] = dict(rows.missing)
+        if rows.missing["rows_all_missing"]:
+            info["warnings"] = [f"{rows.missing['rows_all_missing']} row(s) have every value missing: they carry no "
+                                "information and have weight 0 (their responsibilities are the mixture weights)"]
     if streamed:
         info["final_counts"] = np.asarray(counts)
         info["responsibilities"] = ("not materialised for streamed data (responsibilities has 0 rows): for rows "

@@ -18,7 +18,8 @@ from jax.scipy.special import logsumexp
 from models.density import component_log_prob
 from models.params import GMMParams
 
-from .init import covariance_from_sums, data_moments_pass, data_tril_pass, initialize_rows
+from . import missing_em
+from .init import covariance_from_sums, covariance_tril_from_cov, data_moments_pass, data_tril_pass, initialize_rows
 from .rows import Layout, RowData, data_pass, map_rows
 from .stats import (
     SuffStats,
@@ -99,6 +100,8 @@ def e_step(params: GMMParams, layout: Layout, data: RowData, *, hard: bool, full
     log-joint coefficients)."""
     num_components, num_features = params.means.shape
     dtype = params.means.dtype
+    if layout.missing:
+        return _e_step_missing(params, layout, data, hard=hard, full_moment=full_moment)
     coefficients = log_prob_coefficients(params, full_moment)  # (F, K)
     zero = EStepOut(
         jnp.zeros((num_components, coefficients.shape[0]), dtype),
@@ -114,6 +117,25 @@ def e_step(params: GMMParams, layout: Layout, data: RowData, *, hard: bool, full
         expected = jnp.sum(jnp.where(sums != 0, sums * coefficients.T, 0.0))
         out = out._replace(entropy=out.log_lik - expected)
     return out._replace(stats=stats_from_feature_sums(sums, num_features, full_moment))
+
+
+def _e_step_missing(params: GMMParams, layout: Layout, data: RowData, *, hard: bool, full_moment: bool) -> EStepOut:
+    """:func:`e_step` on rows with NaN holes (``inference.missing_em``): expected sufficient statistics of
+    the completed rows, the observed-data log-likelihood, the entropy of q(z) and q(x_m | x_o, z)."""
+    num_components, num_features = params.means.shape
+    dtype = params.means.dtype
+    tables = missing_em.tables_of(params, data.codes)
+    zero = EStepOut(
+        missing_em.zero_stats(num_components, num_features, data.codes.shape[0], full_moment, dtype),
+        jnp.zeros((), dtype), jnp.zeros((), dtype), jnp.full((num_components,), jnp.inf, dtype),
+        jnp.zeros((num_components, num_features), dtype),
+    )
+    chunk_fn = missing_em.estep_chunk_fn(hard, full_moment)
+    wrap = lambda a, *rest: EStepOut(*chunk_fn(a, *rest))
+    wrap.reads_missing = True
+    out = data_pass(layout, data, wrap, zero, (tables, data.codes), merge=_merge_hard if hard else None)
+    counts, sum_x, sum_xx, entropy_x = missing_em.finish_stats(tables, data.codes, out.stats, full_moment)
+    return out._replace(stats=SuffStats(counts, sum_x, sum_xx), entropy=out.entropy + entropy_x)
 
 
 def _reseed_empty(params: GMMParams, counts, worst_rows, data_tril, total_weight):
@@ -196,10 +218,15 @@ def _final_rows(params: GMMParams, xc, hard: bool):
     return resp, point_ll
 
 
-def _final_ll_chunk(params, xc, wc, row0, *, hard: bool):
+def _final_ll_chunk(params, xc, wc, row0, *, hard: bool, rows_fn=None):
     """(weighted log-likelihood, weighted responsibility counts (K,)) of a chunk whose rows are not kept:
-    the column sums of what :func:`_final_rows` gives in memory (one-hot for hard EM)."""
-    resp, point_ll = _final_rows(params, xc, hard)
+    the column sums of what :func:`_final_rows` gives in memory (one-hot for hard EM); rows with NaN holes
+    (``rows_fn``): rows with nothing observed count nothing."""
+    if rows_fn is None:
+        resp, point_ll = _final_rows(params, xc, hard)
+    else:
+        resp, point_ll = rows_fn(params, xc)
+        wc = jnp.where(jnp.all(jnp.isnan(xc), axis=1), 0.0, wc)
     resp = resp * wc[:, None]
     return jnp.sum(jnp.where(wc > 0, wc * point_ll, 0.0)), jnp.sum(jnp.where(wc[:, None] > 0, resp, 0.0), axis=0)
 
@@ -208,9 +235,15 @@ def em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout, 
                 covariance_type, max_iters, dtype):
     """Initialise (vmapped over keys unless ``given_init``), run EM per start, finish the best start."""
     dtype = jnp.dtype(dtype)
-    moments = data_moments_pass(layout, data, dtype)
-    data_tril = data_tril_pass(layout, data, covariance_type, reg_covar, dtype, moments)
-    data_cov = covariance_from_sums(*moments)  # the (unbiased, weighted) data covariance, for info
+    if layout.missing:  # each column's variance from its observed values (inference.missing_em.data_covariance)
+        d = layout.num_features
+        zero = (jnp.zeros((), dtype), jnp.zeros(d, dtype), jnp.zeros((d, d), dtype), jnp.zeros(d, dtype))
+        data_cov = missing_em.data_covariance(data_pass(layout, data, missing_em.moments_chunk, zero, ()))
+        data_tril = covariance_tril_from_cov(data_cov, covariance_type, reg_covar)
+    else:
+        moments = data_moments_pass(layout, data, dtype)
+        data_tril = data_tril_pass(layout, data, covariance_type, reg_covar, dtype, moments)
+        data_cov = covariance_from_sums(*moments)  # the (unbiased, weighted) data covariance, for info
     if given_init is None:
         starts = jax.vmap(lambda k: initialize_rows(k, layout, data, num_components, init, covariance_type, reg_covar,
                                                     dtype, data_tril))(keys)
@@ -221,12 +254,17 @@ def em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout, 
     states = jax.vmap(run)(starts)
     best = jnp.argmax(jnp.where(jnp.isfinite(states.curr_ll), states.curr_ll, -jnp.inf))
     best_params = jax.tree.map(lambda a: a[best], states.params)
+    rows_fn = lambda p, xc: _final_rows(p, xc, hard)
+    if layout.missing:
+        rows_fn = lambda p, xc: missing_em.final_rows(p, data.codes, xc, hard)
     if layout.streamed:
         resp = None
-        final_ll, counts = data_pass(layout, data, functools.partial(_final_ll_chunk, hard=hard),
+        chunk_fn = functools.partial(_final_ll_chunk, hard=hard, **({"rows_fn": rows_fn} if layout.missing else {}))
+        chunk_fn.reads_missing = True
+        final_ll, counts = data_pass(layout, data, chunk_fn,
                                      (jnp.zeros((), dtype), jnp.zeros(num_components, dtype)), best_params)
     else:
-        resp, final_ll = map_rows(layout, data, lambda p, xc: _final_rows(p, xc, hard), best_params, num_components, dtype)
+        resp, final_ll = map_rows(layout, data, rows_fn, best_params, num_components, dtype)
         counts = None
     return states, best, resp, final_ll, counts, data_cov
 

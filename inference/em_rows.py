@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import missing_em
 from .host_readers import ChunkReader, NpyRows, rechunk
 from .rows import Layout, RowData, check_sample_weight, normalize_sample_weight, row_bucket
 from .stats import default_chunk_size
@@ -40,6 +41,24 @@ class Rows(NamedTuple):
     reader: ChunkReader | None
     local_rows: int  # this process's real rows (multi-process: its own; else N)
     share: int = 0  # in memory, one process: real rows at the front of each device's block (0: contiguous)
+    missing: dict | None = None  # rows with NaN: cells, rows_with_missing, rows_all_missing, patterns (else None)
+
+
+def _missing_info(acc: dict) -> dict:
+    """``info["missing"]`` from :func:`inference.missing_em.summarise`'s counts (patterns: distinct masks)."""
+    return {"cells": acc["cells"], "rows_with_missing": acc["rows_with_missing"],
+            "rows_all_missing": acc["rows_all_missing"], "patterns": len(acc["codes"])}
+
+
+def _holes_center(missing, x, w, num_features):
+    """In-memory rows with NaN: (centre = each column's weighted mean of its observed values, total weight of
+    the rows with something observed, the rows completed with the centre (for the host's checks))."""
+    w64 = np.ones(x.shape[0]) if w is None else np.asarray(w, np.float64)
+    w_eff = w64 * ~missing.all(axis=1)
+    observed_weight = w_eff @ ~missing
+    missing_em.check_missing_columns(num_features, observed_weight)
+    center = (w_eff @ np.where(missing, 0.0, x.astype(np.float64))) / observed_weight
+    return center, float(w_eff.sum()), np.where(missing, center.astype(x.dtype), x)
 
 
 def streams_from_memory(x, threshold_bytes: int) -> bool:
@@ -71,12 +90,21 @@ def _padded_slice(arr, rows: slice, num_rows: int, center=None, fill=0.0):
 
 
 def in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
-    x_np = check_data(x)
+    x_np = check_data(x, allow_missing=True)
+    missing = np.isnan(x_np)
+    holes = bool(missing.any())
     check_float32_resolution(x_np)
     num_rows, num_features = x_np.shape
     dtype = x_np.dtype
     w = normalize_sample_weight(check_sample_weight(sample_weight, num_rows, np.float64))
-    positive = x_np if w is None or (w > 0).all() else x_np[w > 0]
+    x_host = x_np
+    if holes:  # EM marginalises the holes (inference.missing_em); the host's checks read the completed rows
+        if jax.process_count() > 1:
+            raise ValueError("x has NaN (missing values): not supported with several processes (jax.distributed)")
+        center_holes, total_holes, x_host = _holes_center(missing, x_np, w, num_features)
+        keep = ~missing.all(axis=1) if w is None else (~missing.all(axis=1)) & (w > 0)
+        x_host = x_host[keep] if not keep.all() else x_host
+    positive = x_host if w is None or (w > 0).all() or holes else x_np[w > 0]
     if positive is not x_np and isinstance(num_components, (int, np.integer)) and 1 <= num_components <= num_rows:
         if np.unique(positive, axis=0).shape[0] < num_components:
             raise ValueError(f"x has only {np.unique(positive, axis=0).shape[0]} distinct rows with sample_weight > 0, "
@@ -94,6 +122,8 @@ def in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
     else:
         global_rows, max_local = num_rows, num_rows
     center = sum_x / sum_w  # float64: rows are centred on the device, after conversion (RowData)
+    if holes:
+        center, sum_w = center_holes, total_holes
     num_devices = mesh.devices.size
     local_devices = max(1, num_devices // jax.process_count())
     itemsize = np.dtype(dtype).itemsize
@@ -106,7 +136,7 @@ def in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
         chunk_size = int(chunk_size or default_chunk_size(per_device, num_components, num_features, itemsize))
         block = -(-per_device // chunk_size) * chunk_size
         share = -(-num_rows // num_devices)
-        layout = Layout(block * num_devices, num_features, chunk_size, mesh, dtype=str(dtype))
+        layout = Layout(block * num_devices, num_features, chunk_size, mesh, dtype=str(dtype), missing=holes)
 
         def device_block(arr, idx):
             d = (idx[0].start or 0) // block
@@ -116,8 +146,13 @@ def in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
         x_dev = jax.make_array_from_callback((block * num_devices, num_features), layout.sharding,
                                              lambda idx: device_block(x_np, idx))
         w_dev = jax.make_array_from_callback((block * num_devices,), layout.sharding, lambda idx: device_block(weights, idx))
-        data = RowData(x_dev, w_dev, center=center_dev, num_rows=np.int32(num_rows))
-        return Rows(layout, data, center, sum_w, dtype, None, num_rows, share)
+        codes, info = None, None
+        if holes:
+            info = missing_em.summarise(missing)
+            codes = jnp.asarray(missing_em.code_table(list(info["codes"])))
+            info = _missing_info(info)
+        data = RowData(x_dev, w_dev, center=center_dev, num_rows=np.int32(num_rows), codes=codes)
+        return Rows(layout, data, center, sum_w, dtype, None, num_rows, share, info)
     chunk_size = int(chunk_size or default_chunk_size(-(-max_local // local_devices), num_components, num_features,
                                                        itemsize))
     layout = Layout(global_rows, num_features, chunk_size, mesh, dtype=str(dtype))
@@ -167,16 +202,18 @@ def streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
     sum_w, sum_x, weights_in_chunks = 0.0, None, None
     num_positive, max_abs, sum_sq = 0, None, None
     distinct: set = set()
+    holes = None  # rows with NaN: the running counts (inference.missing_em.summarise)
     for item in blocks():
         xb, wb = item if isinstance(item, tuple) else (item, None)
         try:
-            xb = check_data(np.asarray(xb)[:, None] if np.ndim(xb) == 1 else xb)
+            xb = check_data(np.asarray(xb)[:, None] if np.ndim(xb) == 1 else xb, allow_missing=True)
         except ValueError as exc:  # name the row in the whole source, not in this block
             raise ValueError(re.sub(r"first at row (\d+)", lambda m: f"first at row {int(m.group(1)) + num_rows}", str(exc))) from None
         if num_features is None:
             num_features, dtype = xb.shape[1], xb.dtype
             sum_x, sum_sq, max_abs = np.zeros(num_features), np.zeros(num_features), np.zeros(num_features)
             sum_plain = np.zeros(num_features)
+            observed_w, observed_n, total_observed = np.zeros(num_features), np.zeros(num_features), 0.0
         elif xb.shape[1] != num_features:
             raise ValueError(f"x: a chunk has {xb.shape[1]} columns, the first had {num_features}")
         if weights_in_chunks is None:
@@ -192,11 +229,20 @@ def streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
         w64 = np.ones(xb.shape[0]) if wb is None else np.asarray(wb, np.float64)
         sum_w += float(w64.sum())
         num_positive += int(np.count_nonzero(w64 > 0))
-        sum_x += w64 @ np.asarray(xb, np.float64)
         x64 = np.asarray(xb, np.float64)
+        miss = np.isnan(x64)
+        if miss.any():  # holes: sums over the observed values (the rows completed with 0)
+            holes = missing_em.summarise(miss, holes)
+            x64, xb_abs = np.where(miss, 0.0, x64), np.abs(np.where(miss, 0, xb))
+        else:
+            xb_abs = np.abs(xb) if xb.shape[0] else None
+        observed_w += w64 @ ~miss
+        observed_n += np.sum(~miss, axis=0)
+        total_observed += float(w64 @ ~miss.all(axis=1))
+        sum_x += w64 @ x64
         sum_sq += np.sum(x64**2, axis=0)  # (only for the float32 resolution check: cancellation is harmless there)
         sum_plain += np.sum(x64, axis=0)
-        max_abs = np.maximum(max_abs, np.max(np.abs(xb), axis=0)) if xb.shape[0] else max_abs
+        max_abs = np.maximum(max_abs, np.max(xb_abs, axis=0)) if xb.shape[0] else max_abs
         if len(distinct) < num_components:
             keep = xb if wb is None else xb[w64 > 0]
             distinct.update(map(bytes, np.unique(keep[: 4 * num_components + 64], axis=0)))
@@ -207,15 +253,28 @@ def streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
     weight_scale = 1.0
     if weights_in_chunks and sum_w > 0:  # the chunks' own weights, normalised as a whole (check_sample_weight)
         weight_scale, sum_x, sum_w = num_positive / sum_w, sum_x * (num_positive / sum_w), float(num_positive)
+        observed_w, total_observed = observed_w * weight_scale, total_observed * weight_scale
     if num_rows:
-        mean_plain = sum_plain / num_rows
+        counted = observed_n if holes else num_rows
+        mean_plain = sum_plain / counted
         check_float32_resolution(None, dtype=dtype, max_abs=max_abs,
-                                 std=np.sqrt(np.maximum(sum_sq / num_rows - mean_plain**2, 0.0)))
+                                 std=np.sqrt(np.maximum(sum_sq / counted - mean_plain**2, 0.0)))
     if w is not None:
         sum_w = float(w.sum())
         sum_x = np.zeros(num_features)
+        observed_w, total_observed = np.zeros(num_features), 0.0
         for i, item in enumerate(rechunk(blocks(), STREAM_BLOCK_ROWS)):
-            sum_x += w[i * STREAM_BLOCK_ROWS : i * STREAM_BLOCK_ROWS + item[0].shape[0]].astype(np.float64) @ item[0]
+            wi = w[i * STREAM_BLOCK_ROWS : i * STREAM_BLOCK_ROWS + item[0].shape[0]].astype(np.float64)
+            if holes:
+                miss = np.isnan(item[0])
+                observed_w += wi @ ~miss
+                total_observed += float(wi @ ~miss.all(axis=1))
+                sum_x += wi @ np.where(miss, 0.0, item[0])
+            else:
+                sum_x += wi @ item[0]
+    if holes:  # each column's mean over its observed values; rows with nothing observed weigh nothing
+        missing_em.check_missing_columns(num_features, observed_w)
+        sum_x, sum_w = sum_x / observed_w * total_observed, total_observed
     if sum_w <= 0:
         raise ValueError("sample_weight is zero for every row: nothing to fit")
     if isinstance(num_components, bool) or not isinstance(num_components, (int, np.integer)) or num_components < 1:
@@ -235,9 +294,10 @@ def streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
     # the fold reads a traced number of chunks (rows.RowData.num_rows): nothing static depends on N, so one
     # streamed program serves every file of these columns, dtype and chunking
     layout = Layout(0, num_features, chunk_size, mesh, streamed=True, chunks_per_device=0,
-                    chunks_per_read=chunks_per_read, dtype=str(dtype))
+                    chunks_per_read=chunks_per_read, dtype=str(dtype), missing=holes is not None)
     reader = ChunkReader(source, w, np.zeros(num_features), read_rows, dtype, window=4 * num_devices + 4,
                          weight_scale=weight_scale)
     token = jax.device_put(np.int32(reader.token), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    data = RowData(None, None, token, center=jnp.asarray(center, COMPUTE_DTYPE), num_rows=np.int32(num_rows))
-    return Rows(layout, data, center, sum_w, dtype, reader, num_rows)
+    codes = None if holes is None else jnp.asarray(missing_em.code_table(list(holes["codes"])))
+    data = RowData(None, None, token, center=jnp.asarray(center, COMPUTE_DTYPE), num_rows=np.int32(num_rows), codes=codes)
+    return Rows(layout, data, center, sum_w, dtype, reader, num_rows, missing=None if holes is None else _missing_info(holes))

@@ -42,20 +42,23 @@ def covariance_from_sums(total, sum_x, sum_xx):
 def covariance_tril_from_sums(total, sum_x, sum_xx, covariance_type: str, reg_covar):
     """Cholesky factor (D, D) of the weighted data covariance from (sum w, sum w x, sum w x x^T), reduced
     to ``covariance_type`` (unbiased: divided by sum w - 1, as ``np.cov`` for integer weights)."""
-    num_features = sum_x.shape[0]
     if sum_xx.ndim == 1:
         mean = sum_x / total
         var = (sum_xx - total * mean**2) / _unbiased_denominator(total)
         if covariance_type == "spherical":
             var = jnp.full_like(var, var.mean())
         return jnp.diag(jnp.sqrt(var + reg_covar))
-    cov = covariance_from_sums(total, sum_x, sum_xx)
+    return covariance_tril_from_cov(covariance_from_sums(total, sum_x, sum_xx), covariance_type, reg_covar)
+
+
+def covariance_tril_from_cov(cov, covariance_type: str, reg_covar):
+    """Cholesky factor (D, D) of the covariance ``cov`` (D, D) reduced to ``covariance_type``, plus ``reg_covar``."""
     if covariance_type in ("diag", "spherical"):
         var = jnp.diagonal(cov)
         if covariance_type == "spherical":
             var = jnp.full_like(var, var.mean())
         return jnp.diag(jnp.sqrt(var + reg_covar))
-    return jnp.linalg.cholesky(cov + reg_covar * jnp.eye(num_features, dtype=cov.dtype))
+    return jnp.linalg.cholesky(cov + reg_covar * jnp.eye(cov.shape[0], dtype=cov.dtype))
 
 
 def _weighted_sums(args, xc, wc, row0):

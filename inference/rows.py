@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from .host_readers import read_callback
+from .missing_em import fill_missing
 
 ROW_AXIS = "rows"
 RANDOM_BLOCK = 256  # rows per counter of the row-indexed random stream
@@ -60,6 +61,7 @@ class Layout:
     chunks_per_device: int = 0
     chunks_per_read: int = 1
     dtype: str = "float64"  # streamed only: the dtype the host reader serves (the data's own)
+    missing: bool = False  # the rows hold NaN (inference.missing_em): folds fill them unless told not to
 
     @property
     def read_rows(self) -> int:
@@ -99,9 +101,10 @@ class RowData:
     token: Any = None
     center: Any = None
     num_rows: Any = None  # the real N (int32 scalar, traced); None: every row of x is the data's (static)
+    codes: Any = None  # rows with NaN: the sorted table of missingness codes (inference.missing_em.code_table)
 
     def tree_flatten(self):
-        return (self.x, self.w, self.token, self.center, self.num_rows), None
+        return (self.x, self.w, self.token, self.center, self.num_rows, self.codes), None
 
     @classmethod
     def tree_unflatten(cls, _, children):
@@ -155,6 +158,8 @@ def _fold_local(layout: Layout, chunk_fn, merge, zero, args, x_local, w_local, t
     """This device's fold over its own rows (with a traced ``num_rows``: only the chunks holding real rows)."""
     cs = layout.chunk_size
     chunk_fn_c = lambda a, xc, wc, row0: chunk_fn(a, *to_compute(xc, wc, center), row0)
+    if layout.missing and not getattr(chunk_fn, "reads_missing", False):  # holes read as the column means
+        chunk_fn_c = lambda a, xc, wc, row0: chunk_fn(a, *fill_missing(*to_compute(xc, wc, center)), row0)
     if layout.streamed:
         dtype = layout.dtype
 

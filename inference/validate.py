@@ -51,9 +51,10 @@ def check_float32_resolution(x, *, dtype=None, max_abs=None, std=None):
     dtype = np.dtype(x.dtype if x is not None else dtype)
     if dtype != np.float32:
         return
-    if x is not None:
-        max_abs = np.max(np.abs(x), axis=0).astype(np.float64)
-        std = np.std(x, axis=0, dtype=np.float64)
+    if x is not None:  # NaN (missing values) are left out
+        has_nan = bool(np.isnan(x).any())
+        max_abs = (np.nanmax if has_nan else np.max)(np.abs(x), axis=0).astype(np.float64)
+        std = (np.nanstd if has_nan else np.std)(x, axis=0, dtype=np.float64)
     spacing = np.spacing(np.asarray(max_abs, np.float32)).astype(np.float64)
     bad = np.flatnonzero((np.asarray(std) > 0) & (spacing > FLOAT32_RESOLUTION * np.asarray(std)))
     if bad.size:
