@@ -1,7 +1,8 @@
 """Files in and out of the commands: one job, reading a user's data and writing output directories.
 
-- in: :func:`load_data` reads a CSV with a header row or a ``.npy`` array as float64 (N, D), refusing
-  bad input with one-line :class:`~analysis.errors.ReportError`; :func:`sha256_of_array` /
+- in: :func:`read_data` reads a CSV with a header row or a ``.npy`` array as float64 (N, D) with NaN where a
+  value is missing (rows with nothing observed dropped and listed), refusing bad input with one-line
+  :class:`~analysis.errors.ReportError` naming the file and line; :func:`load_data` is its ``(x, columns)``; :func:`sha256_of_array` /
   :func:`sha256_of_file` fingerprint the data;
 - out: :func:`atomic_output_dir` builds a directory next to its final place and renames it there at
   the end (an interrupted run leaves nothing), :func:`write_atomically` does the same for one file,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -28,6 +30,9 @@ from analysis.errors import ReportError
 
 __all__ = [
     "load_data",
+    "read_data",
+    "DataTable",
+    "NA_STRINGS",
     "sha256_of_array",
     "sha256_of_file",
     "prepare_output_dir",
@@ -42,34 +47,66 @@ __all__ = [
 
 # --------------------------------------------------------------------------- a user's data
 
+# cells read as missing (NaN): pandas' default ``na_values`` (``pandas._libs.parsers.STR_NA_VALUES``, compared after
+# stripping spaces, case-sensitive as in pandas), plus any spelling ``float`` reads as NaN ("NAN", "-nan", ...)
+NA_STRINGS = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])
+
+
+@dataclasses.dataclass
+class DataTable:
+    """A user's data as read: ``x`` (N, D) float64 with NaN where a value is missing, the column names, and the rows
+    dropped because nothing in them was observed.
+
+    row_index : (N,) each kept row's 0-based index among the file's data rows (header and blank lines not counted;
+        dropped rows keep their numbers, so the indices skip them).
+    dropped : (R,) the dropped rows' indices, same numbering.
+    dropped_lines : (R,) their line numbers in a CSV file (1-based, as an editor shows them), or None for ``.npy``.
+    """
+
+    x: np.ndarray
+    columns: list
+    row_index: np.ndarray
+    dropped: np.ndarray
+    dropped_lines: np.ndarray | None = None
+
 
 def load_data(path) -> tuple[np.ndarray, list[str]]:
-    """Load ``path`` (.npy, or CSV with a header row) as a float64 (N, D) array and its column names.
+    """``(x, columns)`` of :func:`read_data` (rows with nothing observed dropped, NaN where a value is missing)."""
+    table = read_data(path)
+    return table.x, table.columns
 
-    Raises ReportError with one line: missing file, a directory, empty file, ragged rows, a non-numeric column,
-    rows with missing / NaN / inf values.
+
+def read_data(path) -> DataTable:
+    """Read ``path`` (.npy, or CSV with a header row) as a :class:`DataTable`.
+
+    Missing values (CSV: an empty cell or one of ``NA_STRINGS``; .npy: NaN) become NaN; a row with every value
+    missing is dropped and listed. Raises ReportError with one line naming the file and line (CSV) or row (.npy):
+    missing file, a directory, empty file, ragged rows, a non-numeric column, inf values, no row with data.
     """
     path = Path(path)
     if path.is_dir():
         raise ReportError(f"data file {str(path)!r} is a directory; give a CSV or .npy file")
     if not path.is_file():
         raise ReportError(f"data file {str(path)!r} not found")
-    if path.suffix.lower() == ".npy":
-        arr, names = _load_npy(path)
-    else:
-        arr, names = _load_csv(path)
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        where = np.flatnonzero(bad)
-        offset = 2 if path.suffix.lower() != ".npy" else 0
-        listed = ", ".join(str(int(i) + offset) for i in where[:5]) + (", ..." if where.size > 5 else "")
-        raise ReportError(f"{path.name}: {where.size} row(s) with missing, NaN or inf values ({'line' if offset else 'row'} {listed})")
+    npy = path.suffix.lower() == ".npy"
+    arr, names, lines = _load_npy(path) if npy else _load_csv(path)
+    infinite = np.isinf(arr).any(axis=1)
+    if infinite.any():
+        where = np.flatnonzero(infinite)
+        listed = ", ".join(str(int(i) if npy else int(lines[i])) for i in where[:5]) + (", ..." if where.size > 5 else "")
+        raise ReportError(f"{path.name}: {where.size} row(s) with inf values ({'row' if npy else 'line'} {listed}); "
+                          "inf is not a missing value: leave the cell empty or write NA")
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ReportError(f"{path.name}: no data")
-    return arr, names
+    empty = np.isnan(arr).all(axis=1)
+    if empty.all():
+        raise ReportError(f"{path.name}: every row has every value missing")
+    dropped = np.flatnonzero(empty)
+    return DataTable(arr[~empty], names, np.flatnonzero(~empty), dropped, None if npy else np.asarray(lines)[dropped])
 
 
-def _load_npy(path: Path) -> tuple[np.ndarray, list[str]]:
+def _load_npy(path: Path) -> tuple[np.ndarray, list[str], None]:
     """A numeric .npy array as float64 (N, D) (a 1-D array is one column) and names x0, x1, ..."""
     try:
         arr = np.load(path, allow_pickle=False)
@@ -81,41 +118,51 @@ def _load_npy(path: Path) -> tuple[np.ndarray, list[str]]:
         raise ReportError(f"{path.name}: expected a 2-D array (rows, columns), got shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ReportError(f"{path.name}: array is not numeric (dtype {arr.dtype})")
-    return arr.astype(np.float64), [f"x{j}" for j in range(arr.shape[1])]
+    return arr.astype(np.float64), [f"x{j}" for j in range(arr.shape[1])], None
 
 
-def _load_csv(path: Path) -> tuple[np.ndarray, list[str]]:
-    """A CSV with a header row as float64 (N, D) (missing cells -> NaN) and its column names."""
+def _load_csv(path: Path) -> tuple[np.ndarray, list[str], list[int]]:
+    """A CSV with a header row as float64 (N, D) (missing cells -> NaN), its column names and each data row's line
+    number in the file (1-based; blank lines are skipped, not rows)."""
+    records = []  # (line number where the record starts, fields)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+            reader = csv.reader(f)
+            line = 1
+            for r in reader:
+                if r and not (len(r) == 1 and not r[0].strip()):
+                    records.append((line, r))
+                line = reader.line_num + 1
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ReportError(f"{path.name}: not a readable CSV file ({exc})") from None
-    if not rows:
+    if not records:
         raise ReportError(f"{path.name}: the file is empty")
-    names = [c.strip() for c in rows[0]]
+    header_line, header = records[0]
+    names = [c.strip() for c in header]
     if all(_is_number(c) for c in names):
-        raise ReportError(f"{path.name}: the first row must be a header of column names, got numbers")
-    body = rows[1:]
+        raise ReportError(f"{path.name}:{header_line}: the first row must be a header of column names, got numbers")
+    body = records[1:]
     if not body:
-        raise ReportError(f"{path.name}: no data rows after the header")
-    for i, r in enumerate(body):
+        raise ReportError(f"{path.name}: no data rows after the header (line {header_line})")
+    for line, r in body:
         if len(r) != len(names):
-            raise ReportError(f"{path.name}: row {i + 2} has {len(r)} fields, the header has {len(names)}")
+            raise ReportError(f"{path.name}:{line}: {len(r)} field(s), the header (line {header_line}) has {len(names)}")
     arr = np.empty((len(body), len(names)))
     for j, name in enumerate(names):
-        for i, r in enumerate(body):
+        for i, (line, r) in enumerate(body):
             cell = r[j].strip()
-            if cell == "" or cell.lower() in ("na", "nan", "null", "none"):
+            if cell in NA_STRINGS:
                 arr[i, j] = np.nan
                 continue
             try:
                 arr[i, j] = float(cell)
             except ValueError:
-                raise ReportError(
-                    f"{path.name}: column {name!r} is not numeric (row {i + 2}: {cell[:30]!r})"
-                ) from None
-    return arr, names
+                raise ReportError(f"{path.name}:{line}: column {name!r} is not numeric ({cell[:30]!r}; "
+                                  f"missing values are empty cells or {', '.join(MISSING_SHOWN)})") from None
+    return arr, names, [line for line, _ in body]
+
+
+MISSING_SHOWN = ("NA", "NaN", "nan", "N/A", "null")
 
 
 def _is_number(s: str) -> bool:

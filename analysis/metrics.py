@@ -55,6 +55,12 @@ METRICS_SCHEMA: dict = {
                           "observed_data / log_likelihood use (N when N is smaller); null when not streamed",
         "subsample": "streamed: how the subsample was drawn and what uses it (log-likelihood, BIC, cluster sizes "
                      "and degeneracy counts are of all rows); null when not streamed",
+        "missing": "null when no value was missing; else (analysis.missing_report) {num_cells_missing, "
+                   "fraction_cells_missing, rows_with_missing (of the N rows fitted), columns: [{column, missing, percent}], "
+                   "patterns: [{missing_columns, rows, percent}] (which columns are missing together, most frequent first), "
+                   "dropped_rows: {count, rows (0-based indices among the file's data rows), lines (CSV) | null, reason} "
+                   "(rows with every value missing: not fitted, not in N), handling (marginalised under MAR by every "
+                   "engine), imputed_file (\"imputed.csv\") | null}",
     },
     "model_selection": "null when K was given (or the seed problem); else how K was chosen (analysis.model_choice): "
                        "{criterion: \"bic\", k, covariance_type (EM's), icl_choice: {k, covariance_type}, max_k, num_rows (the rows "
@@ -107,6 +113,10 @@ METRICS_SCHEMA: dict = {
             "uncertainty": "classification uncertainty 1 - max_k P(z = k | x) of each row at the aligned point estimate "
                            "(analysis.assignments; per row in assignments.csv and the NetCDF's assignments group): "
                            "{mean, max, num_uncertain (rows above threshold), threshold}",
+            "imputation": "null without missing values; else the engine's imputations of the missing cells "
+                          "(imputed.csv): {method (posterior multiple imputation for svi / nuts, conditional draws at the "
+                          "point estimate for em / hard_em / map), level (of the [lower, upper] intervals), num_cells, "
+                          "mean_interval_width: {column: width}}",
             "ppc_p_values": "posterior predictive p-values P(T(x_rep) >= T(x)) per test statistic (mean, sd, skewness, kurtosis, min, max), one per column: {statistic: [D]}; values near 0 or 1 flag a feature the fit does not reproduce; null if not computed",
         }
     },
@@ -140,11 +150,13 @@ def validate_metrics(metrics: dict, schema: dict = METRICS_SCHEMA, where: str = 
 
 
 def problem_metrics(*, source: str, data_file, x, num_components: int, seed: int, truth, truth_covariances,
-                    log_likelihood_truth, columns=None, shape=None, stream: dict | None = None) -> dict:
+                    log_likelihood_truth, columns=None, shape=None, stream: dict | None = None,
+                    missing: dict | None = None) -> dict:
     """The ``problem`` section: ``x`` (N, D) (``shape`` (N, D) instead when ``x`` is a streamed file's
     subsample); ``truth`` a GMMParams or None, with its covariances (K, D, D) and the total log-likelihood
     of ``x`` at it (both None without a truth); ``stream`` the streaming entries
-    (``analysis.streamed.problem_fields``; default: not streamed)."""
+    (``analysis.streamed.problem_fields``; default: not streamed); ``missing`` what was missing
+    (``analysis.missing_report.missing_metrics``) or None."""
     n, d = shape if shape is not None else x.shape
     stream = stream or {"streamed": False, "stream_mode": None, "stream_threshold_bytes": None, "data_bytes": None,
                         "subsample_rows": None, "subsample": None}
@@ -164,6 +176,7 @@ def problem_metrics(*, source: str, data_file, x, num_components: int, seed: int
         "log_likelihood_truth": None if truth is None else float(log_likelihood_truth),
         **{key: stream[key] for key in ("streamed", "stream_mode", "stream_threshold_bytes", "data_bytes",
                                         "subsample_rows", "subsample")},
+        "missing": missing,
     }
 
 

@@ -100,10 +100,21 @@ def prior_predictive(key, prior: dict, num_rows: int, num_features: int, num_com
     return GMMParams(*(np.concatenate(a) for a in zip(*params))), np.concatenate(kept)
 
 
-def test_statistics(x) -> dict:
+def test_statistics(x, missing=None) -> dict:
     """``{statistic: (..., D)}`` per dimension of data (..., N, D): mean, sd, skewness, excess kurtosis,
-    min, max."""
+    min, max. ``missing`` (N, D) bool: cells left out of every data set's statistics (data with holes: the
+    observed data's NaN cells, and the same cells of each replicate, so that both are seen the same way)."""
     x = np.asarray(x, np.float64)
+    if missing is not None and np.any(missing):
+        x = np.where(missing, np.nan, x)
+        return {
+            "mean": np.nanmean(x, -2),
+            "sd": np.nanstd(x, -2),
+            "skewness": np.asarray(stats.skew(x, axis=-2, nan_policy="omit")),
+            "kurtosis": np.asarray(stats.kurtosis(x, axis=-2, nan_policy="omit")),
+            "min": np.nanmin(x, -2),
+            "max": np.nanmax(x, -2),
+        }
     return {
         "mean": x.mean(-2),
         "sd": x.std(-2),
@@ -148,13 +159,14 @@ def predictive_checks(seed: int, results: dict, x) -> tuple[dict, dict]:
     """
     x = np.asarray(x, np.float64)
     n, d = x.shape
-    observed = test_statistics(x)
+    missing = np.isnan(x) if np.isnan(x).any() else None  # replicates are complete: compare the observed cells
+    observed = test_statistics(x, missing)
     draws, p_values = {}, {}
     for i, (method, result) in enumerate(results.items()):
         statistics, stored = [], []
         keep = stored_count(n, d, num_replicates(n, d))
         for x_rep in posterior_predictive_batches(rng_key(seed, 7, i, 0), result, n):
-            statistics.append(test_statistics(x_rep))
+            statistics.append(test_statistics(x_rep, missing))
             have = sum(len(a) for a in stored)
             if have < keep:
                 stored.append(x_rep[: keep - have])

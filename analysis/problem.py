@@ -5,7 +5,8 @@ A :class:`Problem` is a data source, the number of components K, the seed and th
 that differs between them is a method of the source, so that no stage of the report branches on it:
 
 * :class:`SimulatedData` -- the seed problem (``models.seed_problem``), sampled with the report's seed; has a truth;
-* :class:`MemoryData` -- a user's CSV / NPY read into memory (``analysis.files.load_data``);
+* :class:`MemoryData` -- a user's CSV / NPY read into memory (``analysis.files.read_data``; NaN where a value is
+  missing, rows with nothing observed dropped and counted);
 * :class:`StreamedFile` -- a ``.npy`` too large to load (``--stream``, :mod:`analysis.streamed`): the engines
   read the file, every stage after them sees a seeded row subsample, full-data scores take one more pass.
 
@@ -22,13 +23,15 @@ JAX and ``models`` inside :meth:`SimulatedData.prepare`.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from analysis import streamed
-from analysis.errors import ReportError
-from analysis.files import load_data
+from analysis.errors import PROG, ReportError
+from analysis.files import read_data
+from analysis.missing_report import dropped_text
 
 __all__ = ["Problem", "DataSource", "SimulatedData", "MemoryData", "StreamedFile", "load_problem"]
 
@@ -86,6 +89,10 @@ class DataSource:
         """(len(rows),) each of ``rows``' index among the data's rows (all rows: 0, 1, ...)."""
         return np.arange(self.rows.shape[0])
 
+    def dropped_rows(self) -> tuple:
+        """(indices of the data's rows dropped for having nothing observed, their CSV line numbers or None)."""
+        return np.zeros(0, int), None
+
 
 class SimulatedData(DataSource):
     """The seed problem: ``num_samples`` rows of ``models.seed_problem()``, sampled from the report's seed."""
@@ -112,10 +119,20 @@ class SimulatedData(DataSource):
 
 
 class MemoryData(DataSource):
-    """A user's data file read into memory."""
+    """A user's data file read into memory; ``table`` (``analysis.files.DataTable``) says which of the file's rows
+    they are (rows with nothing observed dropped)."""
 
-    def __init__(self, path, rows: np.ndarray):
-        self.data_file, self.rows = path, rows
+    def __init__(self, path, rows: np.ndarray, table=None):
+        self.data_file, self.rows, self.table = path, rows, table
+
+    def row_index(self) -> np.ndarray:
+        return np.arange(self.rows.shape[0]) if self.table is None else np.asarray(self.table.row_index)
+
+    def dropped_rows(self) -> tuple:
+        """(the dropped rows' indices among the file's data rows, their CSV line numbers or None)."""
+        if self.table is None:
+            return np.zeros(0, int), None
+        return self.table.dropped, self.table.dropped_lines
 
 
 class StreamedFile(DataSource):
@@ -204,10 +221,14 @@ def load_problem(args, progress) -> Problem:
                  f"({'--stream always' if mode == 'always' else 'above the --stream auto threshold'})")
         return Problem(StreamedFile(args.data, data), k, args.seed, [f"x{j}" for j in range(data.num_features)], mode)
     if args.data:
-        x, column_names = load_data(args.data)
+        table = read_data(args.data)
+        x = table.x
         if k > x.shape[0]:
             raise ReportError(f"--num-components ({k}) exceeds the number of rows ({x.shape[0]}) in {Path(args.data).name}")
-        return Problem(MemoryData(args.data, x), k, args.seed, column_names, mode)
+        if table.dropped.size:  # shown even with --quiet, like the budget's notes
+            print(f"{PROG}: note: {dropped_text(Path(args.data).name, table.dropped, table.dropped_lines)}",
+                  file=sys.stderr, flush=True)
+        return Problem(MemoryData(args.data, x, table), k, args.seed, column_names=table.columns, stream_mode=mode)
     if mode == "always":
         raise ReportError("--stream always needs --data FILE.npy (the seed problem is simulated in memory)")
     if args.num_samples < 1:

@@ -8,6 +8,7 @@ renamed at the end, so an interrupted run leaves no half report):
     report.html       self-contained (figures embedded as base64 PNG), opens without a server
     metrics.json      the scorecard, schema in ``analysis.metrics.METRICS_SCHEMA``
     assignments.csv   each row's aligned cluster, max responsibility and uncertainty per engine (``analysis.assignments``)
+    imputed.csv       data with holes: every engine's imputations of the missing cells (``analysis.missing_report``)
     manifest.json     seed, argv, package versions, sha256 of the data
     <method>.nc       one ArviZ InferenceData per engine (NetCDF, layout in ``analysis.arviz_io``)
     figures/*.png     the figures of the HTML as files
@@ -47,6 +48,7 @@ from analysis.manifest import build_manifest
 from analysis.model_choice import choose_for_report, fitted_text, selection_metrics
 from analysis.metrics import (alignment_metrics, build_metrics, compare_metrics, diagnostics_metrics, engine_notes,
                               problem_metrics, timings_metrics)
+from analysis.missing_report import IMPUTED_FILE, impute_stage, imputed_csv, missing_metrics
 from analysis.problem import Problem, load_problem
 from analysis.progress import Progress
 from analysis.report_page import report_page
@@ -66,7 +68,8 @@ class Run:
     ``idatas`` / ``summaries`` / ``compare_df`` / ``compare_rows``: the ArviZ stage's; ``figures``:
     ``[(name, caption, Figure)]``; ``notes``: lines for metrics.json and the page; ``responsibilities``: ``{method:
     (N, K)}`` of the aligned point estimates (``analysis.assignments``: assignments.csv, the NetCDF files' group);
-    ``model_choice``: how K was chosen without ``--num-components`` (``analysis.model_choice``), or None."""
+    ``model_choice``: how K was chosen without ``--num-components`` (``analysis.model_choice``), or None;
+    ``imputations``: ``{method: (rows, columns, mean, lower, upper)}`` of the missing cells (``analysis.missing_report``)."""
 
     methods: list
     options: dict
@@ -89,6 +92,7 @@ class Run:
     notes: list = dataclasses.field(default_factory=list)
     responsibilities: dict = dataclasses.field(default_factory=dict)
     model_choice: object = None
+    imputations: dict = dataclasses.field(default_factory=dict)
 
     @property
     def reference_label(self) -> str:
@@ -174,6 +178,7 @@ def _run_stages(problem: Problem, run: Run) -> dict:
         warnings.simplefilter("always")
         fit_engines(problem, run)
         align_and_score(problem, run)
+        impute_stage(problem, run)
         predictive_checks(problem, run)
         build_inference_data(problem, run)
         run.progress("drawing figures")
@@ -355,7 +360,9 @@ def write_outputs(problem: Problem, run: Run) -> dict:
                                 truth_covariances=None if truth is None else models.covariances(truth),
                                 log_likelihood_truth=None if truth is None else models.log_likelihood(truth, x),
                                 columns=problem.column_names, shape=data.shape,
-                                stream=data.problem_fields(problem.stream_mode)),
+                                stream=data.problem_fields(problem.stream_mode),
+                                missing=missing_metrics(x, problem.column_names, *data.dropped_rows(),
+                                                        imputed=bool(run.imputations))),
         model_selection=selection_metrics(run.model_choice, run.methods),
         alignment=alignment_metrics(run.reference_name, _rhat_method()),
         engines=run.cards,
@@ -366,7 +373,11 @@ def write_outputs(problem: Problem, run: Run) -> dict:
     )
     write_atomically(run.out_dir / ASSIGNMENTS_FILE,
                      assignments_csv({m: run.responsibilities[m] for m in run.aligned}, data.row_index()))
-    files = (["report.html", "metrics.json", "manifest.json", ASSIGNMENTS_FILE] + [f"{m}.nc" for m in run.idatas]
+    imputed = {m: v for m, v in run.imputations.items() if m in run.aligned}
+    if imputed:
+        write_atomically(run.out_dir / IMPUTED_FILE, imputed_csv(imputed, data.row_index(), problem.column_names))
+    files = (["report.html", "metrics.json", "manifest.json", ASSIGNMENTS_FILE] + ([IMPUTED_FILE] if imputed else [])
+             + [f"{m}.nc" for m in run.idatas]
              + [f"figures/{n}.png" for n, _, _ in run.figures])
     manifest = build_manifest(tool=PROG, argv=run.argv, seed=problem.seed, methods=run.methods,
                               engine_options=run.options, source=data.kind, data_file=data.data_file, x=x,

@@ -18,6 +18,7 @@ from analysis import arviz_io, plots
 from analysis.errors import one_line
 from analysis.assignments import UNCERTAIN
 from analysis.html_page import figure_html, figure_png
+from analysis.missing_report import completed_rows
 from analysis.plots.selection import plot_model_selection
 from analysis.plots.uncertainty import plot_uncertainty
 
@@ -28,8 +29,12 @@ FROM_ROWS = ("data", "components", "assignments", "uncertainty", "em_snapshots")
 
 def draw_figures(problem, run) -> list:
     """``[(name, caption, Figure)]`` of the report, in page order; failures become ``run.notes``."""
-    x, z, truth, columns = problem.x, problem.labels, problem.truth, problem.column_names
+    z, truth, columns = problem.labels, problem.truth, problem.column_names
     aligned, idatas, reference_label = run.aligned, run.idatas, run.reference_label
+    x, imputed = completed_rows(problem.x, run.reference)  # missing cells at the reference's conditional expectation
+    filled = "" if imputed is None else (
+        f" Rows with missing values are drawn at their conditional expectation under the {reference_label} "
+        "(models.impute)")
     has_truth = truth is not None
     against = "the truth" if has_truth else f"the {reference_label} (no truth is known)"
     d = x.shape[1]
@@ -44,8 +49,10 @@ def draw_figures(problem, run) -> list:
            "(centred, divided by their sd), the Gaussians projected exactly; each axis names its loadings of at least 0.3.") \
         if d > 2 else ""
     specs = [
-        ("data", "The data" + (", coloured by the true component." if z is not None else " (no labels are known).") + pairs,
-         lambda: plots.plot_data(x, z, column_names=columns, shown=shown)),
+        ("data", "The data" + (", coloured by the true component." if z is not None else " (no labels are known).") + pairs
+         + (filled + ", hollow" + (" in the panels of a pair with an imputed value; histograms of observed values only."
+                                   if d > 2 else ".") if filled else ""),
+         lambda: plots.plot_data(x, z, column_names=columns, shown=shown, imputed=imputed)),
         ("components", (("Every engine's components (aligned) against the truth (dashed black)"
                          if has_truth else f"Every engine's components, labels aligned to {against}")
                         + (": for each pair of columns the marginal Gaussians (the pair's means and 2×2 covariance "
@@ -54,8 +61,10 @@ def draw_figures(problem, run) -> list:
                            if d > 2 else ": 1σ and 2σ ellipses, × means.")),
          lambda: plots.plot_components(x, aligned, truth, column_names=columns, reference_label=reference_label,
                                        shown=shown)),
-        ("assignments", f"Points coloured by their assigned cluster, one panel per engine; labels aligned to {against}." + pca,
-         lambda: plots.plot_assignments(x, aligned, truth, column_names=columns, reference_label=reference_label)),
+        ("assignments", f"Points coloured by their assigned cluster, one panel per engine; labels aligned to {against}." + pca
+         + (filled + ", hollow." if filled else ""),
+         lambda: plots.plot_assignments(x, aligned, truth, column_names=columns, reference_label=reference_label,
+                                        imputed=imputed)),
         ("uncertainty", "Classification uncertainty of each row, 1 − max responsibility at each engine's point "
          f"estimate (mclust's uncertainty plot): larger and darker points are less sure of their cluster; components "
          f"as ellipses, labels aligned to {against}. Every row's label, max responsibility and uncertainty per engine "
@@ -92,6 +101,10 @@ def draw_figures(problem, run) -> list:
                                                       choice.icl_choice)))
     specs += _predictive_specs(idatas, columns, in_ppc)
     note = problem.data.caption_note()
+    if filled:  # the other figures of rows draw the completed rows too, unmarked
+        for i, (name, caption, draw) in enumerate(specs):
+            if name in ("components", "uncertainty", "em_snapshots"):
+                specs[i] = (name, caption + filled + ".", draw)
     specs = [(name, caption + (note if name in FROM_ROWS or name.startswith("ppc_") else ""), draw)
              for name, caption, draw in specs]
     figures = []

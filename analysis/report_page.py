@@ -17,6 +17,7 @@ import re
 from analysis.assignments import UNCERTAIN
 from analysis.budget import SKIPPED
 from analysis.html_page import fmt, render_html, scrolling, table_html
+from analysis.missing_report import missing_section
 
 __all__ = ["report_page", "FIGURE_HEADINGS"]
 
@@ -49,6 +50,9 @@ def report_page(metrics: dict, summaries: dict, compare_df, fig_html: dict, colu
     has_truth = metrics["problem"]["truth"] is not None
     column_names = metrics["problem"].get("columns") or column_names
     sections = [("Problem", _problem_section(metrics, column_names))]
+    missing = missing_section(metrics)
+    if missing:
+        sections.append(("Missing values", missing))
     if metrics.get("model_selection"):
         sections.append(("Choosing K", _model_selection_section(metrics["model_selection"], fig_html.get("model_selection"),
                                                                 metrics["problem"]["num_samples"])))
@@ -379,7 +383,8 @@ def _timings_section(t: dict) -> str:
     return (table_html(["engine", "fit seconds", "compile", "run"], rows)
             + f"<p>Whole report: {t['total_seconds']:.1f} s (before writing the HTML).</p>"
             "<p>Files: <code>metrics.json</code>, <code>manifest.json</code>, <code>assignments.csv</code> (each row's "
-            "aligned label, max responsibility and uncertainty per engine), one ArviZ InferenceData per engine "
+            "aligned label, max responsibility and uncertainty per engine), <code>imputed.csv</code> (data with missing "
+            "values: each engine's imputation of every missing cell with its 90% interval), one ArviZ InferenceData per engine "
             "(<code>&lt;engine&gt;.nc</code>, reload with <code>arviz.from_netcdf</code>; compressed, the pointwise "
             "log-likelihood in float32 and, for large N, of evenly thinned draws: what LOO needs), "
             "<code>figures/*.png</code>.</p>")

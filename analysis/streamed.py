@@ -159,7 +159,8 @@ def _blocks(data: StreamedData, block_rows: int = BLOCK_ROWS):
 
 
 def scan(data: StreamedData, seed: int, subsample_rows: int | None = None) -> StreamedData:
-    """One pass over the file: refuse non-finite rows (ReportError naming up to 5, as ``load_data``), and
+    """One pass over the file: refuse rows with inf (ReportError naming up to 5, as ``load_data``; NaN is a missing
+    value, marginalised by the engines), and
     keep the seeded random subsample of ``subsample_rows`` (default ``SUBSAMPLE_ROWS``; all rows when N is
     not larger): row indices ``sorted(numpy.random.default_rng([0x5B, seed]).choice(N, S, replace=False))``."""
     n, d = data.shape
@@ -172,7 +173,7 @@ def scan(data: StreamedData, seed: int, subsample_rows: int | None = None) -> St
     sub = np.empty((size, d))
     bad_count, bad_rows = 0, []
     for start, block in _blocks(data):
-        bad = ~np.isfinite(block).all(axis=1)
+        bad = np.isinf(block).any(axis=1)  # NaN marks a missing value (marginalised); inf is an error
         if bad.any():
             bad_count += int(bad.sum())
             bad_rows += [start + int(i) for i in np.flatnonzero(bad)[: 5 - len(bad_rows)]]
@@ -180,7 +181,8 @@ def scan(data: StreamedData, seed: int, subsample_rows: int | None = None) -> St
         sub[lo:hi] = block[index[lo:hi] - start]
     if bad_count:
         listed = ", ".join(map(str, bad_rows)) + (", ..." if bad_count > len(bad_rows) else "")
-        raise ReportError(f"{data.path.name}: {bad_count} row(s) with missing, NaN or inf values (row {listed})")
+        raise ReportError(f"{data.path.name}: {bad_count} row(s) with inf values (row {listed}); inf is not a missing "
+                          "value: write NaN for one")
     return dataclasses.replace(data, subsample=sub, subsample_index=index)
 
 
@@ -291,12 +293,23 @@ def score_pass(data: StreamedData, results: dict) -> dict:
         padded[m_rows:] = 0.0
         valid[:] = False
         valid[:m_rows] = True
+        holes = np.isnan(padded).any()
         for m in results:
-            ll, hard = scores(params[m], padded, valid)
+            ll, hard = _hole_scores(params[m], padded, valid) if holes else scores(params[m], padded, valid)
             acc = out[m]
             acc["log_likelihood"] += float(ll)
             acc["hard_counts"] += np.asarray(hard)
     return out
+
+
+def _hole_scores(params, xb, valid):
+    """:func:`score_pass`'s block scores of rows with NaN holes: the observed entries' density (``models.missing``)."""
+    from models.missing import observed_component_log_prob
+
+    joint = np.asarray(observed_component_log_prob(params, xb))
+    top = joint.max(axis=1, keepdims=True)
+    point = (top[:, 0] + np.log(np.exp(joint - top).sum(axis=1)))[valid]
+    return float(point.sum()), np.bincount(np.argmax(joint[valid], axis=1), minlength=joint.shape[1]).astype(float)
 
 
 def apply_scores(data: StreamedData, aligned: dict, cards: dict, scores: dict, k: int) -> None:

@@ -100,9 +100,9 @@ def csv_file(tmp_path):
 @pytest.mark.parametrize(
     "text, args, message",
     [
-        ("a,b\n1,2\n3\n", [], "row 3 has 1 fields"),
+        ("a,b\n1,2\n3\n", [], "d.csv:3: 1 field(s), the header (line 1) has 2"),
         ("a,b\n1,2\n3,x\n", [], "column 'b' is not numeric"),
-        ("a,b\n1,2\n3,nan\n4,\n", [], "2 row(s) with missing, NaN or inf"),
+        ("a,b\n1,2\n\n3,inf\n4,-inf\n", [], "d.csv: 2 row(s) with inf values (line 4, 5)"),
         ("a,b\n1,2\n3,4\n", ["--num-components", "3"], "exceeds the number of rows"),
         ("1,2\n3,4\n", [], "header"),
         ("", [], "empty"),

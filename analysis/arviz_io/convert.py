@@ -38,6 +38,7 @@ import numpy as np
 import xarray as xr
 
 from models.density import pointwise_log_likelihood
+from models.missing import observed_pointwise_log_likelihood
 from models.params import GMMParams, covariances, to_numpy
 
 from ._stack import ARVIZ_MAJOR, assemble, az, group, group_names
@@ -110,6 +111,11 @@ def _pointwise_blocks(flat: GMMParams, x: np.ndarray, max_elements: int = 25_000
     fn = _pointwise_fn()
     total = flat.weights.shape[0]
     k, d = flat.means.shape[-2:]
+    if np.isnan(x).any():  # holes: the observed entries' density (models.missing), its (block, N, K, D, D) lookups
+        import jax
+
+        fn = jax.vmap(lambda p, _: observed_pointwise_log_likelihood(p, x), in_axes=(0, None))
+        max_elements //= d
     block = max(1, max_elements // max(1, x.shape[0] * k * d))
     for i in range(0, total, block):
         yield i, np.asarray(fn(GMMParams(*(a[i : i + block] for a in flat)), x))

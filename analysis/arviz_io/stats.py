@@ -242,6 +242,7 @@ def ppc_densities(idata, group_name: str = "posterior_predictive", num_draws: in
     ``max_dims``) the ArviZ KDE (:func:`kde`) of the observed column, of each of the first ``num_draws`` replicated
     data sets stored in ``group_name`` ("posterior_predictive" or "prior_predictive"), and of all those replicates
     pooled; the observed column's range and the pooled replicates' 5% and 95% quantiles (a sensible axis range).
+    Data with holes: each column's observed cells only, and the same cells of every replicate.
     ``[{"dim", "observed": (grid, pdf), "replicated": [(grid, pdf), ...], "pooled": (grid, pdf),
     "observed_range": (min, max), "replicated_quantiles": (q5, q95)}]``."""
     observed = np.asarray(group(idata, "observed_data")["x"].values, np.float64)
@@ -250,10 +251,11 @@ def ppc_densities(idata, group_name: str = "posterior_predictive", num_draws: in
     dims = list(range(min(observed.shape[-1], int(max_dims)))) if dims is None else [int(j) for j in dims]
     out = []
     for j in dims:
-        pooled = replicated[:, :, j]
-        out.append({"dim": j, "observed": kde(observed[:, j]),
-                    "replicated": [kde(rep[:, j]) for rep in replicated],
+        seen = ~np.isnan(observed[:, j])  # data with holes: the observed cells, and the same cells of each replicate
+        pooled = replicated[:, seen, j]
+        out.append({"dim": j, "observed": kde(observed[seen, j]),
+                    "replicated": [kde(rep[seen, j]) for rep in replicated],
                     "pooled": kde(pooled),
-                    "observed_range": (float(observed[:, j].min()), float(observed[:, j].max())),
+                    "observed_range": (float(observed[seen, j].min()), float(observed[seen, j].max())),
                     "replicated_quantiles": tuple(float(q) for q in np.quantile(pooled, [0.05, 0.95]))})
     return out

@@ -29,7 +29,7 @@ from models.params import GMMParams, to_numpy
 from .pairs import plot_pairs
 from .style import (TRUTH_COLOR, Projection, column_names_or_default, component_color, density_1d, draw_gaussians,
                     engine_color, engine_label, figure_grid, hist_1d, informative_columns, label_grid_axes,
-                    set_limits)
+                    scatter_rows, set_limits, IMPUTED_LEGEND)
 
 __all__ = ["plot_data", "plot_components", "plot_assignments", "plot_em_snapshots"]
 
@@ -40,17 +40,19 @@ def _shown(num_features: int, shown, params=None) -> tuple[list, str]:
     return list(cols), (f"columns shown: {why}" if why else "")
 
 
-def plot_data(x, z=None, title: str | None = None, column_names=None, shown=None) -> Figure:
+def plot_data(x, z=None, title: str | None = None, column_names=None, shown=None, imputed=None) -> Figure:
     """The data (the seed's "Generated Data from GMM"), coloured by the true component when ``z`` is given.
-    D > 2: a scatterplot matrix of the columns ``shown`` = ``(indices, why)`` (default: all up to six)."""
+    D > 2: a scatterplot matrix of the columns ``shown`` = ``(indices, why)`` (default: all up to six).
+    ``imputed`` (N, D) bool: cells drawn at imputed values (``x`` holds the completed rows); their rows are hollow."""
     x = np.asarray(x)
     names = column_names_or_default(column_names, x.shape[1])
     title = title or ("Sampled data" if z is not None else "The data")
     if x.shape[1] > 2:
         cols, note = _shown(x.shape[1], shown)
-        return plot_pairs(x, cols, names, labels=z, label_name="true component", note=note,
+        return plot_pairs(x, cols, names, labels=z, label_name="true component", note=note, imputed=imputed,
                           title=f"{title} (N = {x.shape[0]}, D = {x.shape[1]})\nevery pair of columns; histograms on the diagonal")
     fig, (ax,) = figure_grid(1, (6.0, 5.0))
+    imputed = None if imputed is None else np.asarray(imputed).any(axis=1)
     if x.shape[1] == 1:
         if z is None:
             hist_1d(ax, x)
@@ -64,12 +66,14 @@ def plot_data(x, z=None, title: str | None = None, column_names=None, shown=None
         proj = Projection(x, names)
         pts = proj.points(x)
         if z is None:
-            ax.scatter(pts[:, 0], pts[:, 1], s=8, alpha=0.5, color="0.4", label="data")
+            scatter_rows(ax, pts, imputed, s=8, alpha=0.5, color="0.4", label="data")
         else:
             z = np.asarray(z)
             for k in np.unique(z):
-                ax.scatter(pts[z == k, 0], pts[z == k, 1], s=8, alpha=0.5, color=component_color(int(k)),
-                           label=f"true component {k}")
+                scatter_rows(ax, pts[z == k], None if imputed is None else imputed[z == k], s=8, alpha=0.5,
+                             color=component_color(int(k)), label=f"true component {k}")
+        if imputed is not None and np.any(imputed):
+            ax.scatter([], [], s=20, facecolors="none", edgecolors="0.3", label=IMPUTED_LEGEND)
         ax.set_xlabel(proj.xlabel)
         ax.set_ylabel(proj.ylabel)
         if proj.note:
@@ -136,10 +140,12 @@ def plot_components(x, results: dict, truth: GMMParams | None = None, title: str
 
 
 def plot_assignments(x, results: dict, truth: GMMParams | None = None, column_names=None,
-                     reference_label: str | None = None) -> Figure:
+                     reference_label: str | None = None, imputed=None) -> Figure:
     """One panel per engine: points coloured by their assigned (aligned) cluster, the engine's
-    components as ellipses in the same colours, the truth (when known) dashed black."""
+    components as ellipses in the same colours, the truth (when known) dashed black. ``imputed`` (N, D) bool:
+    cells drawn at imputed values (``x`` holds the completed rows); their rows are hollow."""
     x = np.asarray(x)
+    imputed = None if imputed is None else np.asarray(imputed).any(axis=1)
     names = list(results)
     columns = column_names_or_default(column_names, x.shape[1])
     fig, axes = figure_grid(max(1, len(names)))
@@ -168,7 +174,8 @@ def plot_assignments(x, results: dict, truth: GMMParams | None = None, column_na
             pts = proj.points(x)
             for k in range(r.num_components):
                 sel = labels == k
-                ax.scatter(pts[sel, 0], pts[sel, 1], s=7, alpha=0.45, color=component_color(k), zorder=1)
+                scatter_rows(ax, pts[sel], None if imputed is None else np.asarray(imputed)[sel], s=7, alpha=0.45,
+                             color=component_color(k), zorder=1)
             if truth is not None:
                 draw_gaussians(ax, proj, truth, color=TRUTH_COLOR, linestyle="--", lw=1.4, marker="+", zorder=4)
             draw_gaussians(ax, proj, r.params, component_colors=True, lw=2.0, zorder=3)
@@ -178,6 +185,8 @@ def plot_assignments(x, results: dict, truth: GMMParams | None = None, column_na
         sizes = np.bincount(labels, minlength=r.num_components)
         ax.set_title(f"{engine_label(name)}: assigned clusters\nsizes {', '.join(map(str, sizes))}", fontsize="medium")
     handles = [Line2D([], [], marker="o", ls="", color=component_color(k), label=f"component {k}") for k in range(k_max)]
+    if imputed is not None and np.any(imputed) and proj is not None:
+        handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="none", color="0.3", label=IMPUTED_LEGEND))
     if truth is not None:
         handles.append(Line2D([], [], color=TRUTH_COLOR, ls="--", marker="+", label="truth"))
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")

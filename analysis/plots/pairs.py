@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from models.params import GMMParams
 
 from .style import (TRUTH_COLOR, Projection, column_names_or_default, component_color, density_1d, draw_gaussians,
-                    engine_color, engine_label, marginal, set_limits)
+                    engine_color, engine_label, marginal, scatter_rows, set_limits, IMPUTED_LEGEND)
 
 __all__ = ["plot_pairs", "pairs_axes", "MAX_PAIR_POINTS"]
 
@@ -62,13 +62,14 @@ def pairs_axes(names: list, shown: list, panel_in: float | None = None) -> tuple
 
 def plot_pairs(x, shown: list, column_names=None, *, labels=None, label_name: str = "component",
                fits: dict | None = None, truth: GMMParams | None = None, title: str = "", note: str = "",
-               sigmas=(1.0, 2.0), legend_title: str = "") -> Figure:
+               sigmas=(1.0, 2.0), legend_title: str = "", imputed=None) -> Figure:
     """A scatterplot matrix of ``x`` (N, D) over the column indices ``shown``.
 
     ``labels`` (N,) colour the points (legend "<label_name> k"); ``fits`` = ``{engine: GMMParams}`` draws each
     engine's components in its colour (``sigmas`` ellipses and × means of the pair's marginal Gaussians) and
     its marginal mixture density on the diagonal; ``truth`` dashed black the same way. ``note`` goes under
-    the figure (e.g. which columns are shown and why)."""
+    the figure (e.g. which columns are shown and why). ``imputed`` (N, D) bool: cells drawn at imputed values; a
+    panel draws the rows with an imputed cell in its pair hollow, the diagonal histograms use observed values only."""
     x = np.asarray(x, np.float64)
     names = column_names_or_default(column_names, x.shape[1])
     fits = dict(fits or {})
@@ -93,18 +94,21 @@ def plot_pairs(x, shown: list, column_names=None, *, labels=None, label_name: st
         for j in range(i + 1):
             ax, a, b = axes[i, j], shown[j], shown[i]
             if i == j:
-                _diagonal(ax, x[:, a], labels, groups, [(marginal(p, [a]), c, ls) for _, p, c, ls, _ in drawn])
+                seen = slice(None) if imputed is None else ~np.asarray(imputed)[:, a]
+                _diagonal(ax, x[seen, a], None if labels is None else labels[seen], groups, [(marginal(p, [a]), c, ls) for _, p, c, ls, _ in drawn])
                 continue
             pts = x[:, [a, b]]
             sub = pts[rows]
             if dense:
                 ax.hist2d(pts[:, 0], pts[:, 1], bins=50, cmap="Greys", norm=LogNorm(), cmin=1, zorder=0)
-            elif groups is None:
-                ax.scatter(sub[:, 0], sub[:, 1], s=4, alpha=0.35, color="0.5", zorder=1)
             else:
-                for k in groups:
+                hollow = None if imputed is None else np.asarray(imputed)[rows][:, [a, b]].any(axis=1)
+                if groups is None:
+                    scatter_rows(ax, sub, hollow, s=4, alpha=0.35, color="0.5", zorder=1)
+                for k in groups or []:
                     sel = labels[rows] == k
-                    ax.scatter(sub[sel, 0], sub[sel, 1], s=4, alpha=0.5, color=component_color(k), zorder=1)
+                    scatter_rows(ax, sub[sel], None if hollow is None else hollow[sel], s=4, alpha=0.5,
+                                 color=component_color(k), zorder=1)
             proj = Projection(pts)
             for _, params, color, ls, marker in drawn:
                 draw_gaussians(ax, proj, marginal(params, [a, b]), color=color, linestyle=ls, lw=lw, marker=marker,
@@ -117,6 +121,8 @@ def plot_pairs(x, shown: list, column_names=None, *, labels=None, label_name: st
         handles.append(Line2D([], [], marker="o", ls="", color="0.5", alpha=0.5, label="data"))
     handles += [Line2D([], [], color=c, ls=ls, lw=1.5, marker=m, markersize=7, label=engine_label(name))
                 for name, _, c, ls, m in drawn]
+    if imputed is not None and np.any(imputed) and not dense:
+        handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="none", color="0.3", label=IMPUTED_LEGEND))
     if handles:  # in the empty upper triangle
         fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 0.93), fontsize="small",
                    title=legend_title or None, title_fontsize="small")

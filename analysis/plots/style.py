@@ -21,7 +21,8 @@ from models.params import GMMParams, covariances, to_numpy
 
 __all__ = ["ENGINE_COLORS", "ENGINE_LABELS", "COMPONENT_COLORS", "TRUTH_COLOR", "engine_color", "engine_label",
            "component_color", "Projection", "projection_for", "column_names_or_default", "draw_gaussians", "set_limits",
-           "density_1d", "hist_1d", "figure_grid", "label_grid_axes", "marginal", "informative_columns", "MAX_PAIR_COLUMNS"]
+           "density_1d", "hist_1d", "figure_grid", "label_grid_axes", "marginal", "informative_columns", "MAX_PAIR_COLUMNS",
+           "scatter_rows", "IMPUTED_LEGEND"]
 
 ENGINE_COLORS = {"em": "tab:green", "hard_em": "tab:orange", "map": "tab:blue", "svi": "tab:purple", "nuts": "tab:red"}
 TRUTH_COLOR = "black"
@@ -168,6 +169,22 @@ def draw_gaussians(ax, proj: Projection, params: GMMParams, color=None, linestyl
                           alpha=alpha, zorder=zorder)
         ax.scatter(*means[k], marker=marker, s=marker_size, color=c, linewidths=2.5 if marker_size >= 60 else 1.6,
                    zorder=zorder + 1)
+
+
+def scatter_rows(ax, pts, imputed=None, **kwargs):
+    """``ax.scatter`` of ``pts`` (N, 2); rows marked in ``imputed`` (N,) bool (a missing value drawn at its
+    imputation) as hollow points of the same colour and a larger size."""
+    if imputed is None or not np.any(imputed):
+        return ax.scatter(pts[:, 0], pts[:, 1], **kwargs)
+    imputed = np.asarray(imputed, bool)
+    ax.scatter(pts[~imputed, 0], pts[~imputed, 1], **kwargs)
+    hollow = {k: v for k, v in kwargs.items() if k not in ("color", "label")}
+    hollow.update(s=kwargs.get("s", 8) * 2.5, alpha=min(1.0, kwargs.get("alpha", 0.5) + 0.35), linewidths=0.9,
+                  facecolors="none", edgecolors=kwargs.get("color", "0.4"))
+    return ax.scatter(pts[imputed, 0], pts[imputed, 1], **hollow)
+
+
+IMPUTED_LEGEND = "hollow: a value imputed"
 
 
 def set_limits(ax, pts):
