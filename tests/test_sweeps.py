@@ -17,6 +17,9 @@ FAST = ("em", "hard_em")
 def _check_tables(axis, tables, out=None):
     for name, columns in sweeps.COLUMNS[axis].items():
         rows = tables[name]
+        if name == "model_selection" and tables["selection"]["model_selection"] is None:
+            assert rows == []  # quick: full covariances only, already the criteria table
+            continue
         assert rows, f"{axis}.{name} is empty"
         for row in rows:
             assert list(row) == columns
@@ -154,3 +157,24 @@ def test_components_on_a_csv_claims_no_true_k_and_names_its_columns(tmp_path):
     assert all(ax.get_aspect() == "auto" for ax in fits.axes)
     lo, hi = fits.axes[0].get_xlim()
     assert hi - lo < 3 * np.ptp(x[:, 0])  # the data's own range, not stretched to waiting's
+
+
+def test_components_searches_covariance_types_like_mclust(tmp_path):
+    """Issue 21: the components sweep searched full covariances only. Three axis-aligned clusters with very
+    different variances per column: EM's BIC over (K, type) picks K = 3 with diagonal covariances (fewer
+    parameters, same fit), and the search is written, drawn and stated."""
+    rng = np.random.default_rng(5)
+    centers = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    z = rng.integers(0, 3, 450)
+    x = centers[z] + rng.normal(size=(450, 2)) * np.array([[1.0, 0.3], [0.4, 1.2], [0.8, 0.8]])[z]
+    tables = sweeps.run_sweep("components", data=x, ks=[1, 2, 3, 4], methods=("em",), covariance_types=("full", "diag"),
+                              out_dir=tmp_path / "c")
+    search = tables["selection"]["model_selection"]
+    assert (search["k"], search["covariance_type"]) == (3, "diag")
+    assert {r["covariance_type"] for r in tables["model_selection"]} == {"full", "diag"}
+    assert len(tables["model_selection"]) == 8
+    assert (tmp_path / "c" / "figures" / "components_model_selection.png").exists()
+    assert "diag covariances: K = 3, diag" in (tmp_path / "c" / "sweep.html").read_text()
+    quick = sweeps.run_sweep("components", data=x, ks=[1, 2], quick=True)
+    assert quick["selection"]["model_selection"] is None and quick["model_selection"] == []
+    assert any("full covariances only" in n for n in quick["notes"])

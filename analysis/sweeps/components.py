@@ -14,6 +14,8 @@ import numpy as np
 
 import models
 from analysis import selection as sel
+from analysis.errors import ReportError
+from analysis.model_choice import SELECTION_TYPES, choose_model
 from analysis.sweeps.common import (engine_color, engine_label, fit_once, key, one_line, options_for, progress_of,
                                     resolve_methods, row)
 from models.params import GMMParams
@@ -26,6 +28,9 @@ COLUMNS = {
     "criteria": ["method", "k", "loglik", "num_parameters", "bic", "aic", "icl", "entropy", "loo", "loo_se",
                  "p_loo", "pareto_k_max", "waic", "waic_se", "p_waic", "seconds", "error"],
     "selected": ["criterion", "method", "selected_k", "rule"],
+    # EM's BIC / ICL over K and the four covariance types (analysis.model_choice, mclust's default search)
+    "model_selection": ["covariance_type", "k", "loglik", "num_parameters", "bic", "icl", "degenerate", "error",
+                        "seconds"],
 }
 SELECTION_SCHEMA = {
     "selected_k": "{bic, aic, icl, loo, waic}: the selected K (int) or null when the criterion was not computed",
@@ -36,6 +41,8 @@ SELECTION_SCHEMA = {
     "num_features": "D",
     "data_file": "path given to --data, or null",
     "conventions": "{criterion: definition and direction}",
+    "model_selection": "EM's lowest BIC over K and covariance types {k, covariance_type, icl_choice, "
+                       "covariance_types}, or null when only full covariances were searched (--quick)",
 }
 CONVENTIONS = {
     "bic": "sklearn GaussianMixture.bic: -2 log L + p log N, lower is better (mclust's BIC is its negative)",
@@ -49,6 +56,9 @@ INTRO = ("How do the algorithms change with different numbers of clusters? K = 1
 CAPTIONS = {
     "components_criteria": "Criteria vs K; the star marks the K each criterion selects, the dotted line the true K.",
     "components_fits": "What a too-small and a too-large K look like (1- and 2-sigma ellipses).",
+    "components_model_selection": "EM's BIC and ICL against K for each covariance type (full, diag, spherical, tied: "
+                                  "scikit-learn's; mclust searches its covariance models the same way); open markers "
+                                  "have a degenerate component and are not eligible; the chosen model is ringed.",
 }
 # a user's data (--data): no truth, no true K; the page and figures say so (``tables["intro"]`` / ``["captions"]``)
 DATA_INTRO = ("How many clusters do these data support? K = {ks} fitted to the data ({n} rows, columns {columns}). "
@@ -72,10 +82,13 @@ def components_truth() -> GMMParams:
 
 
 def sweep_components(seed=0, quick=False, repeats=None, methods=None, num_samples=None, engine_options=None,
-                     progress=None, notes=None, data=None, ks=None, column_names=None) -> dict:
+                     progress=None, notes=None, data=None, ks=None, column_names=None, covariance_types=None) -> dict:
     """Fit K = 1..8 (quick: 1..5) to data with a known true K (``components_truth``, K = 3) or to
     ``data`` (N, D; ``column_names`` its columns): BIC/AIC/ICL of the point engines, LOO/WAIC of NUTS/SVI,
     the selected K of each. On ``data`` the intro and captions claim no true K (``"intro"``, ``"captions"``).
+    When EM runs, its BIC / ICL are also searched over ``covariance_types`` (default: the four types; quick:
+    full only, which the per-K table already is) by :func:`analysis.model_choice.choose_model`
+    (``"model_selection"`` table, ``selection["model_selection"]``).
 
     The returned dict also holds ``"selection"`` (the selection.json object) and, under the private
     key ``"_fits"``, the FitResults and data used by the figures (not written to files).
@@ -119,6 +132,8 @@ def sweep_components(seed=0, quick=False, repeats=None, methods=None, num_sample
                 fits[(method, k)] = result
             rows.append(row(cols, vals))
     chosen, criterion_method, selected_rows = _select(rows, methods)
+    model_rows, model_json = _search_covariance_types(x, seed, ks, methods, quick, covariance_types, engine_options,
+                                                      progress, notes)
     selection_json = {
         "selected_k": chosen,
         "criterion_method": criterion_method,
@@ -128,13 +143,14 @@ def sweep_components(seed=0, quick=False, repeats=None, methods=None, num_sample
         "num_features": int(x.shape[1]),
         "data_file": None,
         "conventions": dict(CONVENTIONS),
+        "model_selection": model_json,
     }
     if not any(m in methods for m in ("nuts", "svi")):
         notes.append("LOO and WAIC need posterior draws: run with --methods including nuts or svi.")
     names = None
     if column_names is not None and len(column_names) == x.shape[1]:
         names = [str(c) for c in column_names]
-    out = {"criteria": rows, "selected": selected_rows, "selection": selection_json,
+    out = {"criteria": rows, "selected": selected_rows, "selection": selection_json, "model_selection": model_rows,
            "_fits": {"fits": fits, "x": x, "z": z, "truth": truth, "columns": names}}
     if data is not None:
         shown = names or [f"x{j}" for j in range(x.shape[1])]
@@ -142,6 +158,32 @@ def sweep_components(seed=0, quick=False, repeats=None, methods=None, num_sample
         pca = "; D > 2: the plane of the first two principal components of the standardised columns" if x.shape[1] > 2 else ""
         out["captions"] = {name: text.format(pca=pca) for name, text in DATA_CAPTIONS.items()}
     return out
+
+
+def _search_covariance_types(x, seed, ks, methods, quick, covariance_types, engine_options, progress, notes):
+    """EM's BIC over K <= max(ks) and covariance types: ``(table rows, selection.json entry or None)``."""
+    if "em" not in methods:
+        return [], None
+    types = tuple(covariance_types) if covariance_types else (("full",) if quick else SELECTION_TYPES)
+    unknown = [t for t in types if t not in SELECTION_TYPES]
+    if unknown:
+        raise ValueError(f"covariance_types must be among {', '.join(SELECTION_TYPES)}, got {', '.join(unknown)}")
+    if types == ("full",):
+        notes.append("EM's BIC was searched over full covariances only (--quick); without --quick the sweep searches "
+                     "full, diag, spherical and tied covariances for every K, as mclust does.")
+        return [], None
+    em_options = {k: v for k, v in ((engine_options or {}).get("em") or {}).items() if k not in ("covariance_type", "progress")}
+    try:
+        choice = choose_model(x, seed, progress, max(ks), types, **em_options)
+    except ReportError as exc:
+        notes.append(f"searching covariance types: {exc}")
+        return [], None
+    table = [{name: r.get(name) for name in COLUMNS["model_selection"]} for r in choice.table]
+    entry = {"k": choice.k, "covariance_type": choice.covariance_type, "icl_choice": choice.icl_choice,
+             "covariance_types": list(types)}
+    notes.append(f"EM's lowest BIC over K = 1..{max(ks)} and {', '.join(types)} covariances: K = {choice.k}, "
+                 f"{choice.covariance_type} (table model_selection; fits with a degenerate component not eligible).")
+    return table, entry
 
 
 def _ks_text(ks) -> str:
@@ -182,6 +224,13 @@ def plot_components(tables: dict) -> dict:
     """``{name: Figure}``: the criteria vs K (stars at the selected K) and, when the fits are at
     hand, the data with a too-small, the selected (or true) and a too-large K."""
     figs = {"components_criteria": _plot_criteria(tables)}
+    search = tables["selection"].get("model_selection")
+    if search and tables.get("model_selection"):
+        from analysis.plots.selection import plot_model_selection
+
+        figs["components_model_selection"] = plot_model_selection(
+            tables["model_selection"], {"k": search["k"], "covariance_type": search["covariance_type"]},
+            search["icl_choice"])
     priv = tables.get("_fits")
     if priv and priv["fits"]:
         figs["components_fits"] = _plot_fits(tables, priv["fits"], priv["x"], priv["truth"])

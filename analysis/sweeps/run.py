@@ -44,7 +44,7 @@ def methods_for(axis: str, methods, quick: bool) -> list[str]:
 
 def run_sweep(axis: str, seed: int = 0, out_dir=None, quick: bool = False, repeats: int | None = None, methods=None,
               num_samples=None, engine_options: dict | None = None, progress=None, data=None, ks=None,
-              force: bool = False, key=None, column_names=None) -> dict:
+              force: bool = False, key=None, column_names=None, covariance_types=None) -> dict:
     """Run one sweep and return its tables: ``{table name: list of row dicts}`` (columns ``COLUMNS[axis]``).
 
     Parameters
@@ -61,6 +61,8 @@ def run_sweep(axis: str, seed: int = 0, out_dir=None, quick: bool = False, repea
     progress : True (stderr), a callable taking a message, or None (silent).
     data, ks, column_names : components axis only: a user's (N, D) data (no truth), the K to try, the data's
         column names (the figures' axes).
+    covariance_types : components axis only: the covariance types EM's BIC is searched over (default: all four;
+        quick: full only).
 
     The result also has ``"notes"`` (list of strings: what was skipped or reduced, and why), the
     components axis ``"selection"`` (selection.json) and ``"_fits"`` (private, for the figures).
@@ -69,14 +71,15 @@ def run_sweep(axis: str, seed: int = 0, out_dir=None, quick: bool = False, repea
         raise ValueError(f"unknown sweep axis {axis!r}; choose from {', '.join(AXES)}")
     if key is not None:
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    if (data is not None or ks is not None or column_names is not None) and axis != "components":
+    if (data is not None or ks is not None or column_names is not None or covariance_types is not None) \
+            and axis != "components":
         raise ValueError("data and ks apply to the components axis only")
     start = time.perf_counter()
     notes: list = []
     kwargs = dict(seed=seed, quick=quick, repeats=repeats, methods=methods, num_samples=num_samples,
                   engine_options=engine_options, progress=progress, notes=notes)
     if axis == "components":
-        kwargs.update(data=data, ks=ks, column_names=column_names)
+        kwargs.update(data=data, ks=ks, column_names=column_names, covariance_types=covariance_types)
     tables = _AXES[axis][1](**kwargs)
     tables["notes"] = notes
     settings = dict(axis=axis, seed=int(seed), quick=bool(quick), repeats=repeats,
@@ -132,4 +135,7 @@ def _selection_section(sj: dict) -> str:
     """HTML of the selected K per criterion, and the criteria's conventions."""
     conv = "".join(f"<li><b>{k.upper()}</b>: {v}</li>" for k, v in components.CONVENTIONS.items())
     chosen = ", ".join(f"{k.upper()} → K = {v} ({sj['criterion_method'][k]})" for k, v in sj["selected_k"].items() if v is not None)
-    return f"<p>{chosen}" + (f"; true K = {sj['true_k']}" if sj["true_k"] else "") + f"</p><ul>{conv}</ul>"
+    search = sj.get("model_selection")
+    types = (f"<p>EM's BIC over K and {', '.join(search['covariance_types'])} covariances: K = {search['k']}, "
+             f"{search['covariance_type']} covariances.</p>") if search else ""
+    return f"<p>{chosen}" + (f"; true K = {sj['true_k']}" if sj["true_k"] else "") + f"</p>{types}<ul>{conv}</ul>"
