@@ -3,6 +3,11 @@ initial points, ahead-of-time compilation with a cache, and posterior summaries.
 
 Every engine here runs :func:`models.gmm_model` itself (never a copy), with ``z`` enumerated out
 by funsor (``first_available_dim=-2``: the only plate that holds ``z`` is ``data`` at dim -1).
+
+Missing values: the model's arguments are ``(x, sample_weight, missing)``; ``missing`` is None for
+complete data (the programs are then exactly those of before) or a :class:`Missing` of the patterns
+(:func:`missing_of`), found on the host. Everything computed from x inside a program goes through
+:func:`data_component_log_prob` (the observed-data density when ``missing`` is given).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +28,8 @@ from jax import lax
 from numpyro.distributions.transforms import biject_to
 
 import models  # noqa: F401  (x64 on before arrays are built)
-from models.density import component_log_prob, log_likelihood, pointwise_log_likelihood
+from models.density import component_log_prob, log_likelihood, pointwise_log_likelihood, responsibilities
+from models.missing import masked_component_log_prob, missing_patterns
 from models.gmm import GLOBAL_SITES, gmm_model, params_from_sites, sites_from_params
 from models.params import GMMParams
 
@@ -37,13 +44,52 @@ PRIOR_KEYS = ("concentration", "mean_loc", "mean_scale", "scale_loc", "scale_log
 # --------------------------------------------------------------------------- the model
 
 
+class Missing(NamedTuple):
+    """Where the holes are, as the model's ``missing`` argument: observed (P, D) bool, pattern (N,) int32."""
+
+    observed: jnp.ndarray
+    pattern: jnp.ndarray
+
+
+def missing_of(x) -> Missing | None:
+    """The :class:`Missing` of host data ``x`` (N, D) with NaN, or None when it has none."""
+    if not np.isnan(x).any():
+        return None
+    found = missing_patterns(x)
+    return Missing(jnp.asarray(found.observed), jnp.asarray(found.index))
+
+
+def mean_completed(x: np.ndarray) -> np.ndarray:
+    """``x`` with each NaN replaced by its column's mean (0 for a column with none observed): the NaN-free
+    rows the initialisers start from (they never read NaN)."""
+    if not np.isnan(x).any():
+        return x
+    counts = np.sum(~np.isnan(x), axis=0)
+    means = np.where(counts > 0, np.nansum(x, axis=0) / np.maximum(counts, 1), 0.0)
+    return np.where(np.isnan(x), means.astype(x.dtype), x)
+
+
+def data_component_log_prob(params: GMMParams, x, missing: Missing | None = None) -> jnp.ndarray:
+    """Jit-able ``log w_k + log p(x_n | theta_k)`` (N, K): of each row's observed entries when ``missing``."""
+    if missing is None:
+        return component_log_prob(params, x)
+    return masked_component_log_prob(params, x, missing.pattern, missing.observed)
+
+
+def data_responsibilities(params: GMMParams, x, missing: Missing | None = None) -> jnp.ndarray:
+    """Jit-able ``p(z_n = k | x_n)`` (N, K), observed entries only when ``missing``."""
+    if missing is None:
+        return responsibilities(params, x)
+    return jax.nn.softmax(data_component_log_prob(params, x, missing), axis=-1)
+
+
 def model_data(x) -> np.ndarray:
-    """Validated data for the NumPyro engines, as float64.
+    """Validated data for the NumPyro engines, as float64 (NaN marks a missing entry).
 
     float32 input is accepted and upcast: with x64 on, NumPyro's LKJCholesky transform mixes float64
     constants into a float32 model and fails, so these engines always compute (and return) float64.
     """
-    return check_data(x).astype(np.float64, copy=False)
+    return check_data(x, allow_missing=True).astype(np.float64, copy=False)
 
 
 def prior_items(prior: dict | None) -> tuple:
@@ -68,11 +114,11 @@ def prior_items(prior: dict | None) -> tuple:
 
 @functools.lru_cache(maxsize=None)
 def make_model(num_components: int, prior: tuple = ()):
-    """``model(x, sample_weight=None)``: :func:`models.gmm_model` with K and the prior bound."""
+    """``model(x, sample_weight=None, missing=None)``: :func:`models.gmm_model` with K and the prior bound."""
     kwargs = {name: (jnp.asarray(value) if isinstance(value, tuple) else value) for name, value in prior}
 
-    def model(x, sample_weight=None):
-        return gmm_model(x, num_components=num_components, sample_weight=sample_weight, **kwargs)
+    def model(x, sample_weight=None, missing=None):
+        return gmm_model(x, num_components=num_components, sample_weight=sample_weight, missing=missing, **kwargs)
 
     return model
 
@@ -90,13 +136,14 @@ def enumerated_log_joint(params: GMMParams, x, sample_weight=None, **prior) -> j
     Parameters
     ----------
     params : GMMParams, weights (K,), means (K, D), scale_tril (K, D, D).
-    x : (N, D) data.
+    x : (N, D) data, NaN where missing (the observed-data likelihood, ``models.missing``).
     sample_weight : (N,) row weights or None.
     """
+    missing = missing_of(np.asarray(x))
     x = jnp.asarray(x)
     params = GMMParams(*(jnp.asarray(a, x.dtype) for a in params))
     model = make_model(params.means.shape[-2], prior_items(prior))
-    log_joint, _ = enumerated_log_density(enumerated(model), (x, sample_weight), {}, sites_from_params(params))
+    log_joint, _ = enumerated_log_density(enumerated(model), (x, sample_weight, missing), {}, sites_from_params(params))
     return log_joint
 
 
@@ -111,18 +158,22 @@ def elbo_for(sample_weight, num_particles: int = 1):
     return Trace_ELBO(num_particles=num_particles)
 
 
-def weighted_log_likelihood(params: GMMParams, x, sample_weight=None) -> jnp.ndarray:
-    """``sum_n w_n log p(x_n | params)``; ``models.log_likelihood`` when ``sample_weight`` is None."""
+def weighted_log_likelihood(params: GMMParams, x, sample_weight=None, missing: Missing | None = None) -> jnp.ndarray:
+    """``sum_n w_n log p(x_n | params)``; ``models.log_likelihood`` when ``sample_weight`` is None (of the
+    observed entries when ``missing``: jit-able, the patterns come with it)."""
+    if missing is not None:
+        pointwise = jax.scipy.special.logsumexp(data_component_log_prob(params, x, missing), axis=-1)
+        return jnp.sum(pointwise if sample_weight is None else sample_weight * pointwise)
     if sample_weight is None:
         return log_likelihood(params, x)
     return jnp.sum(sample_weight * pointwise_log_likelihood(params, x))
 
 
-def bayes_assignments(key, params: GMMParams, x, temperature: int) -> jnp.ndarray:
+def bayes_assignments(key, params: GMMParams, x, temperature: int, missing: Missing | None = None) -> jnp.ndarray:
     """``z`` (N,) from ``p(z_n | x_n, params)`` by Bayes' rule: the argmax (``temperature=0``) or a draw
     (``temperature=1``); what ``infer_discrete`` gives on the unweighted model, for the weighted one
     (which has no ``z`` site, ``models.gmm``)."""
-    joint = component_log_prob(params, x)
+    joint = data_component_log_prob(params, x, missing)
     if temperature == 0:
         return jnp.argmax(joint, axis=-1)
     return jax.random.categorical(key, joint, axis=-1)
@@ -169,7 +220,7 @@ def model_sites(params: GMMParams, dtype) -> dict:
     return {name: jnp.asarray(value, dtype) for name, value in sites_from_params(params).items()}
 
 
-def discrete_assignments(key, model, sites: dict, x, temperature: int) -> jnp.ndarray:
+def discrete_assignments(key, model, sites: dict, x, temperature: int, missing: Missing | None = None) -> jnp.ndarray:
     """``z`` (N,) from ``infer_discrete`` with the global sites fixed at ``sites``.
 
     ``temperature=0`` gives the MAP assignment, ``temperature=1`` a posterior draw.
@@ -178,7 +229,8 @@ def discrete_assignments(key, model, sites: dict, x, temperature: int) -> jnp.nd
     sampler = infer_discrete(
         config_enumerate(conditioned), first_available_dim=FIRST_ENUM_DIM, temperature=temperature, rng_key=key
     )
-    return handlers.trace(sampler).get_trace(x)["z"]["value"]
+    args = (x,) if missing is None else (x, None, missing)
+    return handlers.trace(sampler).get_trace(*args)["z"]["value"]
 
 
 # --------------------------------------------------------------------------- training loop
@@ -213,12 +265,12 @@ class ChunkProgress:
 
 
 def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, chunk_converged, min_checks: int = 1,
-                    report_progress: bool = False, sample_weight=None, track=None, initial_summary=None):
+                    report_progress: bool = False, sample_weight=None, track=None, initial_summary=None, missing=None):
     """Drive ``svi.update`` in ``lax.scan`` chunks of ``check_every`` steps inside ``lax.while_loop``.
 
     After each chunk ``chunk_converged(previous_summary, chunk_losses) -> (summary, converged)`` decides
     whether to stop (never before ``min_checks`` chunks, never after ``num_checks``), and the models/
-    (weighted) log-likelihood of the guide's median is recorded. Jit-able (the whole loop is one program).
+    (weighted, observed-data when ``missing``) log-likelihood of the guide's median is recorded. Jit-able (the whole loop is one program).
     With ``report_progress`` every chunk advances :class:`ChunkProgress` (a host callback).
 
     ``track(params) -> pytree`` (optional, e.g. the guide's locations and log scales): its mean over the
@@ -230,19 +282,20 @@ def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, 
     -------
     (state, chunks_run, last_summary, converged, losses (num_checks, check_every), log_liks (num_checks,))
     """
+    margs = () if missing is None else (missing,)  # no missing: the very same calls as before
     losses = jnp.zeros((num_checks, check_every), x.dtype)
     log_liks = jnp.zeros((num_checks,), x.dtype)
 
     def tracked_step(carry, _):
         state, total = carry
-        state, loss = svi.update(state, x, sample_weight)
+        state, loss = svi.update(state, x, sample_weight, *margs)
         total = jax.tree.map(jnp.add, total, track(svi.get_params(state)))
         return (state, total), loss
 
     def run_chunk(carry):
         state, chunk, previous, _, losses, log_liks = carry
         if track is None:
-            state, chunk_losses = lax.scan(lambda s, _: svi.update(s, x, sample_weight), state, None, length=check_every)
+            state, chunk_losses = lax.scan(lambda s, _: svi.update(s, x, sample_weight, *margs), state, None, length=check_every)
             summary, converged = chunk_converged(previous, chunk_losses)
         else:
             zeros = jax.tree.map(jnp.zeros_like, track(svi.get_params(state)))
@@ -251,7 +304,7 @@ def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, 
         if report_progress:
             jax.debug.callback(ChunkProgress.advance, check_every)
         point = params_from_sites(guide.median(svi.get_params(state)))
-        return (state, chunk + 1, summary, converged, losses.at[chunk].set(chunk_losses), log_liks.at[chunk].set(weighted_log_likelihood(point, x, sample_weight)))
+        return (state, chunk + 1, summary, converged, losses.at[chunk].set(chunk_losses), log_liks.at[chunk].set(weighted_log_likelihood(point, x, sample_weight, missing)))
 
     keep_going = lambda carry: (carry[1] < num_checks) & ((carry[1] < min_checks) | ~carry[3])
     first = jnp.asarray(jnp.inf, x.dtype) if initial_summary is None else initial_summary
@@ -263,7 +316,8 @@ def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, 
 
 
 def initial_params(key, x, num_components: int, init, n_init: int, sample_weight=None) -> tuple[GMMParams, float]:
-    """Stacked starting points, GMMParams with a leading (n_init,) dim, dtype of ``x``.
+    """Stacked starting points, GMMParams with a leading (n_init,) dim, dtype of ``x``; data with NaN
+    holes are initialised from their column-mean-completed rows (:func:`mean_completed`).
 
     ``init`` is a method name understood by ``inference.init.initialize`` (the initialisers EM
     uses, weighted by ``sample_weight``; vmapped over restarts and compiled once per shape) or a
@@ -276,6 +330,7 @@ def initial_params(key, x, num_components: int, init, n_init: int, sample_weight
     if isinstance(init, GMMParams):
         return stack_given_init(init, x, num_components, n_init), 0.0
     check_choice("init", init, INIT_METHODS)
+    x = mean_completed(np.asarray(x))
     keys = jax.random.split(key, n_init)
     starts, compile_seconds, _ = compiled_call(_build_initializer, (num_components, init), keys, x, sample_weight)
     return starts, compile_seconds

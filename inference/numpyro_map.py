@@ -14,7 +14,6 @@ from numpyro.infer import SVI
 from numpyro.infer.autoguide import AutoDelta
 from numpyro.infer.initialization import init_to_value
 
-from models.density import responsibilities
 from models.gmm import params_from_sites
 from models.params import GMMParams
 
@@ -23,11 +22,13 @@ from ._numpyro_common import (
     check_int_option,
     bayes_assignments,
     compiled_call,
+    data_responsibilities,
     discrete_assignments,
     elbo_for,
     initial_params,
     key_array,
     make_model,
+    missing_of,
     model_data,
     model_sites,
     prior_items,
@@ -58,15 +59,17 @@ def adam_with_decay(learning_rate: float, final_learning_rate: float, num_steps:
 
 
 def _build_map_runner(num_components, prior, num_steps, learning_rate, final_learning_rate, tol, check_every):
-    """Compiled-once function ``(keys (R,), starts (R, ...), assign_key, x, sample_weight) -> dict`` of the
-    best restart (``sample_weight`` None or (N,): the weighted model, ``models.gmm``)."""
+    """Compiled-once function ``(keys (R,), starts (R, ...), assign_key, x, sample_weight, missing) -> dict`` of
+    the best restart (``sample_weight`` None or (N,): the weighted model, ``models.gmm``; ``missing`` None or the
+    holes' patterns, ``inference._numpyro_common.Missing``)."""
     model = make_model(num_components, prior)
     num_checks = -(-num_steps // check_every)
 
-    def optimise(key, start_sites, x, sample_weight):
+    def optimise(key, start_sites, x, sample_weight, missing):
+        margs = () if missing is None else (missing,)
         guide = AutoDelta(handlers.block(model, hide=["z"]), init_loc_fn=init_to_value(values=start_sites))
         svi = SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), elbo_for(sample_weight))
-        state = svi.init(key, x, sample_weight)
+        state = svi.init(key, x, sample_weight, *margs)
 
         def chunk_converged(previous, chunk_losses):
             loss = chunk_losses[-1]
@@ -74,13 +77,14 @@ def _build_map_runner(num_components, prior, num_steps, learning_rate, final_lea
 
         state, chunks, loss, converged, losses, log_liks = train_in_chunks(
             svi, guide, state, x, num_checks=num_checks, check_every=check_every, chunk_converged=chunk_converged,
-            sample_weight=sample_weight,
+            sample_weight=sample_weight, missing=missing,
         )
         sites = guide.median(svi.get_params(state))
         return sites, loss, converged, chunks, losses, log_liks
 
-    def run(keys, starts, assign_key, x, sample_weight):
-        sites, loss, converged, chunks, losses, log_liks = jax.vmap(optimise, in_axes=(0, 0, None, None))(keys, starts, x, sample_weight)
+    def run(keys, starts, assign_key, x, sample_weight, missing):
+        sites, loss, converged, chunks, losses, log_liks = jax.vmap(optimise, in_axes=(0, 0, None, None, None))(
+            keys, starts, x, sample_weight, missing)
         best = jnp.argmin(jnp.where(jnp.isfinite(loss), loss, jnp.inf))
         pick = lambda a: a[best]
         best_sites = jax.tree.map(pick, sites)
@@ -93,9 +97,9 @@ def _build_map_runner(num_components, prior, num_steps, learning_rate, final_lea
             chunks=chunks[best],
             losses=losses[best],
             log_liks=log_liks[best],
-            responsibilities=responsibilities(params, x),
-            assignments=(discrete_assignments(assign_key, model, best_sites, x, temperature=0) if sample_weight is None
-                         else bayes_assignments(assign_key, params, x, temperature=0)),
+            responsibilities=data_responsibilities(params, x, missing),
+            assignments=(discrete_assignments(assign_key, model, best_sites, x, temperature=0, missing=missing)
+                         if sample_weight is None else bayes_assignments(assign_key, params, x, temperature=0, missing=missing)),
         )
 
     return run
@@ -126,7 +130,7 @@ def map_point(key, x: np.ndarray, num_components: int, **options):
     static = (num_components, prior, num_steps, learning_rate, final_learning_rate, tol, check_every)
     out, compile_seconds, run_seconds = compiled_call(
         _build_map_runner, static, jax.random.split(run_key, n_init), start_sites, assign_key, jnp.asarray(x),
-        None if weights is None else jnp.asarray(weights, x.dtype),
+        None if weights is None else jnp.asarray(weights, x.dtype), missing_of(x),
     )
     used = dict(opts, n_init=n_init, num_steps=num_steps, check_every=check_every, prior=dict(prior))
     del used["sample_weight"]
@@ -161,7 +165,7 @@ def fit_map(key, x, num_components: int, **options) -> FitResult:
     Parameters
     ----------
     key : PRNG key (restarts' initial points).
-    x : (N, D) float32/float64 data.
+    x : (N, D) float32/float64 data; NaN marks a missing entry (marginalised out, ``models.gmm``).
     num_components : K.
     init : "kmeans++" (default) | "random_from_data" | "kmeans" (``inference.init``, as EM) | a GMMParams.
     n_init : restarts, vmapped; the lowest final loss is kept (default 4).

@@ -31,7 +31,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import potential_energy
 
 from models.alignment import mean_of_draws, relabel_draws
-from models.density import component_log_prob, responsibilities
+from models.density import responsibilities
 from models.gmm import params_from_sites
 from models.params import GMMParams
 
@@ -40,10 +40,12 @@ from ._numpyro_common import (
     check_float_option,
     check_int_option,
     compiled_call,
+    data_component_log_prob,
     discrete_assignments,
     enumerated,
     key_array,
     make_model,
+    missing_of,
     model_sites,
     params_from_site_draws,
     prior_items,
@@ -97,7 +99,7 @@ def resolve_chain_method(chain_method: str, num_chains: int) -> str:
 def _nuts_kernel(num_components, prior):
     model = enumerated(make_model(num_components, prior))
     # a weighted model has no z to enumerate (models.gmm): its plain log density honours per-row scales
-    potential_fn_gen = lambda x, w: (lambda unconstrained: potential_energy(model, (x, w), {}, unconstrained, enum=w is None))
+    potential_fn_gen = lambda x, w, m: (lambda unconstrained: potential_energy(model, (x, w, m), {}, unconstrained, enum=w is None))
     return hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
 
 
@@ -106,31 +108,33 @@ def _kernel_settings(num_warmup, target_accept_prob, max_tree_depth, dense_mass)
 
 
 def _build_chain_init(num_components, prior, settings, vectorized):
-    """``(key, start_unconstrained, x, sample_weight) -> HMCState`` (vmapped over chains when ``vectorized``)."""
+    """``(key, start_unconstrained, x, sample_weight, missing) -> HMCState`` (vmapped over chains when
+    ``vectorized``; ``missing`` None or the holes' patterns, ``inference._numpyro_common.Missing``)."""
     settings = dict(settings)
 
-    def init_chain(key, start, x, w):
+    def init_chain(key, start, x, w, m):
         init_kernel, _ = _nuts_kernel(num_components, prior)
-        return init_kernel(start, model_args=(x, w), rng_key=key, **settings)
+        return init_kernel(start, model_args=(x, w, m), rng_key=key, **settings)
 
-    return jax.vmap(init_chain, in_axes=(0, 0, None, None)) if vectorized else init_chain
+    return jax.vmap(init_chain, in_axes=(0, 0, None, None, None)) if vectorized else init_chain
 
 
 def _build_chain_segment(num_components, num_features, prior, settings, length, vectorized):
-    """``(state, x, sample_weight) -> (state, draws)``: ``length`` NUTS transitions, collecting constrained
+    """``(state, x, sample_weight, missing) -> (state, draws)``: ``length`` NUTS transitions, collecting constrained
     sites, potential and Hamiltonian energy, step size, divergences, tree sizes, acceptance and the
     (weighted) log-likelihood."""
     settings = dict(settings)
     supports = site_supports(num_components, num_features, prior)
 
-    def segment(state, x, w):
+    def segment(state, x, w, m):
         init_kernel, sample_kernel = _nuts_kernel(num_components, prior)
         # hmc() keeps the adaptation schedule and tree depth in closure variables set by
         # init_kernel; an abstract evaluation sets them without running anything.
-        jax.eval_shape(lambda s, data, wd: init_kernel(s.z, model_args=(data, wd), rng_key=s.rng_key, **settings), state, x, w)
+        jax.eval_shape(lambda s, data, wd, md: init_kernel(s.z, model_args=(data, wd, md), rng_key=s.rng_key, **settings),
+                       state, x, w, m)
 
         def step(state, _):
-            state = sample_kernel(state, model_args=(x, w))
+            state = sample_kernel(state, model_args=(x, w, m))
             sites = to_constrained(state.z, supports)
             record = dict(
                 sites=sites,
@@ -140,26 +144,27 @@ def _build_chain_segment(num_components, num_features, prior, settings, length, 
                 diverging=state.diverging,
                 num_steps=state.num_steps,
                 accept_prob=state.accept_prob,
-                log_likelihood=weighted_log_likelihood(params_from_sites(sites), x, w),
+                log_likelihood=weighted_log_likelihood(params_from_sites(sites), x, w, m),
             )
             return state, record
 
         return lax.scan(step, state, None, length=length)
 
-    return jax.vmap(segment, in_axes=(0, None, None)) if vectorized else segment
+    return jax.vmap(segment, in_axes=(0, None, None, None)) if vectorized else segment
 
 
 def _build_assignment_draws(num_components, prior):
-    """``(keys (M,), sites (M, ...), x) -> z (M, N)``: infer_discrete at temperature 1 per draw."""
+    """``(keys (M,), sites (M, ...), x, missing) -> z (M, N)``: infer_discrete at temperature 1 per draw."""
     model = make_model(num_components, prior)
-    return lambda keys, sites, x: jax.vmap(lambda k, s: discrete_assignments(k, model, s, x, temperature=1), in_axes=(0, 0))(keys, sites)
+    draw = lambda k, s, x, m: discrete_assignments(k, model, s, x, temperature=1, missing=m)
+    return lambda keys, sites, x, m: jax.vmap(draw, in_axes=(0, 0, None, None))(keys, sites, x, m)
 
 
 def _build_bayes_draws():
-    """``(keys (M,), sites (M, ...), x) -> z (M, N)``: one draw of z from p(z | x, theta_m) per parameter draw
-    (the weighted model has no z site; the same distribution as ``infer_discrete`` at temperature 1)."""
-    draw = lambda k, s, x: jax.random.categorical(k, component_log_prob(params_from_sites(s), x), axis=-1)
-    return lambda keys, sites, x: jax.vmap(draw, in_axes=(0, 0, None))(keys, sites, x)
+    """``(keys (M,), sites (M, ...), x, missing) -> z (M, N)``: one draw of z from p(z | x, theta_m) per parameter
+    draw (the weighted model has no z site; the same distribution as ``infer_discrete`` at temperature 1)."""
+    draw = lambda k, s, x, m: jax.random.categorical(k, data_component_log_prob(params_from_sites(s), x, m), axis=-1)
+    return lambda keys, sites, x, m: jax.vmap(draw, in_axes=(0, 0, None, None))(keys, sites, x, m)
 
 
 def _run_chains(keys, starts, data, chain_method, init_static, segment_static, num_segments, progress):
@@ -192,8 +197,8 @@ def _run_chains(keys, starts, data, chain_method, init_static, segment_static, n
         records = run_segments(state, keys.shape[0])
     elif chain_method == "parallel":
         start = time.perf_counter()
-        init = jax.pmap(_build_chain_init(*init_static, False), in_axes=(0, 0, None, None))
-        segment = jax.pmap(_build_chain_segment(*segment_static, False), in_axes=(0, None, None))
+        init = jax.pmap(_build_chain_init(*init_static, False), in_axes=(0, 0, None, None, None))
+        segment = jax.pmap(_build_chain_segment(*segment_static, False), in_axes=(0, None, None, None))
         state = init(keys, starts, *data)
         records = []
         for _ in range(num_segments):
@@ -285,7 +290,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     Parameters
     ----------
     key : PRNG key.
-    x : (N, D) float32/float64 data.
+    x : (N, D) float32/float64 data; NaN marks a missing entry (marginalised out, ``models.gmm``).
     num_components : K.
     init : "map" (default; chains start at the MAP point, ALL global sites) or a GMMParams.
     init_jitter : sd of the N(0, sd) jitter added on the unconstrained scale to the start of every chain
@@ -335,7 +340,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     records, compile_seconds, run_seconds = _run_chains(
         jax.random.split(chain_key, num_chains),
         starts,
-        (jnp.asarray(x), weights),
+        (jnp.asarray(x), weights, missing_of(x)),
         opts["chain_method"],
         (num_components, prior, settings),
         (num_components, num_features, prior, settings, length, vectorized),
@@ -411,7 +416,7 @@ def _assignment_draws(key, aligned: GMMParams, x, num_components, prior, num_dra
     index = np.linspace(0, flat.weights.shape[0] - 1, min(num_draws, flat.weights.shape[0])).round().astype(int)
     sites = model_sites(GMMParams(*(a[index] for a in flat)), x.dtype)
     build, static = (_build_bayes_draws, ()) if weighted else (_build_assignment_draws, (num_components, prior))
-    z, c, r = compiled_call(build, static, jax.random.split(key, index.size), sites, jnp.asarray(x))
+    z, c, r = compiled_call(build, static, jax.random.split(key, index.size), sites, jnp.asarray(x), missing_of(x))
     return np.asarray(z), c, r
 
 

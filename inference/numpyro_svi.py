@@ -51,6 +51,7 @@ from ._numpyro_common import (
     enumerated,
     key_array,
     make_model,
+    missing_of,
     model_data,
     model_sites,
     params_from_site_draws,
@@ -90,7 +91,7 @@ FIXED_INIT_SCALE = 0.02  # the former default (and the fallback where the curvat
 MAX_INIT_SCALE = 1.0  # the prior's scale in standardised units: no guide starts wider than that
 
 
-def laplace_scales(model, start_sites: dict, x, sample_weight, supports: dict):
+def laplace_scales(model, start_sites: dict, x, sample_weight, supports: dict, missing=None):
     """Per-element guide scales ``1 / sqrt(H_ii)`` at ``start_sites`` (constrained values), H the Hessian of
     the negative log joint of ``model`` (z enumerated, weighted if ``sample_weight``) in NumPyro's
     unconstrained space, Jacobians included (what the guide's density targets).
@@ -105,7 +106,8 @@ def laplace_scales(model, start_sites: dict, x, sample_weight, supports: dict):
     ({site: scales}, number of elements that fell back)
     """
     flat, unravel = ravel_pytree(to_unconstrained(start_sites, supports))
-    energy = lambda v: potential_energy(enumerated(model), (x, sample_weight), {}, unravel(v), enum=True)
+    args = (x, sample_weight) if missing is None else (x, sample_weight, missing)
+    energy = lambda v: potential_energy(enumerated(model), args, {}, unravel(v), enum=True)
     _, hvp = jax.linearize(jax.grad(energy), flat)
     size = flat.size
     diag = lax.map(lambda i: hvp(jax.nn.one_hot(i, size, dtype=flat.dtype))[i], jnp.arange(size), batch_size=min(size, 16))
@@ -144,11 +146,13 @@ def preconditioned_adam(learning_rate: float, final_learning_rate: float, num_st
 
 def _build_svi_runner(num_components, prior, num_steps, learning_rate, final_learning_rate, num_particles, init_scale, tol,
                       param_tol, check_every, num_draws):
-    """Compiled-once ``(key, start_sites, x, sample_weight) -> dict`` training the guide and drawing from it."""
+    """Compiled-once ``(key, start_sites, x, sample_weight, missing) -> dict`` training the guide and drawing
+    from it (``missing``: None or the holes' patterns, ``inference._numpyro_common.Missing``)."""
     model = make_model(num_components, prior)
     num_checks = -(-num_steps // check_every)
 
-    def run(key, start_sites, x, sample_weight):
+    def run(key, start_sites, x, sample_weight, missing):
+        margs = () if missing is None else (missing,)
         train_key, draw_key = jax.random.split(key)
         blocked = handlers.block(model, hide=["z"])
         supports = site_supports(num_components, x.shape[-1], prior)
@@ -158,15 +162,15 @@ def _build_svi_runner(num_components, prior, num_steps, learning_rate, final_lea
         guide = AutoNormal(blocked, init_loc_fn=init_to_value(values=start_sites), init_scale=fixed)
         elbo = elbo_for(sample_weight, num_particles)
         if laplace:
-            scales, fallbacks = laplace_scales(model, start_sites, x, sample_weight, supports)
+            scales, fallbacks = laplace_scales(model, start_sites, x, sample_weight, supports, missing)
             optim = preconditioned_adam(learning_rate, final_learning_rate, num_steps,
                                         {f"{name}_auto_loc": scale for name, scale in scales.items()})
             svi = SVI(model, guide, optim, elbo)
-            state = svi.init(train_key, x, sample_weight, init_params={f"{name}_auto_scale": s for name, s in scales.items()})
+            state = svi.init(train_key, x, sample_weight, *margs, init_params={f"{name}_auto_scale": s for name, s in scales.items()})
         else:
             fallbacks = jnp.asarray(0)
             svi = SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), elbo)
-            state = svi.init(train_key, x, sample_weight)
+            state = svi.init(train_key, x, sample_weight, *margs)
         init_scales = {name[: -len("_auto_scale")]: value for name, value in svi.get_params(state).items() if name.endswith("_auto_scale")}
 
         def track(params):
@@ -194,6 +198,7 @@ def _build_svi_runner(num_components, prior, num_steps, learning_rate, final_lea
         state, chunks, summary, converged, losses, log_liks = train_in_chunks(
             svi, guide, state, x, num_checks=num_checks, check_every=check_every, chunk_converged=chunk_converged, min_checks=2,
             report_progress=True, sample_weight=sample_weight, track=track, initial_summary=(inf, start, inf, inf),
+            missing=missing,
         )
         params = svi.get_params(state)
         draws = guide.sample_posterior(draw_key, params, sample_shape=(num_draws,))
@@ -241,7 +246,7 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     Parameters
     ----------
     key : PRNG key.
-    x : (N, D) float32/float64 data.
+    x : (N, D) float32/float64 data; NaN marks a missing entry (marginalised out, ``models.gmm``).
     num_components : K.
     init : "map" (default: run :func:`inference.numpyro_map.fit_map`'s optimisation first) or a
         GMMParams (e.g. an EM solution); every global site starts there (``init_to_value``).
@@ -303,7 +308,7 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     with ChunkProgress.shown(bool(opts["progress"]), num_steps, "svi (steps, stops early when converged)"):
         weights = None if opts["sample_weight"] is None else jnp.asarray(opts["sample_weight"])
         out, compile_seconds, run_seconds = compiled_call(_build_svi_runner, static, svi_key, model_sites(start_params, x.dtype),
-                                                          jnp.asarray(x), weights)
+                                                          jnp.asarray(x), weights, missing_of(x))
 
     pivot = params_from_site_draws(out["median"])
     draws = params_from_site_draws(out["draws"])

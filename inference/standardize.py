@@ -15,6 +15,9 @@ back. Fitting standardised data with the default prior IS fitting the data with
 units (data at scale 1e-300 or 1e+3 look alike to NUTS). A user's ``prior=`` is read in data units and
 converted. The prior used, in data units, goes to ``info["prior"]``.
 
+Missing values (NaN): each column's mean and sd come from its observed entries, NaN stays NaN in the
+standardised data, and a row's Jacobian counts its observed columns only.
+
 Traces: ``log_likelihood`` is in data units (the standardised value minus ``N sum_d log sd_d``); MAP's
 ``loss`` is exactly the data-unit objective ``-(log p(x | theta) + log p(theta))``; SVI's ``loss`` /
 ``elbo`` are exact too (the parameters' Jacobians cancel between the model and the guide); NUTS's
@@ -49,6 +52,7 @@ def standardizer(x: np.ndarray, sample_weight=None) -> Standardizer:
     """Column means and standard deviations of ``x`` (N, D), computed without over/underflow at any scale;
     weighted by ``sample_weight`` (N,) if given (integer weights = repeated rows; rows of weight 0 play no part).
 
+    NaN entries (missing values) are left out of their column's mean and sd (``_nan_standardizer``).
     Raises ValueError naming the columns that are constant (zero spread: nothing to standardise by)."""
     x = np.asarray(x, np.float64)
     if sample_weight is not None:
@@ -56,6 +60,8 @@ def standardizer(x: np.ndarray, sample_weight=None) -> Standardizer:
         x, w = x[w > 0], w[w > 0]
     else:
         w = None
+    if np.isnan(x).any():
+        return _nan_standardizer(x, w)
     loc = np.average(x, axis=0, weights=w)
     spread = np.max(np.abs(x - loc), axis=0)
     constant = np.flatnonzero(~(spread > 0))
@@ -64,6 +70,26 @@ def standardizer(x: np.ndarray, sample_weight=None) -> Standardizer:
                          "column by its spread (drop those columns)")
     scaled = (x - loc) / spread
     scale = spread * (np.std(scaled, axis=0) if w is None else np.sqrt(np.average(scaled**2, axis=0, weights=w)))
+    return Standardizer(loc, scale)
+
+
+def _nan_standardizer(x: np.ndarray, w) -> Standardizer:
+    """:func:`standardizer` of ``x`` with NaN holes: each column from its observed entries (weighted by
+    ``w`` (N,) or not)."""
+    seen = ~np.isnan(x)
+    weight = seen * (1.0 if w is None else w[:, None])  # (N, D): 0 where missing
+    empty = np.flatnonzero(weight.sum(axis=0) <= 0)
+    if empty.size:
+        raise ValueError(f"x: column(s) {empty.tolist()} have no observed value (all NaN); drop those columns")
+    filled = np.where(seen, x, 0.0)
+    loc = np.sum(weight * filled, axis=0) / np.sum(weight, axis=0)
+    spread = np.max(np.where(seen, np.abs(filled - loc), 0.0), axis=0)
+    constant = np.flatnonzero(~(spread > 0))
+    if constant.size:
+        raise ValueError(f"x: column(s) {constant.tolist()} are constant; the NumPyro engines standardise every "
+                         "column by its spread (drop those columns)")
+    scaled = np.where(seen, (filled - loc) / spread, 0.0)
+    scale = spread * np.sqrt(np.sum(weight * scaled**2, axis=0) / np.sum(weight, axis=0))
     return Standardizer(loc, scale)
 
 
@@ -137,13 +163,20 @@ def fit_standardized(engine, key, x, num_components: int, **options):
     if "prior" in options or prior_std:
         options["prior"] = prior_std or None
     result = engine(key, (x - st.loc) / st.scale, num_components, **options)
-    total_weight = x.shape[0] if options.get("sample_weight") is None else float(np.sum(options["sample_weight"]))
-    return _result_in_data_units(result, st, total_weight, prior_std)
-
-
-def _result_in_data_units(result, st: Standardizer, num_rows: float, prior_std: dict):
+    weights = options.get("sample_weight")
+    total_weight = x.shape[0] if weights is None else float(np.sum(weights))
     log_scale = float(np.sum(np.log(st.scale)))
-    shift = num_rows * log_scale  # the data's Jacobian: log p(x) = log p(x_standard) - N sum_d log sd_d (N = sum of weights)
+    # the data's Jacobian: log p(x) = log p(x_standard) - N sum_d log sd_d (N = sum of weights); a row with
+    # holes counts its observed columns only
+    shift = total_weight * log_scale
+    if np.isnan(x).any():
+        per_row = (~np.isnan(x)) @ np.log(st.scale)
+        shift = float(np.sum(per_row if weights is None else weights * per_row))
+    return _result_in_data_units(result, st, shift, prior_std)
+
+
+def _result_in_data_units(result, st: Standardizer, shift: float, prior_std: dict):
+    log_scale = float(np.sum(np.log(st.scale)))
     # MAP's loss -(log p(x | theta) + log p(theta)) also changes with the means' and scales' densities
     # (each (K, D) site picks up sum_d log sd_d per component): exact data-unit MAP objective.
     loss_shift = shift + (2 * result.num_components * log_scale if result.method == "map" else 0.0)

@@ -20,6 +20,13 @@ site's ``handlers.scale`` to the factor *inside* the sum over z (``log sum_z exp
 analytically: ``x ~ MixtureSameFamily(Categorical(weights), MultivariateNormal(means, scale_tril))`` under
 ``handlers.scale(sample_weight)``, and has no ``z`` site (assignments then come from Bayes' rule,
 ``models.responsibilities``).
+
+Missing values (NaN in ``x``, missing at random): row n contributes ``log sum_k w_k N(x_n,o | mu_k,o,
+Sigma_k,oo)``, its observed sub-vector only. ``x`` is then scored by :class:`MaskedMultivariateNormal`
+(z enumerated as above) or :class:`MaskedGaussianMixture` (weighted), from the missingness patterns
+``missing = (observed (P, D), pattern (N,))`` found on the host (``models.missing.missing_patterns``) and
+passed as arrays, so the potential stays jit-able. Without NaN (``missing`` None) nothing changes.
+Forward sampling (``x`` None) always generates complete rows.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.linalg import solve_triangular
+from jax.scipy.special import logsumexp
 from numpyro import handlers
 
+from .missing import has_missing, masked_component_log_prob, missing_patterns
 from .params import GMMParams
 
 GLOBAL_SITES = ("weights", "means", "scales", "corr_chol")
@@ -56,6 +65,65 @@ class MultivariateNormal(dist.MultivariateNormal):
         return -0.5 * jnp.sum(white**2, axis=-1) - log_det - 0.5 * num_features * jnp.log(2 * jnp.pi)
 
 
+class MaskedMultivariateNormal(dist.Distribution):
+    """Component ``component[n]`` of a Gaussian mixture for rows with holes: ``log N(x_n,o | mu_c,o, Sigma_c,oo)``.
+
+    Each row's missing entries (where its pattern is False) are marginalised out, i.e. only its observed
+    sub-vector is scored, as Pyro's ``NanMaskedMultivariateNormal`` does with one sub-matrix per pattern
+    on the host; here with fixed shapes, jit-able: the per-(pattern, component) tables of
+    :func:`models.missing.pattern_tables` gathered per row (:func:`models.missing.masked_component_log_prob`).
+    ``log_prob`` computes the (N, K) table and picks each row's component, so an enumerated ``z`` ((K, 1))
+    costs one table. Sampling draws complete rows from ``N(mu_c, Sigma_c)``.
+
+    Parameters
+    ----------
+    means : (K, D); scale_tril : (K, D, D).
+    observed : (P, D) bool patterns; pattern : (N,) int, each row's pattern (:func:`models.missing.missing_patterns`).
+    component : (..., N) int (``z``, enumerated or drawn).
+    """
+
+    arg_constraints = {}
+    support = dist.constraints.real_vector
+
+    def __init__(self, means, scale_tril, observed, pattern, component, *, validate_args=None):
+        self.means, self.scale_tril, self.observed, self.pattern = means, scale_tril, observed, pattern
+        self.component = component
+        batch_shape = jnp.broadcast_shapes(jnp.shape(component), jnp.shape(pattern))
+        super().__init__(batch_shape=batch_shape, event_shape=means.shape[-1:], validate_args=validate_args)
+
+    def component_log_prob(self, value) -> jnp.ndarray:
+        """``log N(x_n,o | mu_k,o, Sigma_k,oo)`` for every k, (N, K); ``value`` (N, D), NaN allowed where missing."""
+        params = GMMParams(jnp.ones(self.means.shape[:-1], self.means.dtype), self.means, self.scale_tril)
+        return masked_component_log_prob(params, value, self.pattern, self.observed)
+
+    def log_prob(self, value):
+        table = self.component_log_prob(value)
+        rows = jnp.arange(table.shape[0])
+        return table[rows, jnp.broadcast_to(self.component, self.batch_shape)]
+
+    def sample(self, key, sample_shape=()):
+        component = jnp.broadcast_to(self.component, self.batch_shape)
+        return MultivariateNormal(self.means[component], scale_tril=self.scale_tril[component]).sample(key, sample_shape)
+
+
+class MaskedGaussianMixture(MaskedMultivariateNormal):
+    """The mixture of :class:`MaskedMultivariateNormal` over its components with ``weights`` (K,), z summed
+    out: ``log sum_k w_k N(x_n,o | mu_k,o, Sigma_k,oo)`` per row, batch (N,) (the weighted model's rows)."""
+
+    def __init__(self, weights, means, scale_tril, observed, pattern, *, validate_args=None):
+        self.weights = weights
+        super().__init__(means, scale_tril, observed, pattern, jnp.zeros(jnp.shape(pattern), jnp.int32),
+                         validate_args=validate_args)
+
+    def log_prob(self, value):
+        return logsumexp(jnp.log(self.weights) + self.component_log_prob(value), axis=-1)
+
+    def sample(self, key, sample_shape=()):
+        pick, draw = jax.random.split(key)
+        component = dist.Categorical(self.weights).sample(pick, sample_shape + self.batch_shape)
+        return MultivariateNormal(self.means[component], scale_tril=self.scale_tril[component]).sample(draw)
+
+
 def gmm_model(
     x=None,
     *,
@@ -69,6 +137,7 @@ def gmm_model(
     scale_log_sd: float = 2.0,
     lkj_concentration: float = 1.0,
     sample_weight=None,
+    missing=None,
 ):
     """NumPyro generative model of a Gaussian mixture.
 
@@ -83,9 +152,14 @@ def gmm_model(
     scale_loc, scale_log_sd : LogNormal prior of the per-dimension standard deviations, median ``scale_loc``.
     lkj_concentration : LKJ prior of the correlation Cholesky factors (1 = uniform over correlations).
     sample_weight : (N,) non-negative row weights, or None (module docstring: z is then summed out analytically).
+    missing : ``(observed (P, D) bool, pattern (N,) int)`` when ``x`` has NaN holes (module docstring), or
+        None. Found here for a concrete ``x`` with NaN; inside a jitted program pass it (the engines do).
     """
     if x is not None:
         num_samples, num_features = x.shape
+        if missing is None and has_missing(x):
+            found = missing_patterns(x)
+            missing = (jnp.asarray(found.observed), jnp.asarray(found.index))
     if num_features is None or num_samples is None:
         raise ValueError("num_features and num_samples are required when x is None")
     dtype = x.dtype if x is not None else jnp.result_type(float)
@@ -113,7 +187,10 @@ def gmm_model(
     if sample_weight is not None:
         if x is None:
             raise ValueError("sample_weight weights observed rows; it needs x")
-        mixture = dist.MixtureSameFamily(dist.Categorical(weights), MultivariateNormal(means, scale_tril=scale_tril))
+        if missing is None:
+            mixture = dist.MixtureSameFamily(dist.Categorical(weights), MultivariateNormal(means, scale_tril=scale_tril))
+        else:
+            mixture = MaskedGaussianMixture(weights, means, scale_tril, *missing)
         weight = jnp.asarray(sample_weight, dtype)
         positive = weight > 0  # handlers.scale takes positive scales only: rows of weight 0 are masked out
         with numpyro.plate("data", num_samples), handlers.mask(mask=positive), handlers.scale(scale=jnp.where(positive, weight, 1.0)):
@@ -122,11 +199,17 @@ def gmm_model(
     with numpyro.plate("data", num_samples):
         if num_components == 1:
             # z is identically 0; enumerating a size-1 support is ambiguous with broadcasting in funsor
-            numpyro.deterministic("z", jnp.zeros((num_samples,), jnp.int32))
-            numpyro.sample("x", MultivariateNormal(means[0], scale_tril=scale_tril[0]), obs=x)
+            z = numpyro.deterministic("z", jnp.zeros((num_samples,), jnp.int32))
+            if missing is None:
+                numpyro.sample("x", MultivariateNormal(means[0], scale_tril=scale_tril[0]), obs=x)
+            else:
+                numpyro.sample("x", MaskedMultivariateNormal(means, scale_tril, *missing, z), obs=x)
             return
         z = numpyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
-        numpyro.sample("x", MultivariateNormal(means[z], scale_tril=scale_tril[z]), obs=x)
+        if missing is None:
+            numpyro.sample("x", MultivariateNormal(means[z], scale_tril=scale_tril[z]), obs=x)
+        else:  # the rows' observed sub-vectors: missing entries marginalised (MAR)
+            numpyro.sample("x", MaskedMultivariateNormal(means, scale_tril, *missing, z), obs=x)
 
 
 @jax.jit
@@ -169,4 +252,4 @@ def log_prior(params: GMMParams, **prior) -> jnp.ndarray:
     return sum(jnp.sum(site["fn"].log_prob(site["value"])) for name, site in trace.items() if name in GLOBAL_SITES)
 
 
-__all__ = ["gmm_model", "params_from_sites", "sites_from_params", "log_prior", "GLOBAL_SITES"]
+__all__ = ["gmm_model", "MaskedMultivariateNormal", "MaskedGaussianMixture", "params_from_sites", "sites_from_params", "log_prior", "GLOBAL_SITES"]

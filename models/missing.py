@@ -123,6 +123,87 @@ def _observed_terms(params: GMMParams, x_filled, index, observed):
     return jax.lax.map(lambda a: _row_terms(tables, *a), (x_filled, index), batch_size=BLOCK_ROWS)
 
 
+def _joint_row(tables: PatternTables, x_row, pattern):
+    """One zero-filled row: ``log w_k + log N(x_o | mu_k,o, Sigma_k,oo)``, shape (K,)."""
+    white = tables.whiten[pattern] @ x_row - tables.offset[pattern]  # (K, D)
+    return tables.log_norm[pattern] - 0.5 * jnp.sum(white**2, axis=-1)
+
+
+def masked_component_log_prob(params: GMMParams, x, index, observed) -> jnp.ndarray:
+    """Jit-able :func:`observed_component_log_prob` for patterns found beforehand, shape (N, K).
+
+    Parameters
+    ----------
+    params : GMMParams (weights (K,), means (K, D), scale_tril (K, D, D)).
+    x : (N, D) data; entries where the row's pattern is not observed are ignored (NaN allowed there).
+    index : (N,) int, each row's pattern (:func:`missing_patterns`).
+    observed : (P, D) bool patterns.
+    """
+    x = jnp.where(jnp.asarray(observed)[index], x, 0.0)  # the zero fill; the NaN never reaches a product
+    tables = pattern_tables(params, observed)
+    return jax.lax.map(lambda a: _joint_row(tables, *a), (x, index), batch_size=BLOCK_ROWS)
+
+
+@jax.jit
+def noise_factors(params: GMMParams, observed) -> jnp.ndarray:
+    """Per (pattern, component) ``F`` (P, K, D, D) with ``F F^T = cond_cov`` (:class:`PatternTables`).
+
+    ``cond_cov`` is singular outside the missing block, so it is never factored: with the observed
+    coordinates ordered first (a stable permutation), the lower-right block of ``chol(Sigma)`` IS the
+    Cholesky factor of the Schur complement ``Sigma_mm - Sigma_mo Sigma_oo^{-1} Sigma_om`` (Golub & Van
+    Loan 4.2). ``F`` is that block, put back in the original order; its rows and columns at observed
+    coordinates are 0, so ``F eps`` leaves observed entries alone.
+    """
+    observed = jnp.asarray(observed, bool)
+    order = jnp.argsort(~observed, axis=-1, stable=True)  # (P, D): observed first, then missing
+    back = jnp.argsort(order, axis=-1)
+    cov = params.scale_tril @ jnp.swapaxes(params.scale_tril, -1, -2)  # (K, D, D)
+    permuted = jnp.swapaxes(cov[:, order[:, :, None], order[:, None, :]], 0, 1)  # (P, K, D, D)
+    lower = jnp.linalg.cholesky(permuted)
+    missing_cols = jnp.take_along_axis(~observed, order, axis=-1)[:, None, None, :]  # (P, 1, 1, D) permuted order
+    lower = jnp.where(missing_cols, lower, 0.0)  # keep the missing columns: L_mm (L_om is 0 above the block)
+    return jnp.take_along_axis(lower, back[:, None, :, None], axis=-2)  # rows back to the original order
+
+
+@jax.jit
+def sample_missing_filled(key, params: GMMParams, x, index, observed) -> jnp.ndarray:
+    """Jit-able core of :func:`sample_missing` for patterns found beforehand (arguments as
+    :func:`masked_component_log_prob`); returns (N, D)."""
+    observed = jnp.asarray(observed, bool)
+    row_observed = observed[index]
+    filled = jnp.where(row_observed, x, 0.0)
+    tables = pattern_tables(params, observed)
+    joint, completed = jax.lax.map(lambda a: _row_terms(tables, *a), (filled, index), batch_size=BLOCK_ROWS)
+    pick_key, noise_key = jax.random.split(key)
+    component = jax.random.categorical(pick_key, joint, axis=-1)  # (N,) k ~ p(k | x_o)
+    factors = noise_factors(params, observed)  # (P, K, D, D)
+    eps = jax.random.normal(noise_key, filled.shape, filled.dtype)
+    mean = jnp.take_along_axis(completed, component[:, None, None], axis=1)[:, 0]  # (N, D)
+    noise = jnp.einsum("nij,nj->ni", factors[index, component], eps)
+    return jnp.where(row_observed, x, mean + noise)
+
+
+def sample_missing(key, params: GMMParams, x) -> jnp.ndarray:
+    """One draw of the missing entries from ``p(x_m | x_o, params)`` per row (a completed data set).
+
+    ``k ~ p(k | x_o)`` (:func:`observed_responsibilities`), then ``x_m ~ N(fill + G y, cond_cov)``
+    (:class:`PatternTables`; the noise by :func:`noise_factors`, no inverse). Observed entries are
+    returned unchanged; a row with nothing observed is a draw from the mixture.
+
+    Parameters
+    ----------
+    key : PRNG key.
+    params : GMMParams.
+    x : (N, D) data, NaN where missing.
+
+    Returns
+    -------
+    (N, D) completed data.
+    """
+    patterns, filled = _prepare(params, x)
+    return sample_missing_filled(key, params, jnp.asarray(filled), patterns.index, patterns.observed)
+
+
 def _prepare(params: GMMParams, x):
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != params.means.shape[-1]:
@@ -188,5 +269,6 @@ def impute(params: GMMParams, x, *, return_std: bool = False):
 __all__ = [
     "MissingPatterns", "PatternTables", "has_missing", "missing_patterns", "pattern_tables", "impute",
     "observed_component_log_prob", "observed_pointwise_log_likelihood", "observed_log_likelihood",
-    "observed_responsibilities",
+    "observed_responsibilities", "masked_component_log_prob", "noise_factors", "sample_missing",
+    "sample_missing_filled",
 ]
