@@ -57,6 +57,10 @@ Layout: this module is the estimator (sklearn's constructor, ``fit`` and the fit
 ``inference.sklearn_params`` converts and checks sklearn-shaped parameters; ``inference.prediction``
 holds the jitted prediction programs (``predict``, ``predict_proba``, ``score_samples``).
 
+Missing values: NaN in ``X`` marks a missing entry (sklearn's ``allow_nan`` tag), marginalised under missing at
+random in ``fit`` and scored by the observed entries' density in ``predict`` / ``predict_proba`` /
+``score_samples`` / ``score`` (``inference.prediction``); ``impute(X)`` fills the holes. inf is refused.
+
 ``lower_bound_``: em / hard_em: sklearn's, the mean per-sample log-likelihood at the last E-step,
 i.e. log p(x | theta_{T-1}) / N from the engine's trace (``lower_bounds_`` =
 ``[initial, log_likelihood[:-1]] / N``). map / svi / nuts: the mean log-likelihood of the training
@@ -83,6 +87,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from models import criteria
+from models.missing import impute
 from models.params import GMMParams
 
 from .prediction import point_scores, posterior_scores
@@ -258,7 +263,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _built_init(self, rng, X, covariance_type) -> GMMParams:
         """An initial GMMParams: ``init_params``'s initialiser (or random responsibilities + one
-        M-step), with the user's ``weights_init`` / ``means_init`` / ``precisions_init`` in place."""
+        M-step), with the user's ``weights_init`` / ``means_init`` / ``precisions_init`` in place.
+        Missing entries (NaN) are filled with their column's mean for this starting point only."""
+        if np.isnan(X).any():
+            X = np.where(np.isnan(X), np.nan_to_num(np.nanmean(X, axis=0)), X).astype(X.dtype)
         given = self._given_parts()
         num_components, num_features = self.n_components, X.shape[1]
         reg_covar = jnp.asarray(self.reg_covar, X.dtype)
@@ -344,9 +352,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ predictions
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN = missing at random, marginalised (models.missing); inf is refused
+        return tags
+
     def _validated(self, X):
         check_is_fitted(self)
         return validate(self, X, reset=False)
+
+    def impute(self, X):
+        """``X`` with each missing entry (NaN) replaced by its conditional expectation given the row's observed
+        entries under the fitted mixture, ``sum_k p(k | x_o) E[x_m | x_o, k]`` (:func:`models.impute`); observed
+        entries unchanged, in ``X``'s dtype."""
+        X = self._validated(X)
+        return X.copy() if not np.isnan(X).any() else np.asarray(impute(self.result_.params, X), X.dtype)
 
     @staticmethod
     def _scores(params: GMMParams, X):

@@ -4,6 +4,10 @@ Jitted once per padded row count: rows are padded to a bucket (:func:`bucket`: p
 then multiples of 2**16), so that predicting on many batch sizes compiles O(log N) programs, not one per N.
 Used by ``inference.estimator.GaussianMixture`` (``predict``, ``predict_proba``, ``score_samples``, with or
 without ``posterior=True``).
+
+Rows with NaN holes (missing at random) are scored by the density of their observed entries
+(``models.missing``: per-pattern tables, each row looking up its pattern's) in programs of their own, whose
+pattern count is padded to a power of two as well; complete data run the programs above, unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from models.density import component_log_prob
+from models.missing import BLOCK_ROWS, missing_patterns, pattern_tables
 from models.params import GMMParams
 
 __all__ = ["bucket", "point_scores", "posterior_scores"]
@@ -27,36 +32,69 @@ def bucket(num_rows: int) -> int:
     return -(-num_rows // (1 << 16)) * (1 << 16)
 
 
+def _observed_joint(params: GMMParams, x, holes):
+    """``log w_k + log N(x_n,o | mu_k,o, Sigma_k,oo)`` (N, K); ``holes`` = (pattern index (N,), observed (P, D)),
+    ``x`` zero where missing (``models.missing``'s tables)."""
+    index, observed = holes
+    tables = pattern_tables(params, observed)
+
+    def row(args):
+        x_row, p = args
+        white = tables.whiten[p] @ x_row - tables.offset[p]  # (K, D), 0 on the missing coordinates
+        return tables.log_norm[p] - 0.5 * jnp.sum(white**2, axis=-1)
+
+    return jax.lax.map(row, (x, index), batch_size=BLOCK_ROWS)
+
+
 @jax.jit
-def _point_scores(params: GMMParams, x):
-    """(log responsibilities (N, K), pointwise log-likelihood (N,)) at one parameter point."""
-    joint = component_log_prob(params, x)
+def _point_scores(params: GMMParams, x, holes=None):
+    """(log responsibilities (N, K), pointwise log-likelihood (N,)) at one parameter point; ``holes`` (see
+    :func:`_observed_joint`) for rows with missing entries, None for complete rows."""
+    joint = component_log_prob(params, x) if holes is None else _observed_joint(params, x, holes)
     point_ll = logsumexp(joint, axis=1)
     return joint - point_ll[:, None], point_ll
 
 
 @jax.jit
-def _posterior_scores(draws: GMMParams, x):
+def _posterior_scores(draws: GMMParams, x, holes=None):
     """Over S draws (leading dim): (mean responsibilities (N, K), log mean_s p(x_n | theta_s) (N,))."""
     num_draws = draws.weights.shape[0]
     init = (jnp.zeros((x.shape[0], draws.weights.shape[-1]), x.dtype), jnp.full((x.shape[0],), -jnp.inf, x.dtype))
 
     def body(carry, params):
         resp_sum, lse = carry
-        log_resp, point_ll = _point_scores(params, x)
+        log_resp, point_ll = _point_scores(params, x, holes)
         return (resp_sum + jnp.exp(log_resp), jnp.logaddexp(lse, point_ll)), None
 
     (resp_sum, lse), _ = jax.lax.scan(body, init, draws)
     return resp_sum / num_draws, lse - jnp.log(num_draws)
 
 
+def _padded(X, dtype):
+    """``(X zero-filled where NaN and padded to its row bucket, holes or None)``: holes = (pattern index of each
+    padded row, observed patterns padded with complete ones to a power of two) when ``X`` has NaN."""
+    num_rows = X.shape[0]
+    padded = np.zeros((bucket(num_rows), X.shape[1]), dtype)
+    nan = np.isnan(X)
+    if not nan.any():
+        padded[:num_rows] = X
+        return jnp.asarray(padded), None
+    padded[:num_rows] = np.where(nan, 0.0, X)
+    patterns = missing_patterns(X)
+    num_patterns = patterns.observed.shape[0]
+    observed = np.ones((1 << (num_patterns - 1).bit_length(), X.shape[1]), bool)
+    observed[:num_patterns] = patterns.observed
+    index = np.full(padded.shape[0], num_patterns if observed.shape[0] > num_patterns else 0, np.int32)
+    index[:num_rows] = patterns.index
+    return jnp.asarray(padded), (jnp.asarray(index), jnp.asarray(observed))
+
+
 def point_scores(params: GMMParams, X) -> tuple[np.ndarray, np.ndarray]:
     """(log responsibilities (N, K), pointwise log-likelihood (N,)) of ``X`` at ``params``, as numpy,
-    computed on a padded row bucket."""
+    computed on a padded row bucket; rows with NaN by the density of their observed entries."""
     num_rows = X.shape[0]
-    padded = np.zeros((bucket(num_rows), X.shape[1]), X.dtype)
-    padded[:num_rows] = X
-    log_resp, point_ll = _point_scores(GMMParams(*(jnp.asarray(a) for a in params)), jnp.asarray(padded))
+    padded, holes = _padded(X, X.dtype)
+    log_resp, point_ll = _point_scores(GMMParams(*(jnp.asarray(a) for a in params)), padded, holes)
     return np.asarray(log_resp)[:num_rows], np.asarray(point_ll)[:num_rows]
 
 
@@ -65,7 +103,6 @@ def posterior_scores(samples: GMMParams, X) -> tuple[np.ndarray, np.ndarray]:
     log posterior predictive density ``log mean_s p(x_n | theta_s)`` (N,)), as numpy."""
     num_rows = X.shape[0]
     draws = GMMParams(*(jnp.asarray(np.reshape(a, (-1,) + np.shape(a)[2:])) for a in samples))
-    padded = np.zeros((bucket(num_rows), X.shape[1]), np.result_type(X.dtype, np.asarray(samples.weights).dtype))
-    padded[:num_rows] = X
-    resp, point_ll = _posterior_scores(draws, jnp.asarray(padded))
+    padded, holes = _padded(X, np.result_type(X.dtype, np.asarray(samples.weights).dtype))
+    resp, point_ll = _posterior_scores(draws, padded, holes)
     return np.asarray(resp)[:num_rows], np.asarray(point_ll)[:num_rows]

@@ -43,10 +43,11 @@ def m_step_from_resp(covariance_type: str):
 
 
 def validate(estimator, X, **kwargs):
-    """sklearn's ``validate_data`` (float64 / float32 kept), its ValueError / TypeError on one line:
+    """sklearn's ``validate_data`` (float64 / float32 kept, NaN allowed: a missing value; inf refused), its
+    ValueError / TypeError on one line:
     the same type and wording, without the array dump some messages carry."""
     try:
-        return validate_data(estimator, X, dtype=[np.float64, np.float32], **kwargs)
+        return validate_data(estimator, X, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan", **kwargs)
     except (ValueError, TypeError) as exc:
         lines = [line.strip() for line in str(exc).splitlines()]
         one_line = " ".join(line for line in lines if line and not line.startswith(("[", "array=")))
