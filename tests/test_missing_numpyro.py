@@ -52,7 +52,7 @@ def seed_holes():
 @pytest.fixture(scope="module")
 def nuts_holes(seed_holes):
     _, x, _ = seed_holes
-    return inference.fit("nuts", jax.random.PRNGKey(4), x, 2, num_warmup=300, num_samples=500, progress=False)
+    return inference.fit("nuts", jax.random.PRNGKey(4), x, 2, progress=False)  # the defaults: 2 chains, 500 + 1000
 
 
 def scipy_component_log_prob(params, x):
@@ -185,8 +185,10 @@ def test_nuts_imputation_intervals_cover_the_held_out_values(nuts_holes, seed_ho
     inside = (imputed.lower <= truth) & (truth <= imputed.upper)
     sigma = np.sqrt(0.9 * 0.1 / truth.size)
     assert abs(inside.mean() - 0.9) < 3 * sigma, (inside.mean(), truth.size)
-    # the mean of the completed data sets is the posterior-mean imputation, close to impute at the posterior mean
-    np.testing.assert_allclose(imputed.mean, np.asarray(models.impute(nuts_holes.params, x))[rows, columns], atol=0.15)
+    # the mean of the completed data sets: impute at the posterior mean, within Monte Carlo error (5 se) and
+    # a little posterior spread (0.05)
+    mean, std = (np.asarray(a)[rows, columns] for a in models.impute(nuts_holes.params, x, return_std=True))
+    np.testing.assert_array_less(np.abs(imputed.mean - mean), 5 * std / np.sqrt(imputed.num_draws) + 0.05)
 
 
 def test_point_estimate_imputations_are_conditional_draws(seed_holes):
