@@ -197,6 +197,13 @@ def _problem_section(metrics: dict, column_names) -> str:
         intro = (f"<p>Data: <code>{html.escape(str(prob['data_file']))}</code>, N = {prob['num_samples']}, "
                  f"D = {prob['num_features']} (columns {html.escape(', '.join(column_names))}); K = {prob['num_components']}. "
                  "No truth is known: the scorecard shows the log-likelihood, BIC, iterations, time and cluster sizes.</p>")
+        miss = prob.get("missing")
+        if miss:
+            dropped = miss["dropped_rows"]["count"]
+            intro += (f"<p><b>Missing values</b>: {miss['num_cells_missing']:,} values missing in "
+                      f"{miss['rows_with_missing']:,} rows, marginalised by every engine (missing at random)"
+                      + (f"; {dropped} row(s) with every value missing dropped (not in N)" if dropped else "")
+                      + ": see <a href='#s1'>Missing values</a> (the next section).</p>")
     intro += (
         "<p class='note'>Labels: mixture components are only defined up to a permutation. Every engine's estimate is "
         "aligned to the " + ("truth" if prob["truth"] is not None else f"<b>{html.escape(metrics['alignment']['reference'])}</b> estimate")
