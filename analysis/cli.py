@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "score the recovery and write an HTML report with ArviZ diagnostics.",
         epilog="Subcommands: sweep (gmm-report <subcommand> --help).",
     )
-    p.add_argument("--data", metavar="FILE", help="CSV with a header row, or .npy (N, D); default: simulate the seed problem")
+    p.add_argument("--data", metavar="FILE", help="CSV with a header row, or .npy (N, D); missing values (empty cells, NA, NaN) are "
+                   "marginalised, rows with none observed dropped; default: simulate the seed problem")
     p.add_argument("--stream", choices=("auto", "always", "never"), default="auto",
                    help="read a .npy --data from disk in passes instead of loading it: em and hard_em only, figures "
                    "and checks on a row subsample (default auto: a .npy above 64 MiB, analysis.streamed.STREAM_THRESHOLD_BYTES)")
@@ -295,7 +296,8 @@ def sweep_main(argv=None) -> int:
 
 def _run_sweep_command(args, argv) -> None:
     """The sweep command after parsing (errors propagate to :func:`run_guarded`)."""
-    from analysis.files import check_output_dir, load_data
+    from analysis.files import check_output_dir, read_data
+    from analysis.missing_report import dropped_text
     from analysis.sweeps import methods_for, run_sweep, write_sweep
 
     if args.repeats is not None and args.repeats < 1:
@@ -306,7 +308,11 @@ def _run_sweep_command(args, argv) -> None:
     num_samples = _parse_num_samples(args.num_samples, args.axis) if args.num_samples else None
     data = names = None
     if args.data:
-        data, names = load_data(args.data)
+        table = read_data(args.data)
+        data, names = table.x, table.columns
+        if table.dropped.size:
+            print(f"{PROG}: note: {dropped_text(Path(args.data).name, table.dropped, table.dropped_lines)}",
+                  file=sys.stderr, flush=True)
     check_output_dir(args.out, args.force)  # refuse a non-empty (or unwritable) --out before any work
     tables = run_sweep(args.axis, seed=args.seed, out_dir=None, quick=args.quick, repeats=args.repeats,
                        methods=args.methods, num_samples=num_samples, progress=not args.quiet, data=data, ks=ks,

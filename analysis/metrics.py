@@ -55,7 +55,8 @@ METRICS_SCHEMA: dict = {
                           "observed_data / log_likelihood use (N when N is smaller); null when not streamed",
         "subsample": "streamed: how the subsample was drawn and what uses it (log-likelihood, BIC, cluster sizes "
                      "and degeneracy counts are of all rows); null when not streamed",
-        "missing": "null when no value was missing; else (analysis.missing_report) {num_cells_missing, "
+        "missing": "null when no value was missing; else (analysis.missing_report) {num_rows_counted (the rows the counts are "
+                   "of: N, or a streamed file's subsample), num_cells_missing, "
                    "fraction_cells_missing, rows_with_missing (of the N rows fitted), columns: [{column, missing, percent}], "
                    "patterns: [{missing_columns, rows, percent}] (which columns are missing together, most frequent first), "
                    "dropped_rows: {count, rows (0-based indices among the file's data rows), lines (CSV) | null, reason} "

@@ -57,6 +57,7 @@ def missing_metrics(x, columns, dropped=(), dropped_lines=None, imputed: bool = 
     codes, counts = np.unique(missing, axis=0, return_counts=True)
     order = np.lexsort((codes.sum(axis=1), -counts))  # most frequent first
     return {
+        "num_rows_counted": int(n),
         "num_cells_missing": int(missing.sum()),
         "fraction_cells_missing": float(missing.mean()) if missing.size else 0.0,
         "rows_with_missing": int(missing.any(axis=1).sum()),
@@ -143,11 +144,11 @@ def missing_section(metrics: dict) -> str:
     miss = metrics["problem"].get("missing")
     if not miss:
         return ""
-    n = metrics["problem"]["num_samples"]
-    d = metrics["problem"]["num_features"]
+    n, d = miss["num_rows_counted"], metrics["problem"]["num_features"]
+    sub = " (the streamed file's row subsample)" if n != metrics["problem"]["num_samples"] else " fitted"
     dropped = miss["dropped_rows"]
     body = (f"<p>{miss['num_cells_missing']:,} of {n * d:,} values missing ({100 * miss['fraction_cells_missing']:.1f}%), "
-            f"in {miss['rows_with_missing']:,} of the {n:,} rows fitted. Handling: {html.escape(miss['handling'])}.</p>")
+            f"in {miss['rows_with_missing']:,} of the {n:,} rows{sub}. Handling: {html.escape(miss['handling'])}.</p>")
     if dropped["count"]:
         where = dropped["lines"] if dropped["lines"] is not None else dropped["rows"]
         body += (f"<div class='note'><b>{dropped['count']} row(s) dropped</b> ({html.escape(dropped['reason'])}): "

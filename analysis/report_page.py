@@ -201,7 +201,7 @@ def _problem_section(metrics: dict, column_names) -> str:
         if miss:
             dropped = miss["dropped_rows"]["count"]
             intro += (f"<p><b>Missing values</b>: {miss['num_cells_missing']:,} values missing in "
-                      f"{miss['rows_with_missing']:,} rows, marginalised by every engine (missing at random)"
+                      f"{miss['rows_with_missing']:,} of {miss['num_rows_counted']:,} rows, marginalised by every engine (missing at random)"
                       + (f"; {dropped} row(s) with every value missing dropped (not in N)" if dropped else "")
                       + ": see <a href='#s1'>Missing values</a> (the next section).</p>")
     intro += (
