@@ -166,8 +166,8 @@ def test_second_fit_of_same_shapes_compiles_nothing(rng):
 
 
 BAD_X = [
-    (np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 4.0]]), "NaN or inf"),
-    (np.array([[0.0, np.inf], [1.0, 2.0], [3.0, 4.0]]), "NaN or inf"),
+    (np.array([[0.0, np.nan], [1.0, np.nan], [3.0, np.nan]]), "column 1 has no observed value"),  # NaN alone: missing
+    (np.array([[0.0, np.inf], [1.0, 2.0], [3.0, 4.0]]), "inf"),
     (np.zeros(5), "2-D"),
     (np.zeros((2, 2, 2)), "2-D"),
     (np.array([["a", "b"], ["c", "d"]]), "numeric"),

@@ -164,7 +164,8 @@ def test_streamed_second_fit_compiles_nothing(rng, tmp_path):
         (lambda p: str(p / "x.csv"), "must name a .npy file"),
         (lambda p: iter([np.zeros((5, 2))]), "one-shot iterator"),
         (lambda p: [np.ones((5, 2)), np.ones((5, 3))], "a chunk has 3 columns"),
-        (lambda p: [np.array([[0.0, np.nan]] * 5)], "NaN or inf"),
+        (lambda p: [np.array([[0.0, np.nan]] * 5)], "column 1 has no observed value"),
+        (lambda p: [np.array([[0.0, np.inf]] * 5)], "inf"),
     ],
 )
 def test_bad_streamed_sources(tmp_path, make, match):
@@ -287,9 +288,9 @@ def test_streamed_degenerate_component_is_flagged_from_counts(rng, monkeypatch):
     assert 1 in flagged and flagged[1]["effective_count"] == pytest.approx(2.0, abs=1e-6)
 
 
-def test_streamed_nan_names_the_row_in_the_whole_file(tmp_path):
+def test_streamed_inf_names_the_row_in_the_whole_file(tmp_path):
     x = np.random.default_rng(0).normal(size=(70_000, 2))
-    x[69_000, 1] = np.nan
+    x[69_000, 1] = np.inf  # (NaN is a missing value: tests/test_missing_em.py)
     np.save(tmp_path / "x.npy", x)
     with pytest.raises(ValueError, match="first at row 69000"):
         fit_em(jax.random.PRNGKey(0), str(tmp_path / "x.npy"), 2)
