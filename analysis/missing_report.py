@@ -68,7 +68,7 @@ def missing_metrics(x, columns, dropped=(), dropped_lines=None, imputed: bool = 
         "dropped_rows": {"count": int(dropped.size), "rows": dropped.tolist(),
                          "lines": None if dropped_lines is None else np.asarray(dropped_lines, int).tolist(),
                          "reason": "every value missing: nothing to fit or impute from"},
-        "handling": HANDLING,
+        "handling": HANDLING if missing.any() else "no value is missing in the rows fitted: nothing to marginalise or impute",
         "imputed_file": IMPUTED_FILE if imputed and missing.any() else None,
     }
 
@@ -147,14 +147,19 @@ def missing_section(metrics: dict) -> str:
     n, d = miss["num_rows_counted"], metrics["problem"]["num_features"]
     sub = " (the streamed file's row subsample)" if n != metrics["problem"]["num_samples"] else " fitted"
     dropped = miss["dropped_rows"]
-    body = (f"<p>{miss['num_cells_missing']:,} of {n * d:,} values missing ({100 * miss['fraction_cells_missing']:.1f}%), "
-            f"in {miss['rows_with_missing']:,} of the {n:,} rows{sub}. Handling: {html.escape(miss['handling'])}.</p>")
+    if miss["num_cells_missing"]:
+        body = (f"<p>{miss['num_cells_missing']:,} of {n * d:,} values missing ({100 * miss['fraction_cells_missing']:.1f}%), "
+                f"in {miss['rows_with_missing']:,} of the {n:,} rows{sub}. Handling: {html.escape(miss['handling'])}.</p>")
+    else:
+        body = f"<p>No value is missing in the {n:,} rows{sub}: nothing to marginalise or impute.</p>"
     if dropped["count"]:
         where = dropped["lines"] if dropped["lines"] is not None else dropped["rows"]
         body += (f"<div class='note'><b>{dropped['count']} row(s) dropped</b> ({html.escape(dropped['reason'])}): "
                  f"{'line' if dropped['lines'] is not None else 'row'}(s) {', '.join(map(str, where[:30]))}"
-                 f"{', ...' if len(where) > 30 else ''} of the data file. They are not in N, assignments.csv or "
-                 "imputed.csv.</div>")
+                 f"{', ...' if len(where) > 30 else ''} of the data file. They are not in N"
+                 + (", assignments.csv or imputed.csv" if miss["imputed_file"] else " or assignments.csv") + ".</div>")
+    if not miss["num_cells_missing"]:
+        return body
     body += "<h3>Per column</h3>" + table_html(
         ["column", "missing", "% of rows"], [[c["column"], c["missing"], f"{c['percent']:.1f}"] for c in miss["columns"]])
     body += "<h3>Per pattern (which columns are missing together)</h3>" + table_html(

@@ -200,8 +200,10 @@ def _problem_section(metrics: dict, column_names) -> str:
         miss = prob.get("missing")
         if miss:
             dropped = miss["dropped_rows"]["count"]
-            intro += (f"<p><b>Missing values</b>: {miss['num_cells_missing']:,} values missing in "
-                      f"{miss['rows_with_missing']:,} of {miss['num_rows_counted']:,} rows, marginalised by every engine (missing at random)"
+            cells = miss["num_cells_missing"]
+            intro += ("<p><b>Missing values</b>: " + (
+                f"{cells:,} values missing in {miss['rows_with_missing']:,} of {miss['num_rows_counted']:,} rows, "
+                "marginalised by every engine (missing at random)" if cells else "none in the rows fitted")
                       + (f"; {dropped} row(s) with every value missing dropped (not in N)" if dropped else "")
                       + ": see <a href='#s1'>Missing values</a> (the next section).</p>")
     intro += (

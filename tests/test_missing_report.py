@@ -130,6 +130,25 @@ def test_predictive_statistics_see_the_observed_cells_only():
     assert all(np.array_equal(a, test_statistics(x, np.zeros((40, 3), bool))[k]) for k, a in test_statistics(x).items())
 
 
+@pytest.mark.parametrize("d", [2, 3])
+def test_data_figure_draws_imputed_rows_hollow(d):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from analysis import plots
+
+    rng = np.random.default_rng(0)
+    x, imputed = rng.normal(size=(60, d)), np.zeros((60, d), bool)
+    imputed[[2, 5, 9], 0] = True
+    fig = plots.plot_data(x, column_names=[f"c{j}" for j in range(d)], imputed=imputed)
+    hollow = [c for ax in fig.axes for c in ax.collections
+              if len(c.get_offsets()) and len(c.get_facecolors()) == 0]  # facecolors="none"
+    assert hollow and all(len(c.get_offsets()) == 3 for c in hollow)
+    texts = [t.get_text() for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+             for t in legend.get_texts()]
+    assert "hollow: a value imputed" in texts
+
+
 # --------------------------------------------------------------------------- the report
 
 
