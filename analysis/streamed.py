@@ -5,8 +5,9 @@ When ``--data FILE.npy`` streams (``--stream always``, or ``auto`` with the file
 
 * :func:`open_streamed` reads the header only (shape, dtype) and refuses, in one line, what cannot
   stream: not 2-D, not real numbers, Fortran order, a file shorter than its header;
-* :func:`scan` reads the file once in blocks of ``BLOCK_ROWS``: every value finite (else the rows are
-  named, as :func:`analysis.files.load_data` does, before anything is written), and a seeded random
+* :func:`scan` reads the file once in blocks of ``BLOCK_ROWS``: no value infinite (else the rows are named,
+  as :func:`analysis.files.read_data` does, before anything is written; NaN is a missing value, marginalised by
+  EM, and a row with every value missing stays in the file with weight 0), and a seeded random
   subsample of ``SUBSAMPLE_ROWS`` rows (sorted row indices, the same for the same ``--seed``);
 * em and hard_em get the PATH (``inference.fit`` streams it; memory bounded by its chunk buffers);
   map, svi and nuts need every row in memory and are skipped with the reason (:mod:`analysis.budget`,
@@ -14,7 +15,7 @@ When ``--data FILE.npy`` streams (``--stream always``, or ``auto`` with the file
 * :func:`subsample_view` gives a streamed FitResult the responsibilities of the subsample rows, so the
   alignment, predictive checks, InferenceData and figures run unchanged on the subsample;
 * :func:`score_pass` reads the file once more with every engine's aligned estimate: the total
-  log-likelihood, BIC and cluster sizes of all N rows (the degeneracy check is ``inference.fit``'s, from
+  log-likelihood (of the observed entries, for rows with holes), BIC and cluster sizes of all N rows (the degeneracy check is ``inference.fit``'s, from
   EM's own final pass over all rows and the data's exact covariance).
 
 Imports: the standard library, numpy and :mod:`analysis.errors` at module level; JAX and ``models``
