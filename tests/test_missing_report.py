@@ -95,6 +95,25 @@ def test_streamed_scan_lets_nan_through_and_refuses_inf(tmp_path):
         streamed.scan(streamed.open_streamed(tmp_path / "s.npy"), seed=0)
 
 
+def test_streamed_scores_of_rows_with_holes_are_the_observed_data_density(tmp_path):
+    """The streamed report's extra pass (all rows' log-likelihood and cluster sizes) on a file with holes."""
+    from types import SimpleNamespace
+
+    import jax
+
+    import models
+
+    x = np.array(models.sample(jax.random.PRNGKey(0), models.seed_problem(), 300)[0])
+    x[np.random.default_rng(1).uniform(size=x.shape) < 0.2] = np.nan
+    np.save(tmp_path / "s.npy", x)
+    params = models.to_numpy(models.seed_problem())
+    data = streamed.scan(streamed.open_streamed(tmp_path / "s.npy"), seed=0)
+    scores = streamed.score_pass(data, {"em": SimpleNamespace(params=params)})["em"]
+    assert scores["log_likelihood"] == pytest.approx(float(models.observed_log_likelihood(params, x)), rel=1e-12)
+    labels = np.asarray(models.responsibilities(params, x)).argmax(axis=1)
+    np.testing.assert_array_equal(scores["hard_counts"], np.bincount(labels, minlength=2))
+
+
 def test_missing_metrics_per_column_and_pattern():
     x = np.array([[1.0, np.nan, 3.0], [np.nan, np.nan, 1.0], [1.0, 2.0, 3.0], [2.0, np.nan, 1.0]])
     m = missing_metrics(x, ["a", "b", "c"], dropped=[7], dropped_lines=[10], imputed=True)
