@@ -82,7 +82,8 @@ def read_data(path) -> DataTable:
 
     Missing values (CSV: an empty cell or one of ``NA_STRINGS``; .npy: NaN) become NaN; a row with every value
     missing is dropped and listed. Raises ReportError with one line naming the file and line (CSV) or row (.npy):
-    missing file, a directory, empty file, ragged rows, a non-numeric column, inf values, no row with data.
+    missing file, a directory, empty file, ragged rows, a non-numeric column, inf values, no row with data, a column
+    with no observed value.
     """
     path = Path(path)
     if path.is_dir():
@@ -103,6 +104,9 @@ def read_data(path) -> DataTable:
     if empty.all():
         raise ReportError(f"{path.name}: every row has every value missing")
     dropped = np.flatnonzero(empty)
+    unseen = [names[j] for j in np.flatnonzero(np.isnan(arr).all(axis=0))]
+    if unseen:
+        raise ReportError(f"{path.name}: column {unseen[0]!r} has no observed value (every cell missing); remove it")
     return DataTable(arr[~empty], names, np.flatnonzero(~empty), dropped, None if npy else np.asarray(lines)[dropped])
 
 

@@ -61,6 +61,7 @@ def test_a_row_with_nothing_observed_is_dropped_and_counted(tmp_path):
     ("a,b\n1,-Infinity\n", "d.csv: 1 row(s) with inf values (line 2)"),
     ("a,b\n\"1\n\",2\n4,oops\n", "d.csv:4: column 'b' is not numeric"),  # a quoted field over two lines
     ("1,2\n3,4\n", "d.csv:1: the first row must be a header"),
+    ("a,b,c\n1,,2\n3,NA,4\n", "d.csv: column 'b' has no observed value (every cell missing); remove it"),
 ])
 def test_errors_are_one_line_with_the_files_real_line(tmp_path, text, message):
     with pytest.raises(ReportError) as err:
