@@ -94,6 +94,8 @@ def impute_stage(problem, run) -> None:
 
     x = problem.x
     holes = bool(np.isnan(x).any())
+    if holes:
+        run.progress(f"imputing the {int(np.isnan(x).sum()):,} missing values with every engine's fit ({IMPUTED_FILE})")
     for i, (m, r) in enumerate(run.aligned.items()):
         run.cards[m]["imputation"] = None
         if not holes:
