@@ -60,7 +60,7 @@ def draw_figures(problem, run) -> list:
                            "density over the column's histogram." + (f" Columns: {shown[1]}." if shown[1] else "")
                            if d > 2 else ": 1σ and 2σ ellipses, × means.")),
          lambda: plots.plot_components(x, aligned, truth, column_names=columns, reference_label=reference_label,
-                                       shown=shown)),
+                                       shown=shown, imputed=imputed)),
         ("assignments", f"Points coloured by their assigned cluster, one panel per engine; labels aligned to {against}." + pca
          + (filled + ", hollow." if filled else ""),
          lambda: plots.plot_assignments(x, aligned, truth, column_names=columns, reference_label=reference_label,
@@ -104,7 +104,7 @@ def draw_figures(problem, run) -> list:
     if filled:  # the other figures of rows draw the completed rows too, unmarked
         for i, (name, caption, draw) in enumerate(specs):
             if name in ("components", "uncertainty", "em_snapshots"):
-                specs[i] = (name, caption + filled + ".", draw)
+                specs[i] = (name, caption + filled + (", hollow." if name == "components" else ", not marked."), draw)
     specs = [(name, caption + (note if name in FROM_ROWS or name.startswith("ppc_") else ""), draw)
              for name, caption, draw in specs]
     figures = []

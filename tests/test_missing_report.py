@@ -231,7 +231,7 @@ def test_penguins_page_has_the_missingness_tables(penguins_report):
     assert "Per pattern (which columns are missing together)" in section and "— (complete rows)" in section
     assert "imputed.csv" in section and "missing at random" in section
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", page, re.S)
-    assert sum("hollow" in c for c in captions) == 2  # the data and the assignments figures mark imputed rows
+    assert sum("hollow" in c for c in captions) == 3  # the data, components and assignments figures mark imputed rows
     assert "imputed.csv" in json.loads((out / "manifest.json").read_text())["files"]
     from analysis import arviz_io
 

@@ -85,12 +85,13 @@ def plot_data(x, z=None, title: str | None = None, column_names=None, shown=None
 
 
 def plot_components(x, results: dict, truth: GMMParams | None = None, title: str | None = None,
-                    column_names=None, reference_label: str | None = None, shown=None) -> Figure:
+                    column_names=None, reference_label: str | None = None, shown=None, imputed=None) -> Figure:
     """Data with the true (black, dashed) and every engine's components as 1-sigma / 2-sigma ellipses
     and mean markers, on one axis set (D == 1: histogram with the mixture densities; D > 2: a scatterplot
     matrix of the columns ``shown`` = ``(indices, why)``, each panel with the pair's marginal Gaussians, 1-sigma
     ellipses only, and each engine's marginal mixture density on the diagonal). Without a truth the title
-    names ``reference_label``, what the labels were aligned to."""
+    names ``reference_label``, what the labels were aligned to. ``imputed`` (N, D) bool: cells drawn at imputed
+    values (``x`` holds the completed rows), their rows hollow."""
     x = np.asarray(x)
     names = column_names_or_default(column_names, x.shape[1])
     against = "vs the truth" if truth is not None else f"(labels aligned to the {reference_label or 'first engine'})"
@@ -98,6 +99,7 @@ def plot_components(x, results: dict, truth: GMMParams | None = None, title: str
         first = truth if truth is not None else next((r.params for r in results.values()), None)
         cols, note = _shown(x.shape[1], shown, first)
         return plot_pairs(x, cols, names, fits={m: r.params for m, r in results.items()}, truth=truth, note=note,
+                          imputed=imputed,
                           sigmas=(1.0,), title=title or f"Estimated components of every engine {against}\neach pair's "
                           "marginal Gaussians (1σ ellipses, × means); diagonal: each engine's marginal mixture density")
     fig, (ax,) = figure_grid(1, (7.0, 5.8))
@@ -118,8 +120,11 @@ def plot_components(x, results: dict, truth: GMMParams | None = None, title: str
     else:
         proj = Projection(x, names)
         pts = proj.points(x)
-        ax.scatter(pts[:, 0], pts[:, 1], s=7, alpha=0.35, color="0.55", zorder=1)
+        rows = None if imputed is None else np.asarray(imputed).any(axis=1)
+        scatter_rows(ax, pts, rows, s=7, alpha=0.35, color="0.55", zorder=1)
         handles.append(Line2D([], [], marker="o", ls="", color="0.55", alpha=0.5, label="data"))
+        if rows is not None and rows.any():
+            handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="none", color="0.3", label=IMPUTED_LEGEND))
         if truth is not None:
             draw_gaussians(ax, proj, truth, color=TRUTH_COLOR, linestyle="--", lw=2.2, marker="+", zorder=4)
             handles.append(Line2D([], [], color=TRUTH_COLOR, ls="--", lw=2, marker="+", markersize=10, label="truth"))
