@@ -4,6 +4,8 @@ References: scipy's multivariate normal on each row's observed sub-vector (brute
 (the observed-data density), a direct L-BFGS optimisation of NumPyro's own log joint, and Monte Carlo.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -225,6 +227,14 @@ def test_point_estimate_imputations_are_conditional_draws(seed_holes):
     mean, std = (np.asarray(a)[rows, columns] for a in models.impute(truth, x, return_std=True))
     np.testing.assert_allclose(imputed.mean, mean, atol=5 * np.max(std) / np.sqrt(400))
     assert np.all(imputed.lower <= imputed.mean) and np.all(imputed.mean <= imputed.upper)
+    # at the true parameters the conditional draws are exactly calibrated: a tight binomial check
+    x_big, _ = models.sample(jax.random.PRNGKey(8), truth, 4000)
+    holes = with_holes(x_big, 0.2, 3)
+    imputed = multiple_imputations(dataclasses.replace(result, responsibilities=np.zeros((4000, 2))), holes,
+                                   jax.random.PRNGKey(9), level=0.9)
+    held_out = np.asarray(x_big)[imputed.rows, imputed.columns]
+    inside = np.mean((imputed.lower <= held_out) & (held_out <= imputed.upper))
+    assert abs(inside - 0.9) < 3 * np.sqrt(0.9 * 0.1 / held_out.size), (inside, held_out.size)
 
 
 def test_sample_missing_matches_the_conditional_moments():
