@@ -8,6 +8,12 @@ uncertainty of the entries given the parameters and that of the parameters (Rubi
 no draws) the draws are conditional draws at that one point: the intervals then ignore the parameters'
 uncertainty (narrower than they should be, markedly so for small data).
 
+Intervals are the draws' empirical quantiles (``np.quantile``, linear): with S draws a held-out value falls
+inside with probability about ``level (S - 1) / (S + 1)`` (order statistics), 0.891 for 0.9 at S = 200.
+Measured (``tests/test_missing_numpyro.py``): at the true parameters of the seed mixture, 1,641 held-out
+cells (20% MCAR), 90% intervals cover 0.883 and 50% ones 0.508; from NUTS on 500 rows with 15% holes, 0.880
+of 166 cells.
+
 Cost: only rows with a hole are touched; they go in padded chunks (one compiled program per shape) with
 every draw vmapped, chunk rows chosen so that a chunk's per-row tables stay under ``MAX_CHUNK_ELEMENTS``.
 """
