@@ -17,6 +17,7 @@ from .missing import (  # noqa: E402
     observed_log_likelihood,
     observed_pointwise_log_likelihood,
     observed_responsibilities,
+    sample_missing,
 )
 from .params import GMMParams, covariances, from_covariances, permute, to_numpy, validate_params  # noqa: E402
 
@@ -66,6 +67,7 @@ __all__ = [
     "observed_log_likelihood",
     "observed_pointwise_log_likelihood",
     "observed_responsibilities",
+    "sample_missing",
     "align",
     "component_cost",
     "match_components",
