@@ -138,6 +138,7 @@ def gmm_model(
     lkj_concentration: float = 1.0,
     sample_weight=None,
     missing=None,
+    subsample_size: int | None = None,
 ):
     """NumPyro generative model of a Gaussian mixture.
 
@@ -154,8 +155,17 @@ def gmm_model(
     sample_weight : (N,) non-negative row weights, or None (module docstring: z is then summed out analytically).
     missing : ``(observed (P, D) bool, pattern (N,) int)`` when ``x`` has NaN holes (module docstring), or
         None. Found here for a concrete ``x`` with NaN; inside a jitted program pass it (the engines do).
+    subsample_size : minibatch SVI (``inference.numpyro_minibatch``): ``x`` is a batch of ``subsample_size`` rows
+        of ``num_samples``; the data plate is ``plate("data", num_samples, subsample_size=subsample_size)``,
+        which scales the batch's log-likelihood by ``num_samples / subsample_size``. The caller picks the rows
+        (the plate's own index draw is unused: substitute ``{"data": jnp.arange(subsample_size)}`` to skip it).
+        Not with ``sample_weight``.
     """
-    if x is not None:
+    if x is not None and subsample_size is not None:
+        if num_samples is None or x.shape[0] != subsample_size or sample_weight is not None:
+            raise ValueError("subsample_size needs num_samples (all rows), x of subsample_size rows, no sample_weight")
+        num_features = x.shape[1]
+    elif x is not None:
         num_samples, num_features = x.shape
         if missing is None and has_missing(x):
             found = missing_patterns(x)
@@ -196,10 +206,10 @@ def gmm_model(
         with numpyro.plate("data", num_samples), handlers.mask(mask=positive), handlers.scale(scale=jnp.where(positive, weight, 1.0)):
             numpyro.sample("x", mixture, obs=x)
         return
-    with numpyro.plate("data", num_samples):
+    with numpyro.plate("data", num_samples, subsample_size=subsample_size):
         if num_components == 1:
             # z is identically 0; enumerating a size-1 support is ambiguous with broadcasting in funsor
-            z = numpyro.deterministic("z", jnp.zeros((num_samples,), jnp.int32))
+            z = numpyro.deterministic("z", jnp.zeros((subsample_size or num_samples,), jnp.int32))
             if missing is None:
                 numpyro.sample("x", MultivariateNormal(means[0], scale_tril=scale_tril[0]), obs=x)
             else:
