@@ -81,6 +81,7 @@ SVI_DEFAULTS = dict(
     prior=None,
     map_options=None,
     sample_weight=None,
+    batch_size=None,
 )
 
 
@@ -266,6 +267,8 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     progress : tqdm bar of the training steps on stderr (default True; never recompiles).
     prior : dict of ``gmm_model`` prior overrides; map_options : options for the MAP start.
     sample_weight : (N,) non-negative row weights (weighted likelihood, as :func:`fit_map`).
+    batch_size : None here; a number (or a ``.npy`` path as ``x``) makes ``inference.fit("svi", ...)`` run
+        minibatch SVI (:mod:`inference.numpyro_minibatch`).
 
     Returns
     -------
@@ -285,6 +288,8 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     unknown = sorted(set(opts) - set(SVI_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown SVI option(s) {unknown}; allowed: {', '.join(SVI_DEFAULTS)}")
+    if opts["batch_size"] is not None:  # inference.numpyro_engines.fit_svi sends these to the minibatch engine
+        raise ValueError("batch_size: minibatch SVI is inference.numpyro_minibatch.fit_minibatch_svi (inference.fit routes it)")
     num_steps = check_int_option("num_steps", opts["num_steps"])
     check_every = min(check_int_option("check_every", opts["check_every"]), num_steps)
     static = (
