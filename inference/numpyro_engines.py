@@ -10,6 +10,8 @@ All three fit standardised data with the prior placed in the data's units and re
 shapes compiles nothing.
 """
 
+import os
+
 from ._numpyro_common import enumerated_log_joint
 from .numpyro_map import fit_map as _fit_map
 from .numpyro_svi import fit_svi as _fit_svi
@@ -23,7 +25,12 @@ def fit_map(key, x, num_components: int, **options):
 
 
 def fit_svi(key, x, num_components: int, **options):
-    """SVI in data units; see :func:`inference.numpyro_svi.fit_svi` and :mod:`inference.standardize`."""
+    """SVI in data units; see :func:`inference.numpyro_svi.fit_svi` and :mod:`inference.standardize`. A ``.npy``
+    path as ``x`` or a ``batch_size`` runs minibatch SVI (:func:`inference.numpyro_minibatch.fit_minibatch_svi`)."""
+    if isinstance(x, (str, os.PathLike)) or options.get("batch_size") is not None:
+        from .numpyro_minibatch import fit_minibatch_svi
+
+        return fit_minibatch_svi(key, x, num_components, **options)
     return fit_standardized(_fit_svi, key, x, num_components, **options)
 
 
