@@ -26,10 +26,11 @@ There:
 * if no engine is left, the command stops with exit 2 and one line naming the fix: fewer columns (the
   largest D the rows allow), fewer components (``--num-components``), diagonal covariances.
 
-Data streamed from disk (``--stream``, :mod:`analysis.streamed`): only EM and hard EM read their rows in
-passes; MAP, SVI and NUTS need every row in memory and are skipped the same way (``plan_engines(...,
-streamed=reason)``: one note, the reason in ``metrics.json`` ``failed``), or, when only they were asked
-for, exit 2 naming ``--methods em,hard_em`` and ``--stream never``.
+Data streamed from disk (``--stream``, :mod:`analysis.streamed`): EM and hard EM read their rows in passes and
+SVI reads them in minibatches (``inference.numpyro_minibatch``: its cost is that of its batches, plus a MAP start
+on ``START_ROWS`` rows and one pre-pass over the file); MAP and NUTS need every row in memory and are skipped the
+same way (``plan_engines(..., streamed=reason)``: one note, the reason in ``metrics.json`` ``failed``), or, when
+only they were asked for, exit 2 naming ``--methods em,hard_em,svi`` and ``--stream never``.
 
 Cost (a rough model, measured on this project's 2-core CPU; expect a factor of 2-3 either way)
 ----------------------------------------------------------------------------------------------
@@ -70,13 +71,16 @@ SKIPPED = "skipped: "  # prefix of a skipped engine's entry in metrics.json "fai
 
 NUMPYRO_METHODS = ("map", "svi", "nuts")
 EM_METHODS = ("em", "hard_em")
+STREAMING_METHODS = ("em", "hard_em", "svi")  # the engines that read a streamed file (svi: in minibatches)
+MINIBATCH_ROWS = 1024  # inference.numpyro_minibatch's default batch_size
+MINIBATCH_START_ROWS = 10_000  # inference.numpyro_minibatch.START_ROWS: the rows of its MAP start
 
 # The engines' defaults this estimate assumes when an option is not given (inference's *_DEFAULTS).
 _DEFAULTS = {
     "em": dict(max_iters=500, n_init=1, covariance_type="full"),
     "hard_em": dict(max_iters=500, n_init=1, covariance_type="full"),
     "map": dict(num_steps=3000, n_init=4),
-    "svi": dict(num_steps=4000, num_particles=4),
+    "svi": dict(num_steps=4000, num_particles=4, batch_size=MINIBATCH_ROWS),
     "nuts": dict(num_chains=2, num_warmup=500, num_samples=1000, max_tree_depth=10),
 }
 _COMPILE_SECONDS = {"em": 1.5, "hard_em": 1.5, "map": 6.0, "svi": 8.0, "nuts": 8.0}
@@ -96,11 +100,20 @@ def _option(options: dict, method: str, key: str):
         return float(_DEFAULTS[method][key])
 
 
-def estimate_seconds(method: str, n: int, k: int, d: int, options: dict, *, map_point: bool = True) -> float:
-    """The rough cost model of the module docstring, in seconds, for ``method`` with ``options``."""
+def estimate_seconds(method: str, n: int, k: int, d: int, options: dict, *, map_point: bool = True,
+                     streamed: bool = False) -> float:
+    """The rough cost model of the module docstring, in seconds, for ``method`` with ``options`` (``streamed``:
+    SVI is minibatch SVI, 1 particle by default, from its own MAP start on a subsample, after a pre-pass)."""
     from models.criteria import num_parameters
 
     o = lambda key: _option(options, method, key)  # noqa: E731
+    if method == "svi" and (streamed or options.get("batch_size") is not None):
+        batch = min(n, o("batch_size"))
+        particles = float(options.get("num_particles", 1))
+        start = 0.0 if options.get("init", "map") != "map" else estimate_seconds(
+            "map", min(n, MINIBATCH_START_ROWS), k, d, options.get("map_options") or {})
+        prepass = n * d * 8 / 2e8  # one read of the file at ~200 MB/s
+        return _COMPILE_SECONDS["svi"] + o("num_steps") * particles * 4 * gradient_seconds(batch, k, d) + start + prepass
     if method in EM_METHODS:
         cov = options.get("covariance_type", "full")
         return _COMPILE_SECONDS[method] + o("n_init") * o("max_iters") * gradient_seconds(n, k, d, cov)
@@ -145,7 +158,8 @@ def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: fl
                  streamed: str | None = None) -> Plan:
     """Decide which engines to fit on N x D data with K components (see the module docstring).
 
-    ``streamed``: the data stay on disk, for this reason (one line): MAP, SVI and NUTS are skipped with it.
+    ``streamed``: the data stay on disk, for this reason (one line): MAP and NUTS are skipped with it, SVI runs
+    in minibatches (its estimate is of its batches).
     Raises ReportError (one line, exit 2) when no engine can be identified from the data, when only
     in-memory engines were asked for streamed data, or when even the cheapest one would run past
     ``max_seconds`` (None or inf: no budget).
@@ -153,17 +167,17 @@ def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: fl
     options = {m: dict(options.get(m, {})) for m in methods}
     plan = Plan(methods=[], options=options)
     if streamed:
-        in_memory = [m for m in methods if m in NUMPYRO_METHODS]
+        in_memory = [m for m in methods if m not in STREAMING_METHODS]
         if len(in_memory) == len(methods):
             raise ReportError(f"{streamed}, and {', '.join(in_memory)} need every row in memory: use --methods "
-                              "em,hard_em (they stream), or --stream never (loads the file)")
+                              "em,hard_em,svi (they stream; svi in minibatches), or --stream never (loads the file)")
         for m in in_memory:
-            plan.skipped[m] = (f"{SKIPPED}{streamed}; {m} needs every row in memory (em and hard_em stream; "
+            plan.skipped[m] = (f"{SKIPPED}{streamed}; {m} needs every row in memory (em, hard_em and svi stream; "
                                "--stream never loads the file)")
         if in_memory:
-            plan.notes.append(f"{streamed}: {', '.join(in_memory)} skipped (they need every row in memory; em and "
-                              "hard_em stream)")
-        methods = [m for m in methods if m not in NUMPYRO_METHODS]
+            plan.notes.append(f"{streamed}: {', '.join(in_memory)} skipped (they need every row in memory; em, "
+                              "hard_em and svi (minibatch) stream)")
+        methods = [m for m in methods if m in STREAMING_METHODS]
     full_ok, diag_ok = identifiable(n, d, k, "full"), identifiable(n, d, k, "diag")
     why_full = (f"full covariances for K={k}, D={d} need {points_per_component(d, 'full')} points per component "
                 f"(D + 1), the {n} rows give about {n / k:.0f} (not identifiable)")
@@ -197,7 +211,8 @@ def plan_engines(methods, options: dict, n: int, d: int, k: int, max_seconds: fl
                                "--methods em,hard_em (diagonal covariances)" if diag_ok else None))
 
     def estimates():
-        return {m: estimate_seconds(m, n, k, d, options[m], map_point="map" in plan.methods) for m in plan.methods}
+        return {m: estimate_seconds(m, n, k, d, options[m], map_point="map" in plan.methods, streamed=bool(streamed))
+                for m in plan.methods}
 
     est = estimates()
     over = []

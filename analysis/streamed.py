@@ -9,8 +9,9 @@ When ``--data FILE.npy`` streams (``--stream always``, or ``auto`` with the file
   as :func:`analysis.files.read_data` does, before anything is written; NaN is a missing value, marginalised by
   EM, and a row with every value missing stays in the file with weight 0), and a seeded random
   subsample of ``SUBSAMPLE_ROWS`` rows (sorted row indices, the same for the same ``--seed``);
-* em and hard_em get the PATH (``inference.fit`` streams it; memory bounded by its chunk buffers);
-  map, svi and nuts need every row in memory and are skipped with the reason (:mod:`analysis.budget`,
+* em and hard_em get the PATH (``inference.fit`` streams it; memory bounded by its chunk buffers), and so does
+  svi, which then runs minibatch SVI (``inference.numpyro_minibatch``: random row runs read per step, never the
+  whole file); map and nuts need every row in memory and are skipped with the reason (:mod:`analysis.budget`,
   ``metrics.json`` ``failed``);
 * :func:`subsample_view` gives a streamed FitResult the responsibilities of the subsample rows, so the
   alignment, predictive checks, InferenceData and figures run unchanged on the subsample;
@@ -221,8 +222,13 @@ def stream_note(data: StreamedData, engines) -> str:
     """One line for the report's notes and its top: what streamed, what ran, what is subsampled."""
     rows = ("all rows" if data.subsample_rows == data.num_rows else
             f"a seeded random subsample of {data.subsample_rows:,} rows")
-    return (f"The data were streamed from disk ({_why(data)}): {', '.join(engines)} read all {data.num_rows:,} rows in "
-            f"passes; figures, predictive checks and the NetCDF files' observed_data / log_likelihood use {rows}; "
+    engines = list(engines)
+    passes = [m for m in engines if m != "svi"]
+    read = (f"{', '.join(passes)} read all {data.num_rows:,} rows in passes" if passes else "")
+    if "svi" in engines:
+        read += ("; " if read else "") + (f"svi (minibatch SVI) read random batches of rows of all {data.num_rows:,} "
+                                          "(its ELBO scaled by N / batch)")
+    return (f"The data were streamed from disk ({_why(data)}): {read}; figures, predictive checks and the NetCDF files' observed_data / log_likelihood use {rows}; "
             "log-likelihood, BIC, cluster sizes and degeneracy counts are of all rows.")
 
 
