@@ -422,15 +422,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ criteria
 
+    def _total_log_likelihood(self, X) -> float:
+        """``log L`` of validated ``X`` by the bucketed prediction program (``score`` and ``predict``'s: no
+        compile per row count, as ``models.criteria.bic`` of the raw array would)."""
+        return float(np.sum(self._scores(self.result_.params, X)[1], dtype=np.float64))
+
     def bic(self, X):
-        """sklearn's BIC ``-2 log L + p log N`` (lower is better), :func:`models.criteria.bic`."""
+        """sklearn's BIC ``-2 log L + p log N`` (lower is better), :func:`models.criteria.bic_of`."""
         X = self._validated(X)
-        return float(criteria.bic(self.result_.params, X, self._covariance_type_fitted))
+        return criteria.bic_of(self._total_log_likelihood(X), X.shape[0], len(self.weights_), X.shape[1],
+                               self._covariance_type_fitted)
 
     def aic(self, X):
-        """sklearn's AIC ``-2 log L + 2 p`` (lower is better), :func:`models.criteria.aic`."""
+        """sklearn's AIC ``-2 log L + 2 p`` (lower is better), :func:`models.criteria.aic_of`."""
         X = self._validated(X)
-        return float(criteria.aic(self.result_.params, X, self._covariance_type_fitted))
+        return criteria.aic_of(self._total_log_likelihood(X), len(self.weights_), X.shape[1],
+                               self._covariance_type_fitted)
 
     def _n_parameters(self) -> int:
         """Free parameters (sklearn's ``_n_parameters``), :func:`models.criteria.num_parameters`."""

@@ -198,6 +198,27 @@ def test_second_fit_compiles_nothing_and_fit_predict_is_predict():
     assert gm.result_.info["compile_seconds"] == 0.0
 
 
+def test_scores_of_a_grid_over_k_share_one_program_per_row_bucket():
+    """score / predict / bic / aic of K = 1..5 on folds of 166-167 rows (one row bucket) run one scoring
+    program (components padded to 8 with weight 0); bic / aic are sklearn's formulas of the same scores (against
+    sklearn's, padding included, to 1e-8: test_same_init_as_sklearn_gives_sklearns_fit)."""
+    from inference import prediction
+    from models.criteria import num_parameters
+
+    x = blobs(seed=7, n=(200, 150, 150), dim=2)
+    before = prediction._point_scores._cache_size()
+    for k in range(1, 6):
+        gm = GaussianMixture(k, random_state=0, max_iter=5).fit(x[:333])
+        for part in (x[333:], x[334:]):
+            point_ll = gm.score_samples(part)
+            gm.predict(part)
+            assert gm.predict_proba(part).shape == (len(part), k)
+            expected = -2 * np.sum(point_ll) + num_parameters(k, 2) * np.log(len(part))
+            np.testing.assert_allclose(gm.bic(part), expected, rtol=1e-12)
+            np.testing.assert_allclose(gm.aic(part), -2 * np.sum(point_ll) + 2 * num_parameters(k, 2), rtol=1e-12)
+    assert prediction._point_scores._cache_size() - before <= 1
+
+
 # --------------------------------------------------------------------------- input handling
 
 

@@ -73,9 +73,16 @@ def test_complete_data_keep_the_programs_they_had(fitted):
     params = GMMParams(*(np.asarray(a) for a in est.result_.params))
     padded = np.zeros((prediction.bucket(x.shape[0]), x.shape[1]))
     padded[: x.shape[0]] = x
-    log_resp, point = prediction._point_scores(params, padded)  # the complete-data program, called as before
-    np.testing.assert_array_equal(np.log(est.predict_proba(x)), np.log(np.exp(np.asarray(log_resp)[: x.shape[0]])))
-    np.testing.assert_array_equal(est.score_samples(x), np.asarray(point)[: x.shape[0]])
+    # the complete-data program, called as before (components padded to their bucket with weight 0)
+    log_resp, point = prediction._point_scores(prediction._pad_components(params, x.dtype), padded)
+    num_rows, num_components = x.shape[0], params.weights.shape[0]
+    np.testing.assert_array_equal(np.log(est.predict_proba(x)),
+                                  np.log(np.exp(np.asarray(log_resp)[:num_rows, :num_components])))
+    np.testing.assert_array_equal(est.score_samples(x), np.asarray(point)[:num_rows])
+    unpadded_resp, unpadded_point = prediction._point_scores(params, padded)  # padding changes nothing
+    np.testing.assert_allclose(np.asarray(log_resp)[:num_rows, :num_components], np.asarray(unpadded_resp)[:num_rows],
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(point)[:num_rows], np.asarray(unpadded_point)[:num_rows], rtol=1e-12)
     np.testing.assert_allclose(est.predict_proba(x), np.asarray(models.responsibilities(params, x)), atol=1e-12)
 
 
