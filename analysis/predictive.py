@@ -146,13 +146,13 @@ def stored_count(num_rows: int, num_features: int, available: int) -> int:
     return int(max(1, min(available, STORED_ELEMENTS // max(1, num_rows * num_features))))
 
 
-def predictive_checks(seed: int, results: dict, x) -> tuple[dict, dict]:
+def predictive_checks(seed: int, results: dict, x, progress=None) -> tuple[dict, dict]:
     """Everything the report's predictive checks need, for every engine.
 
     Returns ``(draws, p_values)``: ``draws[method]`` is ``{"x_rep", "prior_params", "x_prior"}`` (the
     replicates to store, capped by ``stored_count``; prior entries only for the Bayesian engines, whose
     ``info["prior"]`` says what prior they used) and ``p_values[method]`` is ``{statistic: (D,) list}``
-    from all the replicates (``predictive_p_values``).
+    from all the replicates (``predictive_p_values``). ``progress`` (a callable, optional) gets one line per engine.
     """
     x = np.asarray(x, np.float64)
     n, d = x.shape
@@ -162,6 +162,9 @@ def predictive_checks(seed: int, results: dict, x) -> tuple[dict, dict]:
     for i, (method, result) in enumerate(results.items()):
         statistics, stored = [], []
         keep = stored_count(n, d, num_replicates(n, d))
+        prior = result.info.get("prior") if method in BAYESIAN_METHODS else None
+        if progress is not None:
+            progress(f"predictive checks of {method}: {num_replicates(n, d)} replicated data sets")
         for x_rep in posterior_predictive_batches(rng_key(seed, 7, i, 0), result, n):
             statistics.append(test_statistics(x_rep, missing))
             have = sum(len(a) for a in stored)
@@ -170,8 +173,9 @@ def predictive_checks(seed: int, results: dict, x) -> tuple[dict, dict]:
         replicated = {name: np.concatenate([t[name] for t in statistics]) for name in STATISTICS}
         p_values[method] = {k: np.asarray(v).tolist() for k, v in p_values_from_statistics(observed, replicated).items()}
         entry = {"x_rep": np.concatenate(stored), "prior_params": None, "x_prior": None}
-        prior = result.info.get("prior")
-        if method in BAYESIAN_METHODS and prior:
+        if prior:
+            if progress is not None:
+                progress(f"predictive checks of {method}: its prior predictive")
             keep = stored_count(n, d, num_replicates(n, d))
             params, x_prior = prior_predictive(rng_key(seed, 7, i, 1), prior, n, d, result.num_components, max_kept=keep)
             entry.update(prior_params=params, x_prior=x_prior)

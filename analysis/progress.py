@@ -8,7 +8,27 @@ from __future__ import annotations
 import sys
 import time
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "REPORT_STAGES"]
+
+# The stage lines of ``gmm-report``, in the order they come. Each line names its stage when the stage starts, so
+# that nothing runs silent for long: the longest steps between two lines are one engine's fit, one engine's
+# prior predictive or InferenceData, one figure. Lines start with these words (after ``[i/n] `` for the fits);
+# stages marked "(if ...)" come only then. tests/test_report.py checks the order on a small run.
+REPORT_STAGES = (
+    "choosing K",  # (if --data without --num-components) EM per covariance type, K = 1..max (analysis.model_choice)
+    "sampling",  # (simulated data; a streamed file: "checking every value", CSV / NPY rows are read before)
+    "fitting",  # once per engine: "[i/n] fitting <engine> (K=.., N=.., D=..)", then its time and compile split
+    "aligning labels and scoring",  # once per engine (per draw for svi / nuts: the relabelling)
+    "responsibilities",  # every engine's per-row responsibilities and classification uncertainty
+    "scoring",  # (if streamed) the full-data scores, one more pass over the file
+    "imputing",  # (if the data have missing values) every engine's imputations
+    "predictive checks",  # once per engine: replicated data sets and test statistics; then its prior predictive
+    "InferenceData",  # once per engine: its InferenceData and <engine>.nc
+    "az.summary and LOO",  # (if svi / nuts ran) once per engine with draws
+    "az.compare",  # (if two engines have draws)
+    "figure",  # once per figure: "figure i/n: <name>", drawn and rendered (PNG) before the next
+    "writing",  # assignments.csv, manifest.json; then metrics.json and report.html
+)
 
 
 class Progress:

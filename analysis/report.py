@@ -66,7 +66,7 @@ class Run:
     as the problem's rows see them; ``aligned`` / ``cards``: aligned fits and their scorecards; ``reference``
     / ``reference_name``: what the labels were aligned to; ``predictive``: replicated draws per engine;
     ``idatas`` / ``summaries`` / ``compare_df`` / ``compare_rows``: the ArviZ stage's; ``figures``:
-    ``[(name, caption, Figure)]``; ``notes``: lines for metrics.json and the page; ``responsibilities``: ``{method:
+    ``[(name, caption)]`` of the figures drawn; ``notes``: lines for metrics.json and the page; ``responsibilities``: ``{method:
     (N, K)}`` of the aligned point estimates (``analysis.assignments``: assignments.csv, the NetCDF files' group);
     ``model_choice``: how K was chosen without ``--num-components`` (``analysis.model_choice``), or None;
     ``imputations``: ``{method: (rows, columns, mean, lower, upper)}`` of the missing cells (``analysis.missing_report``)."""
@@ -172,7 +172,7 @@ def _run_stages(problem: Problem, run: Run) -> dict:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    from analysis.report_figures import draw_figures, write_figures
+    from analysis.report_figures import draw_figures
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -181,11 +181,11 @@ def _run_stages(problem: Problem, run: Run) -> dict:
         impute_stage(problem, run)
         predictive_checks(problem, run)
         build_inference_data(problem, run)
-        run.progress("drawing figures")
-        run.figures = draw_figures(problem, run)
-        fig_html = write_figures(run.out_dir / "figures", run.figures)
+        run.figures, fig_html = draw_figures(problem, run, run.out_dir / "figures")
+        run.progress("writing assignments.csv and manifest.json")
         metrics = write_outputs(problem, run)
     metrics["notes"] = run.notes + [n for n in _warning_notes(caught) if n not in run.notes]
+    run.progress("writing metrics.json and report.html")
     write_atomically(run.out_dir / "metrics.json", dumps_json(metrics))
     write_atomically(run.out_dir / "report.html",
                      report_page(metrics, run.summaries, run.compare_df, fig_html, problem.column_names))
@@ -251,13 +251,14 @@ def align_and_score(problem: Problem, run: Run) -> None:
     from analysis.score import scorecard
     from models.params import to_numpy
 
-    run.progress("aligning labels, scoring, building InferenceData")
     if problem.truth is not None:
         run.reference, run.reference_name = problem.truth, "truth"
     else:
         run.reference_name = "em" if "em" in run.results else next(iter(run.results))
         run.reference = to_numpy(run.results[run.reference_name].params)
     for m, r in run.results.items():
+        draws = "" if r.samples is None else f" ({int(np.prod(np.shape(r.samples.weights)[:2])):,} draws relabelled)"
+        run.progress(f"aligning labels and scoring {m}{draws}")
         try:
             a = align_result(r, run.reference)
             run.cards[m] = {**scorecard(a, problem.x, problem.truth, problem.labels), **engine_notes(a.info)}
@@ -270,6 +271,7 @@ def align_and_score(problem: Problem, run: Run) -> None:
     if not run.aligned:
         raise run.every_engine_failed()
     run.reference = to_numpy(run.reference)
+    run.progress(f"responsibilities and classification uncertainty of each row ({', '.join(run.aligned)})")
     run.responsibilities = point_responsibilities(run.aligned, problem.x)
     for m, resp in run.responsibilities.items():
         run.cards[m]["uncertainty"] = uncertainty_summary(resp)
@@ -284,7 +286,7 @@ def predictive_checks(problem: Problem, run: Run) -> None:
     for card in run.cards.values():
         card["ppc_p_values"] = None
     try:
-        draws, p_values = draw_checks(problem.seed, run.aligned, problem.x)
+        draws, p_values = draw_checks(problem.seed, run.aligned, problem.x, run.progress)
     except Exception as exc:  # noqa: BLE001
         run.notes.append(f"predictive checks could not be computed: {one_line(exc)}")
         return
@@ -305,6 +307,7 @@ def build_inference_data(problem: Problem, run: Run) -> None:
     progress, cards = run.progress, run.cards
     for m, r in run.aligned.items():
         name = f"{m}.nc"
+        progress(f"InferenceData of {m}, writing {name}")
         try:
             idata = arviz_io.to_inference_data(r, problem.x, problem.column_names)
             if run.predictive.get(m):
@@ -320,6 +323,7 @@ def build_inference_data(problem: Problem, run: Run) -> None:
         cards[m].update(netcdf=name, diagnostics=None, loo=None, sampler=None)
     with_draws = [m for m in run.idatas if run.aligned[m].samples is not None]
     for m in with_draws:
+        progress(f"az.summary and LOO of {m}")
         try:
             run.summaries[m] = arviz_io.summary(run.idatas[m])
             if m != "svi":  # SVI's draws are independent draws of its guide: R-hat / ESS would measure the RNG
@@ -333,6 +337,7 @@ def build_inference_data(problem: Problem, run: Run) -> None:
         except Exception as exc:  # noqa: BLE001 - LOO is a diagnostic, never fatal
             progress(f"    az.loo failed for {m}: {one_line(exc)}")
     if len(with_draws) >= 2:
+        progress(f"az.compare of {', '.join(with_draws)}")
         try:
             run.compare_df = arviz_io.compare({m: run.idatas[m] for m in with_draws})
             run.compare_rows = compare_metrics(run.compare_df)
@@ -378,7 +383,7 @@ def write_outputs(problem: Problem, run: Run) -> dict:
         write_atomically(run.out_dir / IMPUTED_FILE, imputed_csv(imputed, data.row_index(), problem.column_names))
     files = (["report.html", "metrics.json", "manifest.json", ASSIGNMENTS_FILE] + ([IMPUTED_FILE] if imputed else [])
              + [f"{m}.nc" for m in run.idatas]
-             + [f"figures/{n}.png" for n, _, _ in run.figures])
+             + [f"figures/{n}.png" for n, _ in run.figures])
     manifest = build_manifest(tool=PROG, argv=run.argv, seed=problem.seed, methods=run.methods,
                               engine_options=run.options, source=data.kind, data_file=data.data_file, x=x,
                               column_names=problem.column_names, jax_backend=jax.default_backend(), files=files,

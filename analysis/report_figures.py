@@ -1,13 +1,13 @@
 """The report's figures: one job, which figures a run gets, with what caption, from which numbers.
 
 :func:`draw_figures` turns a :class:`analysis.problem.Problem` and its :class:`analysis.report.Run` into
-``[(name, caption, Figure)]`` in page order; :func:`write_figures` renders each once (PNG file and the
-page's HTML). The statistics some figures show (HDIs, draws per parameter kind, kernel densities) are asked
+the figures in page order, drawing and rendering each once (PNG file and the page's HTML, a progress line per
+figure) and closing it before the next. The statistics some figures show (HDIs, draws per parameter kind, kernel densities) are asked
 from ``analysis.arviz_io`` here and handed to ``analysis.plots`` as numbers. A figure that cannot be drawn
 is a note, never a failed report. Captions say what the labels were aligned to; every figure drawn from
 rows ends with the data source's caption note (a streamed file's subsample).
 
-Imports: the analysis modules at module level; matplotlib (pyplot) inside :func:`write_figures`.
+Imports: the analysis modules at module level; matplotlib (pyplot) inside :func:`draw_figures`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,17 @@ from analysis.missing_report import completed_rows
 from analysis.plots.selection import plot_model_selection
 from analysis.plots.uncertainty import plot_uncertainty
 
-__all__ = ["draw_figures", "write_figures", "FROM_ROWS"]
+__all__ = ["draw_figures", "FROM_ROWS"]
 
 FROM_ROWS = ("data", "components", "assignments", "uncertainty", "em_snapshots")  # drawn from the rows (+ every ppc_*)
 
 
-def draw_figures(problem, run) -> list:
-    """``[(name, caption, Figure)]`` of the report, in page order; failures become ``run.notes``."""
+def draw_figures(problem, run, fig_dir: Path) -> tuple[list, dict]:
+    """Draw and render the report's figures one at a time, in page order (a progress line each, the figure closed
+    once rendered): ``([(name, caption)], {name: <figure> html})``, ``fig_dir/<name>.png``; figures that cannot be
+    drawn become ``run.notes``."""
+    import matplotlib.pyplot as plt
+
     z, truth, columns = problem.labels, problem.truth, problem.column_names
     aligned, idatas, reference_label = run.aligned, run.idatas, run.reference_label
     x, imputed = completed_rows(problem.x, run.reference)  # missing cells at the reference's conditional expectation
@@ -107,16 +111,23 @@ def draw_figures(problem, run) -> list:
                 specs[i] = (name, caption + filled + (", hollow." if name == "components" else ", not marked."), draw)
     specs = [(name, caption + (note if name in FROM_ROWS or name.startswith("ppc_") else ""), draw)
              for name, caption, draw in specs]
-    figures = []
-    for name, caption, draw in specs:
+    fig_dir.mkdir()
+    figures, fig_html = [], {}
+    for i, (name, caption, draw) in enumerate(specs):
+        run.progress(f"figure {i + 1}/{len(specs)}: {name}")
         try:
             fig = draw()
         except Exception as exc:  # noqa: BLE001 - a figure is never worth the report
             run.notes.append(f"figure {name!r} could not be drawn: {one_line(exc)}")
             continue
-        if fig is not None:
-            figures.append((name, caption, fig))
-    return figures
+        if fig is None:
+            continue
+        png = figure_png(fig)
+        (fig_dir / f"{name}.png").write_bytes(png)
+        fig_html[name] = figure_html(fig, caption, name, png=png)
+        plt.close(fig)
+        figures.append((name, caption))
+    return figures, fig_html
 
 
 def _nuts_specs(idata, result, columns, against: str, in_forest) -> list:
@@ -176,16 +187,3 @@ def _predictive_specs(idatas: dict, columns, in_ppc) -> list:
                                              title="prior predictive", group="prior_predictive", column_names=columns)))
     return specs
 
-
-def write_figures(fig_dir: Path, figures) -> dict:
-    """Render each figure once: ``fig_dir/<name>.png`` and ``{name: <figure> html}``; closes the figures."""
-    import matplotlib.pyplot as plt
-
-    fig_dir.mkdir()
-    fig_html = {}
-    for name, caption, fig in figures:
-        png = figure_png(fig)
-        (fig_dir / f"{name}.png").write_bytes(png)
-        fig_html[name] = figure_html(fig, caption, name, png=png)
-        plt.close(fig)
-    return fig_html

@@ -12,6 +12,7 @@ from analysis.errors import ReportError
 from analysis.files import atomic_output_dir, finalize_output_dir, prepare_output_dir, write_atomically
 from analysis.html_page import render_html, table_html
 from analysis.metrics import METRICS_SCHEMA, validate_metrics
+from analysis.progress import REPORT_STAGES
 
 FAST = ["--num-samples", "150", "--quiet"]
 
@@ -38,11 +39,23 @@ def _check_output(out, methods):
     return metrics, manifest, page
 
 
+def _stages(err: str) -> list:
+    """The documented stage (``REPORT_STAGES``) of each progress line of ``err`` that names one, in order."""
+    lines = [re.sub(r"^\[gmm-report +[\d.]+s\] (\[\d+/\d+\] )?", "", line) for line in err.splitlines()
+             if line.startswith("[gmm-report")]
+    return [s for s in (next((s for s in REPORT_STAGES if line.startswith(s)), None) for line in lines) if s]
+
+
 def test_report_em_hard_em_end_to_end(tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["--methods", "em,hard_em", "--out", str(out), "--seed", "3", *FAST]) == 0
-    assert capsys.readouterr().err == ""  # --quiet
+    assert main(["--methods", "em,hard_em", "--out", str(out), "--seed", "3", *FAST[:2]]) == 0
+    stages = _stages(capsys.readouterr().err)  # every long stage names itself when it starts, in the documented order
+    assert [REPORT_STAGES.index(s) for s in stages] == sorted(REPORT_STAGES.index(s) for s in stages)
+    assert stages.count("fitting") == stages.count("aligning labels and scoring") == stages.count("InferenceData") == 2
+    assert set(stages) == {"sampling", "fitting", "aligning labels and scoring", "responsibilities", "predictive checks",
+                           "InferenceData", "figure", "writing"}
     metrics, manifest, page = _check_output(out, ["em", "hard_em"])
+    assert stages.count("figure") == len(list((out / "figures").glob("*.png")))
     assert metrics["problem"]["source"] == "seed_problem" and metrics["problem"]["num_samples"] == 150
     for card in metrics["engines"].values():
         assert card["ari"] > 0.5 and card["summary"]["mean_l2_error_max"] < 0.6
@@ -54,6 +67,7 @@ def test_report_em_hard_em_end_to_end(tmp_path, capsys):
     assert main(["--methods", "em", "--out", str(out), *FAST]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(["--methods", "em", "--out", str(out), "--force", *FAST]) == 0
+    assert capsys.readouterr().err == ""  # --quiet
     assert set(json.loads((out / "metrics.json").read_text())["engines"]) == {"em"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
@@ -206,15 +220,19 @@ def test_every_schema_name_is_produced_in_schema_order(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_map_svi_nuts_small(tmp_path):
+def test_report_map_svi_nuts_small(tmp_path, capsys):
     out = tmp_path / "r"
     small_map = "{'num_steps': 200, 'n_init': 1}"
-    args = ["--methods", "map,svi,nuts", "--out", str(out), *FAST, "--num-draws", "60",
+    args = ["--methods", "map,svi,nuts", "--out", str(out), *FAST[:2], "--num-draws", "60",
             "--option", "map.num_steps=300", "--option", "map.n_init=1",
             "--option", "svi.num_steps=300", "--option", f"svi.map_options={small_map}",
             "--option", "nuts.num_warmup=60", "--option", "nuts.num_assignment_draws=10",
             "--option", f"nuts.map_options={small_map}"]
     assert main(args) == 0
+    stages = _stages(capsys.readouterr().err)
+    assert [REPORT_STAGES.index(s) for s in stages] == sorted(REPORT_STAGES.index(s) for s in stages)
+    assert stages.count("az.summary and LOO") == 2 and stages.count("az.compare") == 1
+    assert stages.count("predictive checks") == 6  # replicated data, then the prior predictive, per engine
     metrics, _, page = _check_output(out, ["map", "svi", "nuts"])
     nuts = metrics["engines"]["nuts"]
     assert nuts["posterior"]["num_draws"] == 120 and 0.0 <= nuts["posterior"]["coverage"] <= 1.0
