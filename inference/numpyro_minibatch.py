@@ -9,16 +9,10 @@ a batch with probability ``B / N`` (tests/test_minibatch_svi.py measures it). Th
 replaced by ``arange(B)`` (``handlers.substitute``): the rows are chosen on the host, and NumPyro's draw on CPU
 shuffles an ``arange(N)`` every step.
 
-Batches (:class:`BatchReader`): each step's B rows are ``pieces`` (default 16) runs of ``B / pieces`` contiguous
-rows, each starting at a uniformly random row of the file and wrapping around its end, read with ``os.pread``
-(:class:`inference.host_readers.NpyRows`; an in-memory array is sliced). Every row is then in a batch with
-probability exactly ``B / N`` (unbiased), reads stay a few pages each, and a file sorted by cluster still gives
-batches that mix ``pieces`` places of it. The batches of ``check_every`` steps are read on the host, standardised
-and transferred together (``check_every x B x D`` floats, 13 MB at 200 x 1024 x 8), then trained in one jitted
-``lax.scan``.
-
-Standardisation (:mod:`inference.standardize`): column means and sds from one pre-pass over the file (Chan's
-pairwise merge of per-block moments, float64), which also refuses NaN / inf and draws the rows of the start.
+Batches (:mod:`inference.minibatch_rows`): each step's B rows are 16 runs of contiguous rows from uniformly random
+starts (wrapping), read by ``pread``: every row is in a batch with probability exactly ``B / N``. The batches of
+``check_every`` steps are read on the host, standardised (means and sds from one pre-pass) and transferred together
+(``check_every x B x D`` floats, 13 MB at 200 x 1024 x 8), then trained in one jitted ``lax.scan``.
 
 Start: the MAP (``inference.numpyro_map``) of a random subsample of ``start_rows`` rows (default 10,000; all rows
 when N is smaller) with the full-data standardisation, or a given GMMParams; the guide's scales start at the
@@ -36,14 +30,13 @@ stopped improving by more than its noise -- AND no location's chunk mean moved b
 guide scale AND no log scale by more than ``param_tol``. ``converged`` is True after ``patience`` (2) passing
 chunks in a row; otherwise False after ``num_steps`` with a line in ``info["warnings"]``.
 
-Missing values (NaN) are refused (one-line ValueError); sample weights too.
+Missing values (NaN, at most 62 columns): the patterns found by the pre-pass are the model's ``missing`` tables
+(each batch's rows indexed into them), as in-memory SVI's. Sample weights are refused (one-line ValueError).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import os
 import time
 
 import jax
@@ -58,105 +51,22 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.initialization import init_to_value
 
 from models.alignment import mean_of_draws, relabel_draws
-from models.density import component_log_prob, responsibilities
 from models.gmm import gmm_model, params_from_sites
 from models.params import GMMParams
 
-from ._numpyro_common import (check_float_option, check_int_option, key_array, model_sites, params_from_site_draws,
+from ._numpyro_common import (Missing, check_float_option, data_component_log_prob, data_responsibilities, missing_of, check_int_option, key_array, model_sites, params_from_site_draws,
                               prior_items, site_supports, to_unconstrained)
-from .host_readers import NpyRows
+from .minibatch_rows import PIECES, BatchReader, observed_table, open_rows, patterns_of, streamed_moments
 from .numpyro_map import starting_point
 from .numpyro_svi import FIXED_INIT_SCALE, LAPLACE_MAX_PARAMS, SVI_DEFAULTS, laplace_scales, preconditioned_adam
 from .result import FitResult
-from .standardize import (Standardizer, _result_in_data_units, prior_in_standard_units, standardizer, to_standard)
+from .standardize import _result_in_data_units, prior_in_standard_units, to_standard
 
-__all__ = ["fit_minibatch_svi", "BatchReader", "streamed_moments", "minibatch_model", "MINIBATCH_DEFAULTS"]
+__all__ = ["fit_minibatch_svi", "minibatch_model", "minibatch_loss", "MINIBATCH_DEFAULTS"]
 
 MINIBATCH_DEFAULTS = dict(SVI_DEFAULTS, batch_size=1024, num_particles=1)
-PIECES = 16  # contiguous runs per batch
 START_ROWS = 10_000  # rows of the MAP start and the Laplace scales
 PATIENCE = 2  # passing chunks in a row for converged
-PREPASS_ROWS = 1 << 16
-
-
-# --------------------------------------------------------------------------- the rows on the host
-
-
-def _open(source):
-    """(sliceable rows, N, D) of a ``.npy`` path (read by ``pread``) or an in-memory (N, D) array."""
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not path.endswith(".npy"):
-            raise ValueError(f"x as a path must name a .npy file, got {path!r}")
-        rows = NpyRows(path)
-        if rows.ndim != 2 or rows.shape[0] < 1 or rows.shape[1] < 1:
-            raise ValueError(f"x must be a 2-D array (num_samples, num_features), got shape {rows.shape} in {path!r}")
-        return rows, int(rows.shape[0]), int(rows.shape[1])
-    x = np.asarray(source)
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"x must be a 2-D array (num_samples, num_features), got shape {x.shape}")
-    return x, int(x.shape[0]), int(x.shape[1])
-
-
-def streamed_moments(rows, num_rows: int, start_index: np.ndarray) -> tuple[Standardizer, np.ndarray]:
-    """One pass over ``rows`` in blocks: the column means and sds (float64, Chan's merge of block moments), NaN /
-    inf refused in one line, and the rows at the sorted ``start_index`` (the start's subsample)."""
-    count, mean, m2, picked = 0, None, None, []
-    for first in range(0, num_rows, PREPASS_ROWS):
-        block = np.asarray(rows[first: first + PREPASS_ROWS], np.float64)
-        if not np.isfinite(block).all():
-            bad = first + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-            kind = "NaN (missing values)" if np.isnan(block).any() else "inf"
-            raise ValueError(f"x has {kind} first at row {bad}: minibatch SVI takes complete, finite rows only "
-                             "(fit the in-memory svi, or em, for rows with holes)")
-        b_mean, b_m2, b = block.mean(axis=0), ((block - block.mean(axis=0)) ** 2).sum(axis=0), block.shape[0]
-        if mean is None:
-            count, mean, m2 = b, b_mean, b_m2
-        else:
-            delta = b_mean - mean
-            total = count + b
-            mean = mean + delta * (b / total)
-            m2 = m2 + b_m2 + delta**2 * (count * b / total)
-            count = total
-        lo, hi = np.searchsorted(start_index, [first, first + b])
-        picked.append(block[start_index[lo:hi] - first])
-    scale = np.sqrt(m2 / count)
-    constant = np.flatnonzero(~(scale > 0))
-    if constant.size:
-        raise ValueError(f"x: column(s) {constant.tolist()} are constant; the NumPyro engines standardise every "
-                         "column by its spread (drop those columns)")
-    return Standardizer(mean, scale), np.concatenate(picked)
-
-
-class BatchReader:
-    """Standardised batches of ``batch_size`` rows: ``pieces`` runs of contiguous rows, each from a uniformly
-    random start, wrapping around the end (module docstring: every row with probability B / N)."""
-
-    def __init__(self, rows, num_rows: int, st: Standardizer, batch_size: int, seed, pieces: int = PIECES):
-        self.rows, self.num_rows, self.st, self.batch_size = rows, num_rows, st, batch_size
-        self.pieces = max(1, min(pieces, batch_size))
-        self.rng = np.random.default_rng(seed)
-
-    def _run(self, start: int, length: int) -> np.ndarray:
-        end = start + length
-        if end <= self.num_rows:
-            return np.asarray(self.rows[start:end], np.float64)
-        return np.concatenate([np.asarray(self.rows[start:self.num_rows], np.float64),
-                               np.asarray(self.rows[0:end - self.num_rows], np.float64)])
-
-    def batch(self) -> np.ndarray:
-        b = self.batch_size
-        if b >= self.num_rows:
-            out = np.asarray(self.rows[0:self.num_rows], np.float64)
-        else:
-            lengths = np.full(self.pieces, b // self.pieces)
-            lengths[: b % self.pieces] += 1
-            starts = self.rng.integers(0, self.num_rows, self.pieces)
-            out = np.concatenate([self._run(int(s), int(n)) for s, n in zip(starts, lengths)])
-        return (out - self.st.loc) / self.st.scale
-
-    def batches(self, count: int) -> np.ndarray:
-        return np.stack([self.batch() for _ in range(count)])
 
 
 # --------------------------------------------------------------------------- the compiled pieces
@@ -171,7 +81,8 @@ def minibatch_model(num_components: int, prior: tuple, num_rows: int):
     def model(x, sample_weight=None, missing=None):
         batch = x.shape[0]
         with handlers.substitute(data={"data": jnp.arange(batch)}):
-            return gmm_model(x, num_components=num_components, num_samples=num_rows, subsample_size=batch, **kwargs)
+            return gmm_model(x, num_components=num_components, num_samples=num_rows, subsample_size=batch,
+                             missing=missing, **kwargs)
 
     return model
 
@@ -190,52 +101,67 @@ def _svi(model, guide, static, precond):
                TraceEnum_ELBO(num_particles=particles, max_plate_nesting=1))
 
 
+def _device(a):
+    return None if a is None else jnp.asarray(a)
+
+
+def _missing(observed, pattern):
+    return None if observed is None else Missing(observed, pattern)
+
+
 @functools.lru_cache(maxsize=32)
 def _programs(static: tuple):
     """Jitted (init, chunk, finish) for ``static = (K, prior, N, num_steps, lr, final_lr, particles, B, laplace,
-    num_draws)``; each builds its model, guide and SVI at trace time (compiled once per static and shapes)."""
+    num_draws)``; each builds its model, guide and SVI at trace time (compiled once per static and shapes).
+    ``observed`` (P, D) and the ``*pattern`` arrays are None for complete rows (``models.gmm``'s ``missing``)."""
     num_components, prior, num_rows = static[:3]
     laplace, num_draws = static[8], static[9]
     model = minibatch_model(num_components, prior, num_rows)
 
     @jax.jit
-    def init(key, start_sites, x_start, x_batch):
+    def init(key, start_sites, x_start, x_batch, observed, start_pattern, batch_pattern):
         supports = site_supports(num_components, x_batch.shape[-1], prior)
         if laplace:
-            scales, fallbacks = laplace_scales(model, start_sites, x_start, None, supports)
+            scales, fallbacks = laplace_scales(model, start_sites, x_start, None, supports, _missing(observed, start_pattern))
         else:
             scales = jax.tree.map(lambda u: jnp.full_like(u, FIXED_INIT_SCALE), to_unconstrained(start_sites, supports))
             fallbacks = jnp.asarray(0)
         precond = {f"{name}_auto_loc": s for name, s in scales.items()}
         svi = _svi(model, _guide(model, start_sites), static, precond)
-        state = svi.init(key, x_batch, init_params={f"{name}_auto_scale": s for name, s in scales.items()})
+        state = svi.init(key, x_batch, None, _missing(observed, batch_pattern),
+                         init_params={f"{name}_auto_scale": s for name, s in scales.items()})
         return state, precond, fallbacks
 
     @jax.jit
-    def chunk(state, precond, batches):
+    def chunk(state, precond, batches, observed, patterns):
         guide = _guide(model)
         svi = _svi(model, guide, static, precond)
-        svi.init(jax.random.PRNGKey(0), batches[0])  # sets svi.constrain_fn; its values are unused (dead code)
+        first = None if observed is None else patterns[0]
+        svi.init(jax.random.PRNGKey(0), batches[0], None, _missing(observed, first))  # sets svi.constrain_fn (dead code)
         supports = site_supports(num_components, batches.shape[-1], prior)
 
-        def step(state, xb):
-            state, loss = svi.update(state, xb)
+        def step(state, batch):
+            xb, pb = batch
+            state, loss = svi.update(state, xb, None, _missing(observed, pb))
             params = svi.get_params(state)
             tracked = {n: (params[f"{n}_auto_loc"], jnp.log(params[f"{n}_auto_scale"])) for n in supports}
             return state, (loss, tracked)
 
-        state, (losses, tracked) = lax.scan(step, state, batches)
+        state, (losses, tracked) = lax.scan(step, state, (batches, patterns))
         params = svi.get_params(state)
         median = {n: biject_to(supports[n])(params[f"{n}_auto_loc"]) for n in supports}
         rows = batches.reshape(-1, batches.shape[-1])
+        flat = _missing(observed, None if observed is None else patterns.reshape(-1))
         # the log-likelihood of all rows at the chunk's final guide median, estimated from the chunk's batches
-        log_lik = jnp.sum(logsumexp(component_log_prob(params_from_sites(median), rows), axis=-1)) * (num_rows / rows.shape[0])
+        joint = data_component_log_prob(params_from_sites(median), rows, flat)
+        log_lik = jnp.sum(logsumexp(joint, axis=-1)) * (num_rows / rows.shape[0])
         return state, losses, jax.tree.map(lambda a: jnp.mean(a, axis=0), tracked), log_lik, params
 
     @jax.jit
-    def finish(key, params, x_batch):
+    def finish(key, params, x_batch, observed, batch_pattern):
         guide = _guide(model)
-        handlers.seed(handlers.substitute(guide, data={"data": jnp.arange(x_batch.shape[0])}), key)(x_batch)
+        handlers.seed(handlers.substitute(guide, data={"data": jnp.arange(x_batch.shape[0])}), key)(
+            x_batch, None, _missing(observed, batch_pattern))
         draws = guide.sample_posterior(key, params, sample_shape=(num_draws,))
         median = guide.median(params)
         return {n: draws[n] for n in median}, median
@@ -244,13 +170,14 @@ def _programs(static: tuple):
 
 
 def minibatch_loss(key, guide_params: dict, x_batch, num_rows: int, num_components: int, prior: tuple = (),
-                   num_particles: int = 1):
+                   num_particles: int = 1, missing=None):
     """The minibatch loss (negative ELBO estimate, standardised units) of the AutoNormal ``guide_params`` on
-    ``x_batch`` (B rows of ``num_rows``); with ``x_batch`` all rows and ``num_rows`` = N, the full-data one."""
+    ``x_batch`` (B rows of ``num_rows``; ``missing`` its patterns or None); with ``x_batch`` all rows and
+    ``num_rows`` = N, the full-data one."""
     model = minibatch_model(num_components, prior, num_rows)
     guide = handlers.substitute(_guide(model), data={"data": jnp.arange(x_batch.shape[0])})
     elbo = TraceEnum_ELBO(num_particles=num_particles, max_plate_nesting=1)
-    return elbo.loss(key, guide_params, model, guide, jnp.asarray(x_batch))
+    return elbo.loss(key, guide_params, model, guide, jnp.asarray(x_batch), None, missing)
 
 
 # --------------------------------------------------------------------------- the engine
@@ -302,7 +229,7 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
     """
     start_time = time.perf_counter()
     opts = _options(options)
-    rows, num_rows, num_features = _open(x)
+    rows, num_rows, num_features = open_rows(x)
     if isinstance(num_components, bool) or not isinstance(num_components, (int, np.integer)) or not 1 <= num_components <= num_rows:
         raise ValueError(f"num_components must be an integer in [1, {num_rows}], got {num_components!r}")
     num_components = int(num_components)
@@ -315,17 +242,12 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
     key = key_array(key)
     seed = np.asarray(key).tolist()
     start_index = np.sort(np.random.default_rng([0x5C] + list(seed)).choice(num_rows, min(START_ROWS, num_rows), replace=False))
-    if isinstance(x, np.ndarray) and not isinstance(x, np.memmap):
-        x64 = np.asarray(x, np.float64)
-        if not np.isfinite(x64).all():
-            raise ValueError("x has NaN (missing values) or inf: minibatch SVI takes complete, finite rows only "
-                             "(fit the in-memory svi, or em, for rows with holes)")
-        st, x_start = standardizer(x64), x64[start_index]
-    else:
-        st, x_start = streamed_moments(rows, num_rows, start_index)
+    moments = streamed_moments(rows, num_rows, start_index)
+    st, codes = moments.st, moments.codes
+    observed = None if codes is None else jnp.asarray(observed_table(codes, num_features))
     prior_std = prior_in_standard_units(opts["prior"], st)
     prior = prior_items(prior_std)
-    x_start = (x_start - st.loc) / st.scale
+    x_start = (moments.x_start - st.loc) / st.scale
     init = to_standard(opts["init"], st) if isinstance(opts["init"], GMMParams) else opts["init"]
     map_options = dict(opts["map_options"] or {})
     if isinstance(map_options.get("init"), GMMParams):
@@ -342,14 +264,18 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
     init_fn, chunk_fn, finish_fn = _programs(static)
     reader = BatchReader(rows, num_rows, st, batch_size, [0x5D] + list(seed))
     compile_start = time.perf_counter()
+    first = reader.batch()
     state, precond, fallbacks = init_fn(init_key, model_sites(start_params, jnp.float64), jnp.asarray(x_start),
-                                        jnp.asarray(reader.batch()))
+                                        jnp.asarray(first), observed, _device(patterns_of(x_start, codes)),
+                                        _device(patterns_of(first, codes)))
     losses, log_liks, chunk_stats = [], [], []
     previous, passes, converged, drift = None, 0, False, (np.inf, np.inf)
     steps = 0
     while steps < num_steps:
         count = min(check_every, num_steps - steps)
-        state, chunk_losses, tracked, log_lik, guide_params = chunk_fn(state, precond, jnp.asarray(reader.batches(count)))
+        batches, patterns = reader.batches(count, codes)
+        state, chunk_losses, tracked, log_lik, guide_params = chunk_fn(state, precond, jnp.asarray(batches), observed,
+                                                                       _device(patterns))
         chunk_losses = np.asarray(chunk_losses)
         steps += count
         losses.append(chunk_losses)
@@ -369,16 +295,20 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
         if passes >= PATIENCE:
             converged = True
             break
-    draws, median = finish_fn(draw_key, guide_params, jnp.asarray(reader.batch()))
+    last = reader.batch()
+    draws, median = finish_fn(draw_key, guide_params, jnp.asarray(last), observed, _device(patterns_of(last, codes)))
     run_seconds = time.perf_counter() - compile_start
     pivot = params_from_site_draws(median)
     aligned, perms = relabel_draws(GMMParams(*(np.asarray(a)[None] for a in params_from_site_draws(draws))), pivot)
     point = mean_of_draws(aligned)
     all_losses = np.concatenate(losses)
-    chunks = len(log_liks)
     in_memory = isinstance(x, np.ndarray) and not isinstance(x, np.memmap)
-    resp = (np.asarray(responsibilities(point, (np.asarray(x, np.float64) - st.loc) / st.scale)) if in_memory
-            else np.zeros((0, num_components)))
+    if in_memory:
+        x64 = np.asarray(x, np.float64)
+        found = missing_of(x64)
+        resp = np.asarray(data_responsibilities(point, (x64 - st.loc) / st.scale, found))
+    else:
+        resp = np.zeros((0, num_components))
     result = FitResult(
         method="svi",
         params=point,
@@ -410,6 +340,6 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
             compile_seconds=start_compile, run_seconds=run_seconds + start_run, start_seconds=start_compile + start_run,
         ),
     )
-    shift = num_rows * float(np.sum(np.log(st.scale)))
+    shift = float(moments.observed @ np.log(st.scale))  # the data's Jacobian: each observed value's column sd
     return _result_in_data_units(result, st, shift, prior_std)
 
