@@ -54,7 +54,7 @@ from models.alignment import mean_of_draws, relabel_draws
 from models.gmm import gmm_model, params_from_sites
 from models.params import GMMParams
 
-from ._numpyro_common import (Missing, check_float_option, data_component_log_prob, data_responsibilities, missing_of, check_int_option, key_array, model_sites, params_from_site_draws,
+from ._numpyro_common import (ChunkProgress, Missing, check_float_option, data_component_log_prob, data_responsibilities, missing_of, check_int_option, key_array, model_sites, params_from_site_draws,
                               prior_items, site_supports, to_unconstrained)
 from .minibatch_rows import PIECES, BatchReader, observed_table, open_rows, patterns_of, streamed_moments
 from .numpyro_map import starting_point
@@ -271,30 +271,32 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
     losses, log_liks, chunk_stats = [], [], []
     previous, passes, converged, drift = None, 0, False, (np.inf, np.inf)
     steps = 0
-    while steps < num_steps:
-        count = min(check_every, num_steps - steps)
-        batches, patterns = reader.batches(count, codes)
-        state, chunk_losses, tracked, log_lik, guide_params = chunk_fn(state, precond, jnp.asarray(batches), observed,
-                                                                       _device(patterns))
-        chunk_losses = np.asarray(chunk_losses)
-        steps += count
-        losses.append(chunk_losses)
-        log_liks.append(float(log_lik))
-        mean, se = float(np.mean(chunk_losses)), float(np.std(chunk_losses) / np.sqrt(count))
-        tracked = {n: (np.asarray(loc), np.asarray(ls)) for n, (loc, ls) in tracked.items()}
-        if previous is not None:
-            p_mean, p_se, p_tracked = previous
-            loss_steady = abs(mean - p_mean) <= max(tol * (1 + abs(mean)), 2.0 * np.hypot(se, p_se))
-            loc_drift = max(float(np.max(np.abs(loc - p_tracked[n][0]) * np.exp(-ls))) for n, (loc, ls) in tracked.items())
-            scale_drift = max(float(np.max(np.abs(ls - p_tracked[n][1]))) for n, (_, ls) in tracked.items())
-            drift = (loc_drift, scale_drift)
-            passes = passes + 1 if (loss_steady and loc_drift <= param_tol and scale_drift <= param_tol) else 0
-            chunk_stats.append(dict(step=steps, loss_mean=mean, loss_se=se, location_drift=loc_drift,
-                                    scale_drift=scale_drift, loss_steady=bool(loss_steady)))
-        previous = (mean, se, tracked)
-        if passes >= PATIENCE:
-            converged = True
-            break
+    with ChunkProgress.shown(bool(opts["progress"]), num_steps, f"svi minibatch of {batch_size} rows (steps, stops early when converged)"):
+        while steps < num_steps:
+            count = min(check_every, num_steps - steps)
+            batches, patterns = reader.batches(count, codes)
+            state, chunk_losses, tracked, log_lik, guide_params = chunk_fn(state, precond, jnp.asarray(batches), observed,
+                                                                           _device(patterns))
+            chunk_losses = np.asarray(chunk_losses)
+            steps += count
+            ChunkProgress.advance(count)
+            losses.append(chunk_losses)
+            log_liks.append(float(log_lik))
+            mean, se = float(np.mean(chunk_losses)), float(np.std(chunk_losses) / np.sqrt(count))
+            tracked = {n: (np.asarray(loc), np.asarray(ls)) for n, (loc, ls) in tracked.items()}
+            if previous is not None:
+                p_mean, p_se, p_tracked = previous
+                loss_steady = abs(mean - p_mean) <= max(tol * (1 + abs(mean)), 2.0 * np.hypot(se, p_se))
+                loc_drift = max(float(np.max(np.abs(loc - p_tracked[n][0]) * np.exp(-ls))) for n, (loc, ls) in tracked.items())
+                scale_drift = max(float(np.max(np.abs(ls - p_tracked[n][1]))) for n, (_, ls) in tracked.items())
+                drift = (loc_drift, scale_drift)
+                passes = passes + 1 if (loss_steady and loc_drift <= param_tol and scale_drift <= param_tol) else 0
+                chunk_stats.append(dict(step=steps, loss_mean=mean, loss_se=se, location_drift=loc_drift,
+                                        scale_drift=scale_drift, loss_steady=bool(loss_steady)))
+            previous = (mean, se, tracked)
+            if passes >= PATIENCE:
+                converged = True
+                break
     last = reader.batch()
     draws, median = finish_fn(draw_key, guide_params, jnp.asarray(last), observed, _device(patterns_of(last, codes)))
     run_seconds = time.perf_counter() - compile_start

@@ -18,7 +18,7 @@ from models.gmm import sites_from_params
 
 def _seed_data(n, seed=1):
     x, _ = models.sample(jax.random.PRNGKey(seed), models.to_numpy(models.seed_problem()), n)
-    return np.asarray(x, np.float64)
+    return np.array(x, np.float64)  # a writable copy
 
 
 def test_minibatch_elbo_is_an_unbiased_estimate_of_the_full_elbo():
