@@ -85,15 +85,17 @@ def choose_model(x, seed: int = 0, progress=None, max_k: int = MAX_K, covariance
         ks = candidate_ks(n, d, cov, max_k)
         if not ks:
             continue
-        if progress is not None:
-            progress(f"choosing K: EM with {cov} covariances, K = 1..{ks[-1]} (5 restarts each)")
-        selection = select_num_components(x, ks, key=key, method="em", criteria=("bic", "icl"), covariance_type=cov,
-                                          **{"devices": jax.devices()[:1], **em_options})
-        rows = [{name: row.get(name) for name in _ROW_KEYS} | {"covariance_type": cov} for row in selection.table]
+        rows = []
+        for k in ks:  # one K at a time, a progress line each (the same fits: K's key is fold_in(key, K) either way)
+            if progress is not None:
+                progress(f"choosing K: EM with {cov} covariances, K = {k} of 1..{ks[-1]} (5 restarts)")
+            selection = select_num_components(x, [k], key=key, method="em", criteria=("bic", "icl"),
+                                              covariance_type=cov, **{"devices": jax.devices()[:1], **em_options})
+            rows += [{name: row.get(name) for name in _ROW_KEYS} | {"covariance_type": cov} for row in selection.table]
+            fits.update({(cov, kk): r.params for kk, r in selection.fits.items()})
         if not table and all(r["error"] for r in rows) and len({r["error"] for r in rows}) == 1:
-            raise ReportError(f"choosing K: em: {rows[0]['error']}")  # e.g. a bad --option em.tol: one line, at once
+            raise ReportError(f"choosing K: em: {rows[0]['error']}")  # e.g. a bad --option em.tol: one line
         table += rows
-        fits.update({(cov, k): r.params for k, r in selection.fits.items()})
     best, best_icl = _best(table, "bic"), _best(table, "icl")
     if best is None:
         raise ReportError(f"no model could be chosen: every EM fit for K = 1..{max_k} had a degenerate component or "

@@ -15,7 +15,7 @@ __all__ = ["Progress", "REPORT_STAGES"]
 # prior predictive or InferenceData, one figure. Lines start with these words (after ``[i/n] `` for the fits);
 # stages marked "(if ...)" come only then. tests/test_report.py checks the order on a small run.
 REPORT_STAGES = (
-    "choosing K",  # (if --data without --num-components) EM per covariance type, K = 1..max (analysis.model_choice)
+    "choosing K",  # (if --data without --num-components) once per covariance type and K (analysis.model_choice)
     "sampling",  # (simulated data; a streamed file: "checking every value", CSV / NPY rows are read before)
     "fitting",  # once per engine: "[i/n] fitting <engine> (K=.., N=.., D=..)", then its time and compile split
     "aligning labels and scoring",  # once per engine (per draw for svi / nuts: the relabelling)
