@@ -20,7 +20,9 @@ def test_bic_picks_three_separated_clusters_and_skips_degenerate_fits():
     rng = np.random.default_rng(3)
     z = rng.integers(0, 3, 240)
     x = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])[z] + rng.normal(size=(240, 2))
-    choice = choose_model(x, seed=0, max_k=4, covariance_types=("spherical",))
+    lines = []
+    choice = choose_model(x, seed=0, progress=lines.append, max_k=4, covariance_types=("spherical",))
+    assert lines == [f"choosing K: EM with spherical covariances, K = {k} of 1..4 (5 restarts)" for k in range(1, 5)]
     assert (choice.k, choice.covariance_type) == (3, "spherical") and choice.icl_choice == {"k": 3, "covariance_type": "spherical"}
     assert [r["k"] for r in choice.table] == [1, 2, 3, 4] and all(r["error"] is None for r in choice.table)
     bics = {r["k"]: r["bic"] for r in choice.table}
