@@ -137,7 +137,7 @@ def test_sigint_while_drawing_figures_keeps_the_old_report(tmp_path):
     (old / "keep.txt").write_text("an earlier report")
     args = ["--methods", "em", "--num-samples", "150", "--out", "r", "--force"]
     cmd = Command(args, tmp_path, tmp_path / "cache")
-    cmd.wait_for("drawing figures")
+    cmd.wait_for("figure 1/")  # the first figure of the report (analysis.progress.REPORT_STAGES)
     _check_interrupted(cmd, cmd.interrupt(), tmp_path, keep=["r"])
     assert [p.name for p in old.iterdir()] == ["keep.txt"] and (old / "keep.txt").read_text() == "an earlier report"
     _cache_readable(tmp_path / "cache")
