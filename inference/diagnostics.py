@@ -184,7 +184,8 @@ def degenerate_components(params: GMMParams, x, responsibilities, reg_covar: flo
     """
     del data_covariance
     num_features = np.shape(params.means)[-1]
-    covs = np.asarray(covariances(params), np.float64)
+    lower = np.asarray(params.scale_tril, np.float64)  # on the host: no eager XLA program per K
+    covs = lower @ np.swapaxes(lower, -1, -2)
     if counts is None:
         counts = np.asarray(responsibilities, np.float64).sum(axis=0)
     counts = np.asarray(counts, np.float64)
