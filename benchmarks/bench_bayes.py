@@ -1,0 +1,109 @@
+"""The Bayesian engines' cost where it is spent (issue 24): the potential's gradient inside a compiled loop, and
+NUTS's gradients per effective draw.
+
+Run: ``python benchmarks/bench_bayes.py [--grad-only | --nuts-only] [--repeats R]`` (prints one line per measurement
+and the load average; a benchmark, not a test: ratios from one run on a shared machine).
+
+1. ms per gradient of NumPyro's potential (``models.gmm_model``, z enumerated, standardised data, float64) inside
+   one ``lax.fori_loop`` of ``value_and_grad``, against the two matmuls its likelihood cannot avoid (the rows'
+   quadratic features (N, F) times (F, K) coefficients, and the transpose product of the backward pass) timed in
+   the same kind of loop, at (5,000, 5, 3) and (50,000, 8, 4).
+2. NUTS at (5,000, 5, 3) through ``inference.fit("nuts", ...)``: leapfrog steps per draw, min bulk ESS (ArviZ,
+   after relabelling, over weights / means / covariance elements) per gradient and per second of sampling, for
+   the defaults, ``dense_mass=True``, and 4 vectorised chains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import models
+from models.quadratic import quadratic_features
+
+
+def problem(num_rows: int, num_features: int, num_components: int, seed: int = 0):
+    """Standardised rows of a random, moderately separated mixture (fixed seed), and the truth."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(num_components, num_features)) * 3.0
+    a = rng.normal(size=(num_components, num_features, num_features)) * 0.4
+    covs = a @ np.swapaxes(a, -1, -2) + 0.5 * np.eye(num_features)
+    truth = models.from_covariances(np.full(num_components, 1.0 / num_components), means, covs)
+    x, _ = models.sample(jax.random.PRNGKey(seed), truth, num_rows)
+    return np.asarray(x), truth
+
+
+def _loop_ms(step, carry, data, iterations: int, repeats: int) -> float:
+    """Best-of-repeats ms per iteration of ``carry = step(carry, data)`` in one compiled ``fori_loop``; ``data`` is an
+    argument of the compiled program (as the rows are for NUTS's segments), not a constant XLA could fold."""
+    run = jax.jit(lambda c, d: jax.lax.fori_loop(0, iterations, lambda i, c: step(c, d), c))
+    jax.block_until_ready(run(carry, data))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run(carry, data))
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.min(times)) / iterations  # the best of the repeats: the machine is shared
+
+
+def gradient_ms(x, num_components: int, iterations: int, repeats: int) -> float:
+    """ms per ``value_and_grad`` of the enumerated potential, called as NUTS calls it (``inference.numpyro_nuts``:
+    ``potential_energy`` of the funsor-enumerated model with the rows as a model argument)."""
+    from numpyro.infer.util import initialize_model, potential_energy
+
+    from inference._numpyro_common import enumerated, make_model
+
+    xs = jnp.asarray((x - x.mean(0)) / x.std(0))
+    model = make_model(num_components)
+    start = initialize_model(jax.random.PRNGKey(0), model, model_args=(xs, None, None)).param_info.z
+    grad = jax.value_and_grad(lambda u, rows: potential_energy(enumerated(model), (rows, None, None), {}, u, enum=True))
+
+    def step(u, rows):
+        _, g = grad(u, rows)
+        return jax.tree.map(lambda a, b: a - 1e-12 * b, u, g)
+
+    return _loop_ms(step, start, xs, iterations, repeats)
+
+
+def matmul_ms(x, num_components: int, iterations: int, repeats: int) -> float:
+    """ms of the two matmuls alone: (N, F) @ (F, K) and (F, N) @ (N, K), features precomputed (an argument)."""
+    features = quadratic_features(jnp.asarray(x), True)
+    coefficients = jnp.ones((features.shape[1], num_components), features.dtype)
+
+    def step(a, f):
+        return a - 1e-12 * (f.T @ (f @ a))
+
+    return _loop_ms(step, coefficients, features, iterations, repeats)
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def gradients(repeats: int):
+    for shape, iterations in (((5_000, 5, 3), 200), ((50_000, 8, 4), 40)):
+        x, _ = problem(*shape)
+        g = gradient_ms(x, shape[2], iterations, repeats)
+        m = matmul_ms(x, shape[2], iterations, repeats)
+        print(f"(N, D, K) = {shape}: gradient of the potential {g:.3f} ms, the two matmuls {m:.3f} ms, ratio {g / m:.1f}  "
+              f"[{load()}]", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grad-only", action="store_true")
+    parser.add_argument("--nuts-only", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} cores, {load()}", flush=True)
+    if not args.nuts_only:
+        gradients(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
