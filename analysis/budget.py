@@ -72,7 +72,7 @@ SKIPPED = "skipped: "  # prefix of a skipped engine's entry in metrics.json "fai
 NUMPYRO_METHODS = ("map", "svi", "nuts")
 EM_METHODS = ("em", "hard_em")
 STREAMING_METHODS = ("em", "hard_em", "svi")  # the engines that read a streamed file (svi: in minibatches)
-MINIBATCH_ROWS = 1024  # inference.numpyro_minibatch's default batch_size
+MINIBATCH_ROWS = 4096  # inference.numpyro_minibatch's default batch_size
 MINIBATCH_START_ROWS = 10_000  # inference.numpyro_minibatch.START_ROWS: the rows of its MAP start
 
 # The engines' defaults this estimate assumes when an option is not given (inference's *_DEFAULTS).

@@ -12,23 +12,27 @@ shuffles an ``arange(N)`` every step.
 Batches (:mod:`inference.minibatch_rows`): each step's B rows are 16 runs of contiguous rows from uniformly random
 starts (wrapping), read by ``pread``: every row is in a batch with probability exactly ``B / N``. The batches of
 ``check_every`` steps are read on the host, standardised (means and sds from one pre-pass) and transferred together
-(``check_every x B x D`` floats, 13 MB at 200 x 1024 x 8), then trained in one jitted ``lax.scan``.
+(``check_every x B x D`` floats, 52 MB at 200 x 4096 x 8), then trained in one jitted ``lax.scan``.
 
 Start: the MAP (``inference.numpyro_map``) of a random subsample of ``start_rows`` rows (default 10,000; all rows
 when N is smaller) with the full-data standardisation, or a given GMMParams; the guide's scales start at the
 Laplace ``1 / sqrt(H_ii)`` of the subsample's model scaled to N rows (the same plate), the preconditioner of Adam.
 
 Step size: Adam (preconditioned by the starting scales, :func:`inference.numpyro_svi.preconditioned_adam`) whose
-rate decays exponentially from ``learning_rate`` (0.01) to ``final_learning_rate`` (1e-3) over ``num_steps``: the
-decay, not the iterate, damps the batches' noise (a Robbins-Monro-like schedule, not its 1/t, which at these
-counts would freeze the guide before it arrives).
+rate decays exponentially from ``learning_rate`` (0.01) to ``final_learning_rate`` (0.005 here, not full SVI's
+1e-3) over ``num_steps``: a slowly decaying rate, not Robbins-Monro's 1/t, which at these step counts freezes the
+guide before it arrives (``MINIBATCH_DEFAULTS``' comment has the measurement).
 
 ``converged`` (a stochastic objective): per chunk of ``check_every`` steps the mean loss and its standard error
-(the steps' sd / sqrt(check_every)), and the chunk means of every guide location and log scale. A chunk passes
-when its mean loss is within two standard errors of the previous chunk's (or within ``tol`` relative) -- the loss
-stopped improving by more than its noise -- AND no location's chunk mean moved by more than ``param_tol`` of its
-guide scale AND no log scale by more than ``param_tol``. ``converged`` is True after ``patience`` (2) passing
-chunks in a row; otherwise False after ``num_steps`` with a line in ``info["warnings"]``.
+(the steps' sd / sqrt(check_every)), the chunk means of every guide location and log scale, and the gradient
+signal: per guide parameter, |chunk mean of Adam's running gradient| / (its standard error, from Adam's running
+squared gradient) -- about N(0, 1) at the optimum, and the one test that sees a guide crawling towards it (with
+noisy batches Adam's steps are small, so "the guide stopped moving" alone is fooled). A chunk passes when the mean
+loss is within two standard errors of the previous chunk's (or ``tol`` relative), no location moved by more than
+``param_tol`` of its guide scale nor log scale by more than ``param_tol``, the largest gradient signal is at most
+``MAX_GRADIENT_Z`` (4), and the steps so far have seen at least N rows (a guide cannot be surer than the rows it
+saw). ``converged`` is True after ``PATIENCE`` (2) passing chunks in a row; otherwise False with the failed
+conditions in ``info["warnings"]``; ``info["minibatch"]["chunks"]`` has the numbers.
 
 Missing values (NaN, at most 62 columns): the patterns found by the pre-pass are the model's ``missing`` tables
 (each batch's rows indexed into them), as in-memory SVI's. Sample weights are refused (one-line ValueError).
@@ -64,9 +68,15 @@ from .standardize import _result_in_data_units, prior_in_standard_units, to_stan
 
 __all__ = ["fit_minibatch_svi", "minibatch_model", "minibatch_loss", "MINIBATCH_DEFAULTS"]
 
-MINIBATCH_DEFAULTS = dict(SVI_DEFAULTS, batch_size=1024, num_particles=1)
+# Batches of 4096 rows, one particle, and a step size that decays only to half (0.01 -> 0.005): with noisy batches
+# Adam's steps follow the gradient's signal-to-noise ratio (~ sqrt(B / N) per posterior sd of distance), and the
+# full SVI's decay to 1e-3 froze the guide ~2 posterior sd short of the full-batch answer at N = 50,000, B = 1000
+# (measured; 0.8 sd with these defaults). param_tol 0.25: the chunk means of a guide at its optimum still jitter by
+# ~0.1-0.2 sd at this rate.
+MINIBATCH_DEFAULTS = dict(SVI_DEFAULTS, batch_size=4096, num_particles=1, final_learning_rate=0.005, param_tol=0.25)
 START_ROWS = 10_000  # rows of the MAP start and the Laplace scales
 PATIENCE = 2  # passing chunks in a row for converged
+MAX_GRADIENT_Z = 4.0  # the largest |chunk-mean gradient| / its standard error of a guide at its optimum
 
 
 # --------------------------------------------------------------------------- the compiled pieces
@@ -145,9 +155,16 @@ def _programs(static: tuple):
             state, loss = svi.update(state, xb, None, _missing(observed, pb))
             params = svi.get_params(state)
             tracked = {n: (params[f"{n}_auto_loc"], jnp.log(params[f"{n}_auto_scale"])) for n in supports}
-            return state, (loss, tracked)
+            _, (_, m, _) = state.optim_state  # Adam's running mean of the gradient (unconstrained guide params)
+            return state, (loss, tracked, m)
 
-        state, (losses, tracked) = lax.scan(step, state, (batches, patterns))
+        state, (losses, tracked, m) = lax.scan(step, state, (batches, patterns))
+        # the gradient signal over the chunk: |mean gradient| / its standard error, per guide parameter (v: Adam's
+        # running mean of the squared gradient, bias-corrected); ~N(0, 1) when the guide sits at its optimum
+        i, (_, _, v) = state.optim_state
+        correction = 1 - 0.999 ** jnp.maximum(i, 1)
+        signal = jnp.max(jnp.stack([jnp.max(jnp.abs(jnp.mean(m[name], axis=0)) * jnp.sqrt(batches.shape[0])
+                                            / jnp.sqrt(v[name] / correction + 1e-300)) for name in m]))
         params = svi.get_params(state)
         median = {n: biject_to(supports[n])(params[f"{n}_auto_loc"]) for n in supports}
         rows = batches.reshape(-1, batches.shape[-1])
@@ -155,7 +172,7 @@ def _programs(static: tuple):
         # the log-likelihood of all rows at the chunk's final guide median, estimated from the chunk's batches
         joint = data_component_log_prob(params_from_sites(median), rows, flat)
         log_lik = jnp.sum(logsumexp(joint, axis=-1)) * (num_rows / rows.shape[0])
-        return state, losses, jax.tree.map(lambda a: jnp.mean(a, axis=0), tracked), log_lik, params
+        return state, losses, jax.tree.map(lambda a: jnp.mean(a, axis=0), tracked), log_lik, params, signal
 
     @jax.jit
     def finish(key, params, x_batch, observed, batch_pattern):
@@ -198,14 +215,26 @@ def _options(options: dict) -> dict:
     return opts
 
 
-def _warnings(converged: bool, num_steps: int, drift: tuple, param_tol: float, batch_size: int) -> list[str]:
+def _warnings(converged: bool, num_steps: int, last: dict | None, param_tol: float, batch_size: int,
+              num_rows: int) -> list[str]:
     if converged:
         return []
-    return [f"minibatch SVI (batches of {batch_size} rows) did not converge in {num_steps} steps: over its last chunk "
-            f"the guide still moved (locations by up to {drift[0]:.2g} of their posterior sd, scales by up to a factor "
-            f"{np.exp(drift[1]):.3g}; the rule asks for at most {param_tol:g} and a loss steady within its standard "
-            f"error for {PATIENCE} chunks in a row), so its posterior sd and intervals are not to be trusted "
-            "(raise num_steps or batch_size)"]
+    if last is None:
+        return [f"minibatch SVI ran {num_steps} steps, too few for its stopping rule (3 chunks): not converged"]
+    why = []
+    if last["rows_seen"] < num_rows:
+        why.append(f"it saw {last['rows_seen']:,} rows of {num_rows:,} (the guide cannot be surer than the rows it saw)")
+    if last["gradient_z"] > MAX_GRADIENT_Z:
+        why.append(f"its mean gradient over the last chunk is {last['gradient_z']:.1f} standard errors from 0 "
+                   f"(at most {MAX_GRADIENT_Z:g} at the optimum)")
+    if last["location_drift"] > param_tol or last["scale_drift"] > param_tol:
+        why.append(f"the guide still moved (locations by up to {last['location_drift']:.2g} of their posterior sd, "
+                   f"scales by up to a factor {np.exp(last['scale_drift']):.3g}; at most {param_tol:g})")
+    if not last["loss_steady"]:
+        why.append("its loss still changed by more than two standard errors")
+    return [f"minibatch SVI (batches of {batch_size} rows) did not converge in {num_steps} steps: "
+            + "; ".join(why or [f"the rule did not hold for {PATIENCE} chunks in a row"])
+            + ", so its posterior means, sd and intervals are not to be trusted (raise num_steps or batch_size)"]
 
 
 def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
@@ -216,7 +245,7 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
     key : PRNG key.
     x : a ``.npy`` path (read in batches, never loaded) or an (N, D) array; complete, finite rows.
     num_components : K.
-    batch_size : rows per step (default 1024; N or more: every step sees all rows, scale 1).
+    batch_size : rows per step (default 4096; N or more: every step sees all rows, scale 1).
     The other options are :func:`inference.numpyro_svi.fit_svi`'s (``num_particles`` default 1 here), with
     ``map_options`` for the MAP start on ``START_ROWS`` random rows, and ``tol``, ``param_tol``, ``check_every``
     read as in the module docstring's stopping rule.
@@ -275,7 +304,7 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
         while steps < num_steps:
             count = min(check_every, num_steps - steps)
             batches, patterns = reader.batches(count, codes)
-            state, chunk_losses, tracked, log_lik, guide_params = chunk_fn(state, precond, jnp.asarray(batches), observed,
+            state, chunk_losses, tracked, log_lik, guide_params, signal = chunk_fn(state, precond, jnp.asarray(batches), observed,
                                                                            _device(patterns))
             chunk_losses = np.asarray(chunk_losses)
             steps += count
@@ -290,9 +319,13 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
                 loc_drift = max(float(np.max(np.abs(loc - p_tracked[n][0]) * np.exp(-ls))) for n, (loc, ls) in tracked.items())
                 scale_drift = max(float(np.max(np.abs(ls - p_tracked[n][1]))) for n, (_, ls) in tracked.items())
                 drift = (loc_drift, scale_drift)
-                passes = passes + 1 if (loss_steady and loc_drift <= param_tol and scale_drift <= param_tol) else 0
+                signal = float(signal)
+                seen = steps * batch_size >= num_rows
+                passes = passes + 1 if (loss_steady and loc_drift <= param_tol and scale_drift <= param_tol
+                                        and signal <= MAX_GRADIENT_Z and seen) else 0
                 chunk_stats.append(dict(step=steps, loss_mean=mean, loss_se=se, location_drift=loc_drift,
-                                        scale_drift=scale_drift, loss_steady=bool(loss_steady)))
+                                        scale_drift=scale_drift, loss_steady=bool(loss_steady), gradient_z=signal,
+                                        rows_seen=steps * batch_size))
             previous = (mean, se, tracked)
             if passes >= PATIENCE:
                 converged = True
@@ -328,7 +361,7 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
             guide_init="laplace" if laplace else "fixed",
             laplace_fallbacks=int(fallbacks),
             guide_drift=dict(location=float(drift[0]), log_scale=float(drift[1])),
-            warnings=_warnings(converged, steps, drift, param_tol, batch_size),
+            warnings=_warnings(converged, steps, chunk_stats[-1] if chunk_stats else None, param_tol, batch_size, num_rows),
             guide_params={n: np.asarray(v) for n, v in guide_params.items()},
             guide_median=pivot,
             num_relabelled_draws=int(np.sum(np.any(perms != np.arange(num_components), axis=-1))),
@@ -337,8 +370,9 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
                            start_rows=int(start_index.size), streamed=not in_memory, chunks=chunk_stats,
                            schedule=f"preconditioned Adam, rate {static[4]:g} -> {static[5]:g} exponentially over "
                                     f"{num_steps} steps",
-                           converged_rule=f"loss chunk means within 2 standard errors (or tol {tol:g}) and guide "
-                                          f"drift <= {param_tol:g} for {PATIENCE} chunks of {check_every} steps in a row"),
+                           converged_rule=f"loss chunk means within 2 standard errors (or tol {tol:g}), guide drift "
+                                          f"<= {param_tol:g}, gradient z <= {MAX_GRADIENT_Z:g} and >= N rows seen, "
+                                          f"for {PATIENCE} chunks of {check_every} steps in a row"),
             compile_seconds=start_compile, run_seconds=run_seconds + start_run, start_seconds=start_compile + start_run,
         ),
     )
