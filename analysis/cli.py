@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="FILE", help="CSV with a header row, or .npy (N, D); missing values (empty cells, NA, NaN) are "
                    "marginalised, rows with none observed dropped; default: simulate the seed problem")
     p.add_argument("--stream", choices=("auto", "always", "never"), default="auto",
-                   help="read a .npy --data from disk in passes instead of loading it: em and hard_em only, figures "
+                   help="read a .npy --data from disk in passes instead of loading it: em and hard_em in passes, svi by "
+                   "minibatches, map and nuts skipped; figures "
                    "and checks on a row subsample (default auto: a .npy above 64 MiB, analysis.streamed.STREAM_THRESHOLD_BYTES)")
     p.add_argument("--num-components", "-k", type=int, default=None, metavar="K",
                    help="number of components (default: with --data, chosen by BIC over K = 1..--max-k and the four "

@@ -46,8 +46,8 @@ METRICS_SCHEMA: dict = {
         "seed": "the --seed integer (data and every engine's key derive from it)",
         "truth": "{weights (K,), means (K,D), covariances (K,D,D)} or null for user data",
         "log_likelihood_truth": "total log-likelihood of the data at the truth, or null",
-        "streamed": "true when the --data .npy was read from disk in passes (analysis.streamed): only em and hard_em "
-                    "fit (map, svi, nuts skipped, see failed); figures and checks on a subsample",
+        "streamed": "true when the --data .npy was read from disk in passes (analysis.streamed): em and hard_em "
+                    "fit in passes, svi by minibatches (map, nuts skipped, see failed); figures and checks on a subsample",
         "stream_mode": '--stream given with --data ("auto", "always", "never"), or null',
         "stream_threshold_bytes": "file size above which --stream auto streams a .npy (analysis.streamed.STREAM_THRESHOLD_BYTES)",
         "data_bytes": "size of the --data file in bytes, or null",
