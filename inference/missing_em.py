@@ -19,6 +19,12 @@ Pattern of a row on the device: the bit code ``sum_j isnan(x_j) 2^j`` (int64, so
 the host pre-pass (:func:`host_codes`), padded to a power of two with a sentinel (one program per bucket).
 Rows with nothing observed have weight 0 (they carry no information). Complete data never comes here
 (``inference.rows.Layout.missing`` is False and EM runs its quadratic-feature GEMMs).
+
+Cost: every row gathers its (K, D, D) tables, ~26x the complete program per iteration at (2e5, 8, 8) with
+10% of cells missing (``benchmarks/bench_missing.py``). Not done yet: for a fixed pattern the completed row is
+affine in x' (``xhat = B_pk x' + b_pk``, ``B = I + G W``, ``b = fill - G offset``), so a chunk of ONE pattern
+needs only the quadratic-feature GEMMs of the complete program with per-pattern coefficients and its feature
+sums, mapped through B, b once per E-step; rows sorted by pattern on the host would make most chunks so.
 """
 
 from __future__ import annotations
