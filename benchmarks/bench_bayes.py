@@ -85,13 +85,34 @@ def load() -> str:
     return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def gradients(repeats: int):
+def _whitening_likelihood(means, scale_tril, component):
+    """The likelihood before issue 24: ``MultivariateNormal(means[z], scale_tril[z])`` whitened per component."""
+    import models.gmm as gmm
+
+    return gmm.MultivariateNormal(means[component], scale_tril=scale_tril[component])
+
+
+def gradients(repeats: int, rounds: int = 3):
+    """Interleaved in one process: the model's one-matmul likelihood, the per-component whitening it replaced
+    (swapped in for the measurement), and the two matmuls; ``rounds`` of each, every number a best of ``repeats``."""
+    import models.gmm as gmm
+
+    table = gmm.ComponentNormal
     for shape, iterations in (((5_000, 5, 3), 200), ((50_000, 8, 4), 40)):
         x, _ = problem(*shape)
-        g = gradient_ms(x, shape[2], iterations, repeats)
-        m = matmul_ms(x, shape[2], iterations, repeats)
-        print(f"(N, D, K) = {shape}: gradient of the potential {g:.3f} ms, the two matmuls {m:.3f} ms, ratio {g / m:.1f}  "
-              f"[{load()}]", flush=True)
+        times = {"one-matmul likelihood": [], "whitening likelihood (before)": [], "the two matmuls": []}
+        for _ in range(rounds):
+            for name, likelihood in (("one-matmul likelihood", table), ("whitening likelihood (before)", _whitening_likelihood)):
+                gmm.ComponentNormal = likelihood
+                try:
+                    times[name].append(gradient_ms(x, shape[2], iterations, repeats))
+                finally:
+                    gmm.ComponentNormal = table
+            times["the two matmuls"].append(matmul_ms(x, shape[2], iterations, repeats))
+        text = ", ".join(f"{name} " + "/".join(f"{t:.2f}" for t in values) + " ms" for name, values in times.items())
+        ratio = min(times["one-matmul likelihood"]) / min(times["the two matmuls"])
+        print(f"gradient of the potential at (N, D, K) = {shape}: {text}; best one-matmul / best matmuls {ratio:.1f}  [{load()}]",
+              flush=True)
 
 
 NUTS_SETTINGS = (
