@@ -255,7 +255,7 @@ def streamed_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
         weight_scale, sum_x, sum_w = num_positive / sum_w, sum_x * (num_positive / sum_w), float(num_positive)
         observed_w, total_observed = observed_w * weight_scale, total_observed * weight_scale
     if num_rows:
-        counted = observed_n if holes else num_rows
+        counted = np.maximum(observed_n, 1) if holes else num_rows
         mean_plain = sum_plain / counted
         check_float32_resolution(None, dtype=dtype, max_abs=max_abs,
                                  std=np.sqrt(np.maximum(sum_sq / counted - mean_plain**2, 0.0)))
