@@ -155,8 +155,8 @@ def _fit(
         raise FloatingPointError(
             "EM produced a non-finite log-likelihood in every start; increase reg_covar or check the scale of x"
         )
-    num_iters = int(state.iteration[best])
-    take = lambda a: np.asarray(a[best])
+    num_iters = int(np.asarray(state.iteration)[best])
+    take = lambda a: np.asarray(a)[best]  # on the host: indexing a device array compiles a program per shape
     params_c = GMMParams(*(take(a) for a in state.params))
     as_data = lambda p: GMMParams(*(np.asarray(a, dtype) for a in p))  # float32 data: float32 results
     params = as_data(params_c._replace(means=params_c.means + center_np))
@@ -210,7 +210,7 @@ def _fit(
         "run_seconds": run_seconds,
         "snapshots": history,
         "snapshot_iters": snapshot_iters,
-        ("empty_cluster_events" if hard else "collapsed_components"): int(np.asarray(state.events[best])),
+        ("empty_cluster_events" if hard else "collapsed_components"): int(np.asarray(state.events)[best]),
     }
     info["data_covariance"] = np.asarray(data_cov)
     if rows.missing is not None:  # NaN holes, marginalised (inference.missing_em)
@@ -228,7 +228,7 @@ def _fit(
         trace=trace,
         samples=None,
         responsibilities=responsibilities,
-        converged=bool(np.asarray(state.converged[best])),
+        converged=bool(np.asarray(state.converged)[best]),
         num_iters=num_iters,
         seconds=time.perf_counter() - start,
         info=info,
