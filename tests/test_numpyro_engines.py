@@ -140,6 +140,7 @@ def test_nuts_two_chains_recovers_truth_without_hanging(nuts_fit, em_fit):
     _assert_recovers_truth(nuts_fit.params)
     assert nuts_fit.info["chain_method"] == ("sequential" if jax.default_backend() == "cpu" else nuts_fit.info["chain_method"])
     assert nuts_fit.samples.means.shape == (2, 300, 2, 2)
+    assert nuts_fit.info["options"]["dense_mass"] is True  # "auto": 11 unconstrained parameters <= DENSE_MASS_MAX_DIM
     for name, value in nuts_fit.info["r_hat_after"].items():
         assert value < 1.05, name
     for array in (*nuts_fit.samples, *nuts_fit.params, *nuts_fit.trace.values()):
@@ -182,6 +183,7 @@ def test_second_fit_with_same_shapes_compiles_nothing(seed_data, map_fit, svi_fi
         (fit_nuts, dict(num_samples=-5), "num_samples"),
         (fit_nuts, dict(chain_method="threads"), "chain_method"),
         (fit_nuts, dict(target_accept_prob=1.5), "target_accept_prob"),
+        (fit_nuts, dict(dense_mass="yes"), "dense_mass"),
         (fit_map, dict(num_steps=-1), "num_steps"),
         (fit_map, dict(n_init=0), "n_init"),
         (fit_map, dict(init="nonsense"), "init"),
