@@ -125,14 +125,8 @@ class ComponentNormal(dist.Distribution):
         return MultivariateNormal(self.means[self.component], scale_tril=self.scale_tril[self.component]).sample(key, sample_shape)
 
 
-class GaussianMixtureRows(ComponentNormal):
-    """The mixture of :class:`ComponentNormal` over its components with ``weights`` (K,), z summed out:
-    ``log sum_k w_k N(x_n | mu_k, Sigma_k)`` per row from the same one-matmul table (the weighted model's rows;
-    equal to ``MixtureSameFamily(Categorical(weights), MultivariateNormal(means, scale_tril))``)."""
-
-    def __init__(self, weights, means, scale_tril, num_rows: int, *, validate_args=None):
-        self.weights = weights
-        super().__init__(means, scale_tril, jnp.zeros((num_rows,), jnp.int32), validate_args=validate_args)
+class _SummedOut:
+    """z summed out of a per-row component table: ``log sum_k w_k p_k(x_n)``; draws pick k, then x."""
 
     def log_prob(self, value):
         return logsumexp(jnp.log(self.weights) + self.component_log_prob(value), axis=-1)
@@ -141,6 +135,16 @@ class GaussianMixtureRows(ComponentNormal):
         pick, draw = jax.random.split(key)
         component = dist.Categorical(self.weights).sample(pick, sample_shape + self.batch_shape)
         return MultivariateNormal(self.means[component], scale_tril=self.scale_tril[component]).sample(draw)
+
+
+class GaussianMixtureRows(_SummedOut, ComponentNormal):
+    """The mixture of :class:`ComponentNormal` over its components with ``weights`` (K,), z summed out:
+    ``log sum_k w_k N(x_n | mu_k, Sigma_k)`` per row from the same one-matmul table (the weighted model's rows;
+    equal to ``MixtureSameFamily(Categorical(weights), MultivariateNormal(means, scale_tril))``)."""
+
+    def __init__(self, weights, means, scale_tril, num_rows: int, *, validate_args=None):
+        self.weights = weights
+        super().__init__(means, scale_tril, jnp.zeros((num_rows,), jnp.int32), validate_args=validate_args)
 
 
 class MaskedMultivariateNormal(dist.Distribution):
@@ -184,7 +188,7 @@ class MaskedMultivariateNormal(dist.Distribution):
         return MultivariateNormal(self.means[component], scale_tril=self.scale_tril[component]).sample(key, sample_shape)
 
 
-class MaskedGaussianMixture(MaskedMultivariateNormal):
+class MaskedGaussianMixture(_SummedOut, MaskedMultivariateNormal):
     """The mixture of :class:`MaskedMultivariateNormal` over its components with ``weights`` (K,), z summed
     out: ``log sum_k w_k N(x_n,o | mu_k,o, Sigma_k,oo)`` per row, batch (N,) (the weighted model's rows)."""
 
@@ -192,14 +196,6 @@ class MaskedGaussianMixture(MaskedMultivariateNormal):
         self.weights = weights
         super().__init__(means, scale_tril, observed, pattern, jnp.zeros(jnp.shape(pattern), jnp.int32),
                          validate_args=validate_args)
-
-    def log_prob(self, value):
-        return logsumexp(jnp.log(self.weights) + self.component_log_prob(value), axis=-1)
-
-    def sample(self, key, sample_shape=()):
-        pick, draw = jax.random.split(key)
-        component = dist.Categorical(self.weights).sample(pick, sample_shape + self.batch_shape)
-        return MultivariateNormal(self.means[component], scale_tril=self.scale_tril[component]).sample(draw)
 
 
 def gmm_model(
