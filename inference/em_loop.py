@@ -29,6 +29,7 @@ from .stats import (
     needs_full_moment,
     quadratic_features,
     stats_from_feature_sums,
+    worst_explained,
 )
 
 ROWS_LAST_MAX_WIDTH = 16  # F + K at or below which a chunk is laid out rows-last (_estep_chunk)
@@ -68,12 +69,7 @@ def _estep_chunk(coefficients, xc, wc, row0, *, hard: bool, full_moment: bool) -
     entropy = jnp.zeros((), dtype)  # soft EM: from the sums, in e_step
     if hard:
         resp = jax.nn.one_hot(jnp.argmax(joint, axis=comp), num_components, dtype=dtype, axis=comp) * row_weight
-        take = min(num_components, xc.shape[0])
-        neg, idx = jax.lax.top_k(-jnp.where(positive, point_ll, jnp.inf), take)
-        worst_ll, worst_rows = -neg, xc[idx]
-        if take < num_components:
-            worst_ll = jnp.concatenate([worst_ll, jnp.full(num_components - take, jnp.inf, dtype)])
-            worst_rows = jnp.concatenate([worst_rows, jnp.zeros((num_components - take, xc.shape[1]), dtype)])
+        worst_ll, worst_rows = worst_explained(point_ll, wc, xc, num_components)
     else:
         resp = scaled * (row_weight / total)
         worst_ll = jnp.full((num_components,), jnp.inf, dtype)

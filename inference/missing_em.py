@@ -37,6 +37,8 @@ import numpy as np
 
 from models.missing import pattern_tables
 
+from .stats import worst_explained
+
 MAX_MISSING_FEATURES = 62
 _SENTINEL = np.iinfo(np.int64).max
 
@@ -132,12 +134,7 @@ def _estep_chunk(args, xc, wc, row0, *, hard: bool, full_moment: bool):
     if hard:
         resp = jax.nn.one_hot(jnp.argmax(joint, axis=1), num_components, dtype=dtype) * wc[:, None]
         entropy = jnp.zeros((), dtype)
-        take = min(num_components, xc.shape[0])
-        neg, worst = jax.lax.top_k(-jnp.where(positive, point_ll, jnp.inf), take)
-        worst_ll, worst_rows = -neg, xf[worst]
-        if take < num_components:
-            worst_ll = jnp.concatenate([worst_ll, jnp.full(num_components - take, jnp.inf, dtype)])
-            worst_rows = jnp.concatenate([worst_rows, jnp.zeros((num_components - take, xc.shape[1]), dtype)])
+        worst_ll, worst_rows = worst_explained(point_ll, wc, xf, num_components)
     else:
         post = scaled / total
         resp = post * wc[:, None]

@@ -12,7 +12,6 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from models.params import GMMParams
@@ -64,6 +63,20 @@ def stats_from_feature_sums(sums, num_features: int, full_moment: bool) -> SuffS
     else:
         sum_xx = second
     return SuffStats(sums[:, -1], sums[:, num_second:num_second + num_features], sum_xx)
+
+
+def worst_explained(point_ll, weights, rows, num_components: int):
+    """Hard EM's re-seeding candidates in one chunk: the ``num_components`` lowest pointwise log-likelihoods
+    among rows of positive weight and those rows, padded with +inf / zeros when the chunk is shorter.
+    ``point_ll`` (c,), ``weights`` (c,), ``rows`` (c, D) -> ((K,), (K, D))."""
+    dtype = rows.dtype
+    take = min(num_components, rows.shape[0])
+    neg, idx = jax.lax.top_k(-jnp.where(weights > 0, point_ll, jnp.inf), take)
+    worst_ll, worst_rows = -neg, rows[idx]
+    if take < num_components:
+        worst_ll = jnp.concatenate([worst_ll, jnp.full(num_components - take, jnp.inf, dtype)])
+        worst_rows = jnp.concatenate([worst_rows, jnp.zeros((num_components - take, rows.shape[1]), dtype)])
+    return worst_ll, worst_rows
 
 
 def scan_chunks(step: Callable, carry, x, chunk_size: int):
