@@ -64,10 +64,6 @@ HOST_STREAM_BYTES = 1 << 28  # in-memory float arrays from 256 MiB on are stream
 
 
 _COMPILED: dict = {}
-# Rows with NaN holes run on one device unless ``devices`` / ``mesh`` is given: on several XLA host (CPU)
-# devices the holes program has been seen to stall in its collectives at D = 8, K >= 4 (not understood yet;
-# the complete program is unaffected, and tests/test_missing_em.py checks 2-4 named devices at D = 3).
-SINGLE_DEVICE_WITH_HOLES = True
 
 
 def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, **static):
@@ -125,10 +121,6 @@ def _fit(
     streamed = is_streamed(x) or streams_from_memory(x, HOST_STREAM_BYTES)
     read = streamed_rows if streamed else in_memory_rows
     rows = read(x, sample_weight, num_components, chunk_size, device_mesh)
-    if SINGLE_DEVICE_WITH_HOLES and rows.missing is not None and devices is None and mesh is None and device_mesh.devices.size > 1:
-        # NaN holes: one device unless the caller names the devices (SINGLE_DEVICE_WITH_HOLES)
-        device_mesh = make_mesh(jax.devices()[:1])
-        rows = read(x, sample_weight, num_components, chunk_size, device_mesh)
     layout, dtype, center_np = rows.layout, rows.dtype, rows.center
     num_components = int(num_components)
 

@@ -16,9 +16,10 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from models.density import component_log_prob
+from models.linalg import vmap_is_safe
 from models.params import GMMParams
 
-from . import missing_em
+from . import missing_blocks, missing_em
 from .init import covariance_from_sums, covariance_tril_from_cov, data_moments_pass, data_tril_pass, initialize_rows
 from .rows import Layout, RowData, data_pass, map_rows
 from .stats import (
@@ -126,12 +127,35 @@ def _e_step_missing(params: GMMParams, layout: Layout, data: RowData, *, hard: b
         jnp.zeros((), dtype), jnp.zeros((), dtype), jnp.full((num_components,), jnp.inf, dtype),
         jnp.zeros((num_components, num_features), dtype),
     )
+    if data.order is not None:  # in memory: rows grouped by pattern, the complete program's GEMMs per block
+        return _e_step_blocks(params, layout, data, tables, hard=hard, full_moment=full_moment)
     chunk_fn = missing_em.estep_chunk_fn(hard, full_moment)
     wrap = lambda a, *rest: EStepOut(*chunk_fn(a, *rest))
     wrap.reads_missing = True
     out = data_pass(layout, data, wrap, zero, (tables, data.codes), merge=_merge_hard if hard else None)
     counts, sum_x, sum_xx, entropy_x = missing_em.finish_stats(tables, data.codes, out.stats, full_moment)
     return out._replace(stats=SuffStats(counts, sum_x, sum_xx), entropy=out.entropy + entropy_x)
+
+
+def _e_step_blocks(params: GMMParams, layout: Layout, data: RowData, tables, *, hard: bool, full_moment: bool) -> EStepOut:
+    """:func:`_e_step_missing` on pattern-sorted rows (:mod:`inference.missing_blocks`)."""
+    num_components, num_features = params.means.shape
+    dtype = params.means.dtype
+    coefficients = missing_blocks.pattern_coefficients(tables, data.codes, full_moment)  # (P, K, F)
+    zero = EStepOut(jnp.zeros(coefficients.shape, dtype), jnp.zeros((), dtype), jnp.zeros((), dtype),
+                    jnp.full((num_components,), jnp.inf, dtype), jnp.zeros((num_components, num_features), dtype))
+    chunk_fn = functools.partial(missing_blocks.block_estep_chunk, hard=hard, full_moment=full_moment)
+    out = missing_blocks.block_pass(layout, data, lambda *a: EStepOut(*chunk_fn(*a)), zero, coefficients,
+                                    _merge_hard if hard else _tree_add)
+    counts, sum_x, sum_xx, per_pattern = missing_blocks.stats_from_pattern_sums(tables, out.stats, full_moment)
+    _, _, sum_xx, entropy_x = missing_em.finish_stats(tables, data.codes, (counts, sum_x, sum_xx, per_pattern),
+                                                      full_moment)
+    entropy = jnp.zeros((), dtype) if hard else out.log_lik - missing_blocks.expected_joint(out.stats, coefficients)
+    return out._replace(stats=SuffStats(counts, sum_x, sum_xx), entropy=entropy + entropy_x)
+
+
+def _tree_add(a, b):
+    return jax.tree.map(jnp.add, a, b)
 
 
 def _reseed_empty(params: GMMParams, counts, worst_rows, data_tril, total_weight):
@@ -240,14 +264,17 @@ def em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout, 
         moments = data_moments_pass(layout, data, dtype)
         data_tril = data_tril_pass(layout, data, covariance_type, reg_covar, dtype, moments)
         data_cov = covariance_from_sums(*moments)  # the (unbiased, weighted) data covariance, for info
+    over_starts = jax.vmap
+    if layout.num_devices > 1 and not vmap_is_safe(keys.shape[0], layout.num_features):
+        over_starts = lambda fn: (lambda xs: jax.lax.map(fn, xs))  # one start after another (models.linalg)
     if given_init is None:
-        starts = jax.vmap(lambda k: initialize_rows(k, layout, data, num_components, init, covariance_type, reg_covar,
+        starts = over_starts(lambda k: initialize_rows(k, layout, data, num_components, init, covariance_type, reg_covar,
                                                     dtype, data_tril))(keys)
     else:
         starts = given_init
     run = lambda p: _run_em(p, layout, data, data_tril, total_weight, tol, reg_covar, hard=hard,
                             covariance_type=covariance_type, max_iters=max_iters)
-    states = jax.vmap(run)(starts)
+    states = over_starts(run)(starts)
     best = jnp.argmax(jnp.where(jnp.isfinite(states.curr_ll), states.curr_ll, -jnp.inf))
     best_params = jax.tree.map(lambda a: a[best], states.params)
     rows_fn = lambda p, xc: _final_rows(p, xc, hard)

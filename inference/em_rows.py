@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import missing_em
+from . import missing_blocks, missing_em
 from .host_readers import ChunkReader, NpyRows, rechunk
 from .rows import Layout, RowData, check_sample_weight, normalize_sample_weight, row_bucket
 from .stats import default_chunk_size
@@ -59,6 +59,16 @@ def _holes_center(missing, x, w, num_features):
     missing_em.check_missing_columns(num_features, observed_weight)
     center = (w_eff @ np.where(missing, 0.0, x.astype(np.float64))) / observed_weight
     return center, float(w_eff.sum()), np.where(missing, center.astype(x.dtype), x)
+
+
+def _pattern_plan(missing, w, table, share, num_devices, chunk_size, sharding):
+    """Device arrays of :func:`inference.missing_blocks.pattern_plan` for in-memory rows with holes."""
+    pattern = np.searchsorted(table, missing_em.host_codes(missing))
+    keep = ~missing.all(axis=1) if w is None else (~missing.all(axis=1)) & (w > 0)
+    block = missing_blocks.block_size(int(keep.sum()), int(np.unique(pattern).size), chunk_size)
+    order, block_pattern = missing_blocks.pattern_plan(pattern, keep, share, num_devices, block, chunk_size)
+    put = (lambda a: jnp.asarray(a)) if sharding is None else (lambda a: jax.device_put(a, sharding))
+    return put(order), put(block_pattern)
 
 
 def streams_from_memory(x, threshold_bytes: int) -> bool:
@@ -146,12 +156,15 @@ def in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
         x_dev = jax.make_array_from_callback((block * num_devices, num_features), layout.sharding,
                                              lambda idx: device_block(x_np, idx))
         w_dev = jax.make_array_from_callback((block * num_devices,), layout.sharding, lambda idx: device_block(weights, idx))
-        codes, info = None, None
+        codes, info, order, block_pattern = None, None, None, None
         if holes:
             info = missing_em.summarise(missing)
-            codes = jnp.asarray(missing_em.code_table(list(info["codes"])))
+            table = missing_em.code_table(list(info["codes"]))
+            codes = jnp.asarray(table)
+            order, block_pattern = _pattern_plan(missing, w, table, share, num_devices, chunk_size, layout.sharding)
             info = _missing_info(info)
-        data = RowData(x_dev, w_dev, center=center_dev, num_rows=np.int32(num_rows), codes=codes)
+        data = RowData(x_dev, w_dev, center=center_dev, num_rows=np.int32(num_rows), codes=codes, order=order,
+                       block_pattern=block_pattern)
         return Rows(layout, data, center, sum_w, dtype, None, num_rows, share, info)
     chunk_size = int(chunk_size or default_chunk_size(-(-max_local // local_devices), num_components, num_features,
                                                        itemsize))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from models.linalg import cholesky
 from models.params import GMMParams, validate_params
 
 from .rows import Layout, RowData, data_pass, row_gumbel
@@ -58,7 +59,7 @@ def covariance_tril_from_cov(cov, covariance_type: str, reg_covar):
         if covariance_type == "spherical":
             var = jnp.full_like(var, var.mean())
         return jnp.diag(jnp.sqrt(var + reg_covar))
-    return jnp.linalg.cholesky(cov + reg_covar * jnp.eye(cov.shape[0], dtype=cov.dtype))
+    return cholesky(cov + reg_covar * jnp.eye(cov.shape[0], dtype=cov.dtype))
 
 
 def _weighted_sums(args, xc, wc, row0):

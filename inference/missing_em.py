@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.linalg import cholesky
 from models.missing import pattern_tables
 
 from .stats import worst_explained
@@ -179,7 +180,7 @@ def finish_stats(tables, codes_table, sums, full_moment: bool):
     num_features = cond.shape[-1]
     observed = observed_table(codes_table, num_features).astype(cond.dtype)[:, None, :]  # (P, 1, D)
     num_missing = jnp.sum(1.0 - observed, axis=-1)  # (P, 1)
-    chol = jnp.linalg.cholesky(cond + jnp.eye(num_features, dtype=cond.dtype) * observed[..., None])
+    chol = cholesky(cond + jnp.eye(num_features, dtype=cond.dtype) * observed[..., None])
     log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     per_entropy = 0.5 * num_missing * (1.0 + math.log(2 * math.pi)) + log_det  # (P, K)
     entropy = jnp.sum(jnp.where(per_pattern > 0, per_pattern * per_entropy, 0.0))

@@ -102,9 +102,12 @@ class RowData:
     center: Any = None
     num_rows: Any = None  # the real N (int32 scalar, traced); None: every row of x is the data's (static)
     codes: Any = None  # rows with NaN: the sorted table of missingness codes (inference.missing_em.code_table)
+    order: Any = None  # rows with NaN, in memory: the pattern-sorted permutation (inference.missing_blocks)
+    block_pattern: Any = None  # its blocks' patterns
 
     def tree_flatten(self):
-        return (self.x, self.w, self.token, self.center, self.num_rows, self.codes), None
+        return (self.x, self.w, self.token, self.center, self.num_rows, self.codes, self.order,
+                self.block_pattern), None
 
     @classmethod
     def tree_unflatten(cls, _, children):

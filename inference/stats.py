@@ -12,8 +12,8 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
+from models.linalg import cholesky, inverse_lower
 from models.params import GMMParams
 from models.quadratic import log_prob_coefficients, quadratic_features  # noqa: F401  (re-exported: EM's E-step)
 from models.quadratic import upper_indices as _upper
@@ -115,7 +115,7 @@ def _cholesky_from_stats(stats: SuffStats, means, counts, covariance_type: str, 
     if covariance_type == "full":
         cov = stats.sum_xx / counts[:, None, None] - means[:, :, None] * means[:, None, :]
         cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2)) + reg_covar * eye
-        return jnp.linalg.cholesky(cov)
+        return cholesky(cov)
     if covariance_type == "tied":
         scatter = stats.sum_xx.sum(axis=0) - jnp.einsum("k,ki,kj->ij", counts, means, means)
         cov = scatter / counts.sum()
@@ -147,8 +147,7 @@ def expected_complete_log_lik(stats: SuffStats, params: GMMParams) -> jnp.ndarra
     """
     num_features = params.means.shape[-1]
     lower = params.scale_tril
-    eye = jnp.broadcast_to(jnp.eye(num_features, dtype=lower.dtype), lower.shape)
-    whiten = solve_triangular(lower, eye, lower=True)  # (K, D, D)
+    whiten = inverse_lower(lower)  # (K, D, D)
     mu, s, n = params.means, stats.sum_x, stats.counts
     if stats.sum_xx.ndim == 3:
         scatter = (

@@ -10,10 +10,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
 from . import missing as _missing
+from .linalg import inverse_lower, solve_lower
 from .params import GMMParams
 
 
@@ -36,8 +36,7 @@ def _component_log_prob(params: GMMParams, x) -> jnp.ndarray:
     # Whitening matrices W_k = L_k^{-1} by a triangular solve against the identity (sklearn's
     # _compute_precision_cholesky); no covariance is ever inverted. Then ONE matmul for all k:
     # W_k (x_n - mu_k) = W_k x_n - W_k mu_k.
-    eye = jnp.broadcast_to(jnp.eye(num_features, dtype=lower.dtype), lower.shape)
-    whiten = solve_triangular(lower, eye, lower=True)  # (K, D, D)
+    whiten = inverse_lower(lower)  # (K, D, D)
     projected = x @ jnp.swapaxes(whiten, -1, -2).transpose(1, 0, 2).reshape(num_features, -1)  # (N, K*D)
     projected = projected.reshape(x.shape[0], num_components, num_features)
     offset = jnp.einsum("kij,kj->ki", whiten, params.means)  # (K, D)
@@ -111,8 +110,8 @@ def gaussian_kl(mean0, scale_tril0, mean1, scale_tril1) -> jnp.ndarray:
     scale_tril0 = jnp.broadcast_to(scale_tril0, batch + (num_features, num_features))
     scale_tril1 = jnp.broadcast_to(scale_tril1, batch + (num_features, num_features))
     # tr(S1^{-1} S0) = ||L1^{-1} L0||_F^2 ; Mahalanobis term = ||L1^{-1} (m1 - m0)||^2
-    m = solve_triangular(scale_tril1, scale_tril0, lower=True)
-    diff = solve_triangular(scale_tril1, jnp.swapaxes(mean1 - mean0, -1, -2), lower=True)
+    m = solve_lower(scale_tril1, scale_tril0)
+    diff = solve_lower(scale_tril1, jnp.swapaxes(mean1 - mean0, -1, -2))
     log_det = lambda lower: jnp.sum(jnp.log(jnp.diagonal(lower, axis1=-2, axis2=-1)), axis=-1)
     trace_term = jnp.sum(m**2, axis=(-2, -1))
     maha = jnp.sum(diff**2, axis=(-2, -1))

@@ -26,9 +26,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
+from .linalg import cholesky, inverse_lower
 from .params import GMMParams
 
 BLOCK_ROWS = 2048  # rows per vectorised block of the per-row lookups (memory: BLOCK_ROWS x K x D x D)
@@ -95,8 +95,8 @@ def pattern_tables(params: GMMParams, observed) -> PatternTables:
     cov = lower @ jnp.swapaxes(lower, -1, -2)  # (K, D, D)
     eye = jnp.eye(num_features, dtype=dtype)
     masked = cov[None] * mask[..., :, None] * mask[..., None, :] + eye * missing[..., :, None]  # (P, K, D, D)
-    chol = jnp.linalg.cholesky(masked)
-    whiten = solve_triangular(chol, jnp.broadcast_to(eye, chol.shape), lower=True)
+    chol = cholesky(masked)
+    whiten = inverse_lower(chol)
     means = params.means[None]  # (1, K, D)
     offset = jnp.einsum("pkij,pkj->pki", whiten, means * mask)
     log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)  # missing diagonal is 1
@@ -159,7 +159,7 @@ def noise_factors(params: GMMParams, observed) -> jnp.ndarray:
     back = jnp.argsort(order, axis=-1)
     cov = params.scale_tril @ jnp.swapaxes(params.scale_tril, -1, -2)  # (K, D, D)
     permuted = jnp.swapaxes(cov[:, order[:, :, None], order[:, None, :]], 0, 1)  # (P, K, D, D)
-    lower = jnp.linalg.cholesky(permuted)
+    lower = cholesky(permuted)
     missing_cols = jnp.take_along_axis(~observed, order, axis=-1)[:, None, None, :]  # (P, 1, 1, D) permuted order
     lower = jnp.where(missing_cols, lower, 0.0)  # keep the missing columns: L_mm (L_om is 0 above the block)
     return jnp.take_along_axis(lower, back[:, None, :, None], axis=-2)  # rows back to the original order

@@ -12,8 +12,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
 
+from .linalg import inverse_lower
 from .params import GMMParams
 
 
@@ -51,8 +51,7 @@ def log_prob_coefficients(params: GMMParams, full_moment: bool) -> jnp.ndarray:
     num_components, num_features = params.means.shape
     lower = params.scale_tril
     dtype = lower.dtype
-    eye = jnp.broadcast_to(jnp.eye(num_features, dtype=dtype), lower.shape)
-    whiten = solve_triangular(lower, eye, lower=True)  # (K, D, D)
+    whiten = inverse_lower(lower)  # (K, D, D)
     precision = jnp.swapaxes(whiten, -1, -2) @ whiten
     linear = jnp.einsum("kij,kj->ki", precision, params.means)  # (K, D) = P mu
     log_det = jnp.sum(jnp.log(jnp.diagonal(lower, axis1=-2, axis2=-1)), axis=-1)

@@ -63,3 +63,24 @@ def test_gaussian_kl_matches_closed_form(rng):
     m0, m1 = np.asarray(p.means)
     ref = 0.5 * (np.trace(np.linalg.solve(s1, s0)) + (m1 - m0) @ np.linalg.solve(s1, m1 - m0) - 3 + np.log(np.linalg.det(s1) / np.linalg.det(s0)))
     np.testing.assert_allclose(models.gaussian_kl(p.means[0], p.scale_tril[0], p.means[1], p.scale_tril[1]), ref, rtol=1e-9)
+
+
+def test_small_lapack_batches_equal_one_call():
+    """models.linalg: a batch above the inline limit, mapped in small LAPACK calls, equals one batched call
+    (and numpy) to 1e-12; below the limit it IS one call."""
+    import jax.numpy as jnp
+    from jax.scipy.linalg import solve_triangular
+
+    from models import linalg
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(11, 13, 6, 6))
+    spd = a @ np.swapaxes(a, -1, -2) + 6 * np.eye(6)
+    assert 11 * 13 > linalg.SMALL_WORK // 6**3
+    lower = np.asarray(linalg.cholesky(jnp.asarray(spd)))
+    np.testing.assert_allclose(lower, np.linalg.cholesky(spd), rtol=1e-12, atol=1e-12)
+    whiten = np.asarray(linalg.inverse_lower(jnp.asarray(lower)))
+    direct = np.asarray(solve_triangular(lower, np.broadcast_to(np.eye(6), lower.shape), lower=True))
+    np.testing.assert_allclose(whiten, direct, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(whiten @ lower, np.broadcast_to(np.eye(6), lower.shape), atol=1e-12)
+    assert linalg.vmap_is_safe(1, 8) and not linalg.vmap_is_safe(10, 8) and not linalg.vmap_is_safe(1, 64)
