@@ -1,8 +1,8 @@
 """The Bayesian engines' cost where it is spent (issue 24): the potential's gradient inside a compiled loop, and
 NUTS's gradients per effective draw.
 
-Run: ``python benchmarks/bench_bayes.py [--grad-only | --nuts-only] [--repeats R]`` (prints one line per measurement
-and the load average; a benchmark, not a test: ratios from one run on a shared machine).
+Run: ``python benchmarks/bench_bayes.py [--grad-only | --nuts-only | --sharded] [--repeats R]`` (prints one line per
+measurement and the load average; a benchmark, not a test: ratios from one run on a shared machine).
 
 1. ms per gradient of NumPyro's potential (``models.gmm_model``, z enumerated, standardised data, float64) inside
    one ``lax.fori_loop`` of ``value_and_grad``, against the two matmuls its likelihood cannot avoid (the rows'
@@ -11,20 +11,28 @@ and the load average; a benchmark, not a test: ratios from one run on a shared m
 2. NUTS at (5,000, 5, 3) through ``inference.fit("nuts", ...)``: leapfrog steps per draw, min bulk ESS (ArviZ,
    after relabelling, over weights / means / covariance elements) per gradient and per second of sampling, for
    the defaults, ``dense_mass=True``, and 4 vectorised chains.
+3. ``--sharded`` (alone: it splits the CPU into one XLA host device per core before JAX starts, unless XLA_FLAGS says
+   otherwise): ms per gradient with the rows on one device against split over every device
+   (``inference.sharded_potential``), interleaved; NUTS's sampling seconds at (5,000, 5, 3), and short MAP and NUTS
+   runs at (50,000, 8, 4), on 1 and all devices.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+if "--sharded" in sys.argv and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={os.cpu_count()}".strip()
 
-import models
-from models.quadratic import quadratic_features
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import models  # noqa: E402
+from models.quadratic import quadratic_features  # noqa: E402
 
 
 def problem(num_rows: int, num_features: int, num_components: int, seed: int = 0):
@@ -151,13 +159,78 @@ def nuts(repeats: int, settings=NUTS_SETTINGS):
                   f"converged {result.converged}  [{load()}]", flush=True)
 
 
+def sharded_gradient_ms(x, num_components: int, mesh, iterations: int, repeats: int) -> float:
+    """ms per ``value_and_grad`` of the enumerated potential with the rows split over ``mesh`` (None: one device), the
+    rows split once at the program's entry as the engines do (``inference.sharded_potential.rows_on_mesh``)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from inference._numpyro_common import enumerated, make_model, model_sites, unconstrain_fn
+    from inference.sharded_potential import potential_value_and_grad, rows_on_mesh
+
+    xs = (x - x.mean(0)) / x.std(0)
+    start = unconstrain_fn(num_components, x.shape[1])(model_sites(models.from_covariances(
+        np.full(num_components, 1.0 / num_components), xs[:num_components], np.stack([np.eye(x.shape[1])] * num_components)), xs.dtype))
+    grad = potential_value_and_grad(enumerated(make_model(num_components)), mesh)
+
+    def step(u, rows):
+        _, g = grad(u, rows, None)
+        return jax.tree.map(lambda a, b: a - 1e-12 * b, u, g)
+
+    run = jax.jit(rows_on_mesh(lambda c, d: jax.lax.fori_loop(0, iterations, lambda i, c: step(c, d), c), mesh, (1,)))
+    args = (start, jnp.asarray(xs)) if mesh is None else jax.device_put((start, xs), NamedSharding(mesh, PartitionSpec()))
+    jax.block_until_ready(run(*args))
+    times = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        jax.block_until_ready(run(*args))
+        times.append(time.perf_counter() - begin)
+    return 1e3 * float(np.min(times)) / iterations
+
+
+def sharded(repeats: int, rounds: int = 2, nuts_too: bool = True):
+    """One device against every device, interleaved ``rounds`` times: ms per gradient, then NUTS at (5,000, 5, 3)."""
+    from inference import fit
+    from inference.sharded_potential import row_mesh
+
+    every = len(jax.devices())
+    for shape, iterations in (((5_000, 5, 3), 200), ((20_000, 8, 4), 80), ((50_000, 8, 4), 40)):
+        x, _ = problem(*shape)
+        for _ in range(rounds):
+            for n in (1, every):
+                ms = sharded_gradient_ms(x, shape[2], row_mesh(jax.devices()[:n], shape[0]), iterations, repeats)
+                print(f"gradient at (N, D, K) = {shape} on {n} device(s): {ms:.2f} ms  [{load()}]", flush=True)
+    if nuts_too:
+        x, _ = problem(5_000, 5, 3)
+        for _ in range(rounds):
+            for n in (1, every):
+                result = fit("nuts", jax.random.PRNGKey(0), x, 3, progress=False, num_assignment_draws=0, devices=jax.devices()[:n])
+                steps = np.asarray(result.trace["num_steps"])
+                print(f"NUTS (5000, 5, 3) on {n} device(s): sampling+warm-up {result.info['sampling_seconds']:.1f} s, "
+                      f"leapfrog/draw {steps.mean():.1f}, converged {result.converged}  [{load()}]", flush=True)
+        x, truth = problem(50_000, 8, 4)  # short runs: MAP's optimisation, and NUTS from the truth (no MAP start)
+        for _ in range(rounds):
+            for n in (1, every):
+                result = fit("map", jax.random.PRNGKey(0), x, 4, n_init=1, num_steps=500, tol=0.0, devices=jax.devices()[:n])
+                print(f"MAP (50000, 8, 4), 500 steps, on {n} device(s): run {result.info['run_seconds']:.1f} s  [{load()}]", flush=True)
+                result = fit("nuts", jax.random.PRNGKey(0), x, 4, init=truth, num_chains=1, num_warmup=150, num_samples=150,
+                             progress=False, num_assignment_draws=0, devices=jax.devices()[:n])
+                steps = np.asarray(result.trace["num_steps"])
+                print(f"NUTS (50000, 8, 4), 1 chain, 150 + 150 draws from the truth, on {n} device(s): sampling+warm-up "
+                      f"{result.info['sampling_seconds']:.1f} s, leapfrog/draw {steps.mean():.1f}  [{load()}]", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grad-only", action="store_true")
     parser.add_argument("--nuts-only", action="store_true")
+    parser.add_argument("--sharded", action="store_true", help="rows on 1 device against every device (alone)")
+    parser.add_argument("--no-nuts", action="store_true", help="with --sharded: gradients only")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} cores, {load()}", flush=True)
+    if args.sharded:
+        sharded(args.repeats, nuts_too=not args.no_nuts)
+        return
     if not args.nuts_only:
         gradients(args.repeats)
     if not args.grad_only:

@@ -35,6 +35,7 @@ from models.params import GMMParams
 
 from .compiled_cache import remember_compiled
 from .init import INIT_METHODS, stack_given_init
+from .sharded_potential import compile_on_mesh, place, rows_on_mesh
 from .validate import check_choice, check_data, check_positive
 
 FIRST_ENUM_DIM = -2  # max_plate_nesting = 1: z lives in the "data" plate only
@@ -356,24 +357,30 @@ def _signature(args) -> tuple:
     return (tree, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves))
 
 
-def compiled_call(build, static: tuple, *args):
+def compiled_call(build, static: tuple, *args, mesh=None, rows: tuple = ()):
     """Run ``jax.jit(build(*static))(*args)``, compiling ahead of time once per static options and shapes.
+
+    ``mesh`` (``inference.sharded_potential.row_mesh``; None: one device, the plain program): the arguments at
+    positions ``rows`` are split over its devices by rows, the others replicated; outputs come back as numpy.
 
     Returns
     -------
     (outputs, compile_seconds, run_seconds); ``compile_seconds`` is 0.0 on a cache hit, so a
     second fit with the same shapes and options compiles nothing.
     """
-    key = (build.__module__, build.__qualname__, static, _signature(args))
+    key = (build.__module__, build.__qualname__, static, _signature(args)) + ((mesh, rows) if mesh is not None else ())
     executable = _COMPILED.get(key)
     compile_seconds = 0.0
     if executable is None:
         start = time.perf_counter()
-        executable = jax.jit(build(*static)).lower(*args).compile()
+        executable, args = compile_on_mesh(rows_on_mesh(build(*static), mesh, rows), mesh, args)
         remember_compiled(_COMPILED, key, executable)
         compile_seconds = time.perf_counter() - start
+    else:
+        args = place(args, mesh)
     start = time.perf_counter()
     out = jax.block_until_ready(executable(*args))
+    out = out if mesh is None else jax.device_get(out)
     return out, compile_seconds, time.perf_counter() - start
 
 

@@ -37,6 +37,7 @@ from ._numpyro_common import (
     with_checked_weights,
 )
 from .result import FitResult
+from .sharded_potential import devices_used, row_mesh
 from .validate import check_num_components
 
 MAP_DEFAULTS = dict(
@@ -49,6 +50,7 @@ MAP_DEFAULTS = dict(
     check_every=50,
     prior=None,
     sample_weight=None,
+    devices=None,
 )
 
 
@@ -128,18 +130,21 @@ def map_point(key, x: np.ndarray, num_components: int, **options):
     starts, init_compile = initial_params(init_key, x, num_components, opts["init"], n_init, weights)
     start_sites = model_sites(GMMParams(*starts), x.dtype)
     static = (num_components, prior, num_steps, learning_rate, final_learning_rate, tol, check_every)
+    missing = missing_of(x)
+    mesh = row_mesh(opts["devices"], x.shape[0], missing)
     out, compile_seconds, run_seconds = compiled_call(
         _build_map_runner, static, jax.random.split(run_key, n_init), start_sites, assign_key, jnp.asarray(x),
-        None if weights is None else jnp.asarray(weights, x.dtype), missing_of(x),
+        None if weights is None else jnp.asarray(weights, x.dtype), missing, mesh=mesh, rows=(3, 4),
     )
-    used = dict(opts, n_init=n_init, num_steps=num_steps, check_every=check_every, prior=dict(prior))
+    used = dict(opts, n_init=n_init, num_steps=num_steps, check_every=check_every, prior=dict(prior), devices=devices_used(mesh))
     del used["sample_weight"]
     return out, used, compile_seconds + init_compile, run_seconds
 
 
 def starting_point(key, x: np.ndarray, num_components: int, init, prior, map_options,
-                   sample_weight=None) -> tuple[GMMParams, float, float]:
-    """The point SVI and NUTS start from: the MAP (``init="map"``) or a user GMMParams.
+                   sample_weight=None, devices=None) -> tuple[GMMParams, float, float]:
+    """The point SVI and NUTS start from: the MAP (``init="map"``, on ``devices`` unless ``map_options`` say) or a
+    user GMMParams.
 
     Returns
     -------
@@ -155,6 +160,7 @@ def starting_point(key, x: np.ndarray, num_components: int, init, prior, map_opt
     if "sample_weight" in map_options:
         raise ValueError("map_options cannot hold sample_weight: pass sample_weight to the fit itself")
     map_options["sample_weight"] = sample_weight
+    map_options.setdefault("devices", devices)
     out, _, compile_seconds, run_seconds = map_point(key, x, num_components, **map_options)
     return out["params"], compile_seconds, run_seconds
 
@@ -176,6 +182,8 @@ def fit_map(key, x, num_components: int, **options) -> FitResult:
     prior : dict of ``gmm_model`` prior overrides (concentration, mean_loc, mean_scale, ...).
     sample_weight : (N,) non-negative row weights (row n's log-likelihood counts w_n times; integer
         weights = repeated rows); the loss and log-likelihoods are then weighted.
+    devices : the devices the rows are split over (``inference.sharded_potential.row_mesh``: None = every device
+        from ``AUTO_MIN_ROWS`` rows, a list of ``jax.Device`` or a mesh); ``info["options"]["devices"]`` says which.
 
     Returns
     -------

@@ -59,6 +59,7 @@ from ._numpyro_common import (
 from .numpyro_map import starting_point
 from .diagnostics import convergence_warnings, diagnose
 from .result import FitResult
+from .sharded_potential import devices_used, row_mesh
 from .validate import check_choice, check_num_components
 
 CHAIN_METHODS = ("auto", "sequential", "vectorized", "parallel")
@@ -86,6 +87,7 @@ NUTS_DEFAULTS = dict(
     prior=None,
     map_options=None,
     sample_weight=None,
+    devices=None,
 )
 
 
@@ -172,7 +174,7 @@ def _build_bayes_draws():
     return lambda keys, sites, x, m: jax.vmap(draw, in_axes=(0, 0, None, None))(keys, sites, x, m)
 
 
-def _run_chains(keys, starts, data, chain_method, init_static, segment_static, num_segments, progress):
+def _run_chains(keys, starts, data, chain_method, init_static, segment_static, num_segments, progress, mesh=None):
     """Run every chain; returns (records with leading (chain, step), compile_seconds, run_seconds)."""
     compile_seconds = run_seconds = 0.0
     bar = None
@@ -183,7 +185,7 @@ def _run_chains(keys, starts, data, chain_method, init_static, segment_static, n
 
     def advance(build, static, *args):
         nonlocal compile_seconds, run_seconds
-        out, c, r = compiled_call(build, static, *args)
+        out, c, r = compiled_call(build, static, *args, mesh=mesh, rows=(len(args) - 3, len(args) - 2))  # x, w of (..., x, w, m)
         compile_seconds, run_seconds = compile_seconds + c, run_seconds + r
         return out
 
@@ -314,6 +316,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     prior : dict of ``gmm_model`` prior overrides; map_options : options for the MAP start.
     sample_weight : (N,) non-negative row weights (weighted likelihood, as ``fit_map``); assignment draws
         then come from Bayes' rule at each parameter draw.
+    devices : the devices the rows are split over (as ``fit_map``; not with chain_method "parallel").
 
     Returns
     -------
@@ -337,7 +340,8 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
 
     map_key, chain_key, assign_key, jitter_key = jax.random.split(key_array(key), 4)
     start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"],
-                                                         opts["sample_weight"])
+                                                         opts["sample_weight"], opts["devices"])
+    mesh = row_mesh(opts["devices"], x.shape[0], missing_of(x), opts["chain_method"])
     start_unconstrained = unconstrain_fn(num_components, num_features, prior)(model_sites(start_params, x.dtype))
     starts = _dispersed_starts(jitter_key, start_unconstrained, num_chains, opts["init_jitter"])
     if opts["dense_mass"] == "auto":
@@ -357,6 +361,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
         (num_components, num_features, prior, settings, length, vectorized),
         num_segments,
         opts["progress"],
+        mesh,
     )
     sampling_seconds, kept = run_seconds, slice(num_warmup, total)
     records = jax.tree.map(lambda a: np.asarray(a)[:, kept], records)
@@ -392,7 +397,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
         num_iters=num_samples,
         seconds=time.perf_counter() - start,
         info=dict(
-            options={name: value for name, value in dict(opts, prior=dict(prior)).items() if name != "sample_weight"},
+            options={name: value for name, value in dict(opts, prior=dict(prior), devices=devices_used(mesh)).items() if name != "sample_weight"},
             **weight_info(opts, x),
             chain_method=opts["chain_method"],
             diverging=diverging,

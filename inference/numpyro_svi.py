@@ -64,6 +64,7 @@ from ._numpyro_common import (
 )
 from .numpyro_map import adam_with_decay, starting_point
 from .result import FitResult
+from .sharded_potential import devices_used, row_mesh
 from .validate import check_num_components
 
 SVI_DEFAULTS = dict(
@@ -82,6 +83,7 @@ SVI_DEFAULTS = dict(
     map_options=None,
     sample_weight=None,
     batch_size=None,
+    devices=None,
 )
 
 
@@ -267,6 +269,7 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     progress : tqdm bar of the training steps on stderr (default True; never recompiles).
     prior : dict of ``gmm_model`` prior overrides; map_options : options for the MAP start.
     sample_weight : (N,) non-negative row weights (weighted likelihood, as :func:`fit_map`).
+    devices : the devices the rows are split over (as :func:`inference.numpyro_map.fit_map`; the MAP start too).
     batch_size : None here; a number (or a ``.npy`` path as ``x``) makes ``inference.fit("svi", ...)`` run
         minibatch SVI (:mod:`inference.numpyro_minibatch`).
 
@@ -307,13 +310,15 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     )
     map_key, svi_key = jax.random.split(key_array(key))
     start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"],
-                                                         opts["sample_weight"])
+                                                         opts["sample_weight"], opts["devices"])
+    missing = missing_of(x)
+    mesh = row_mesh(opts["devices"], x.shape[0], missing)
     if not isinstance(opts["progress"], (bool, np.bool_)):
         raise ValueError(f"progress must be True or False, got {opts['progress']!r}")
     with ChunkProgress.shown(bool(opts["progress"]), num_steps, "svi (steps, stops early when converged)"):
         weights = None if opts["sample_weight"] is None else jnp.asarray(opts["sample_weight"])
         out, compile_seconds, run_seconds = compiled_call(_build_svi_runner, static, svi_key, model_sites(start_params, x.dtype),
-                                                          jnp.asarray(x), weights, missing_of(x))
+                                                          jnp.asarray(x), weights, missing, mesh=mesh, rows=(2, 3))
 
     pivot = params_from_site_draws(out["median"])
     draws = params_from_site_draws(out["draws"])
@@ -336,7 +341,8 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
         num_iters=chunks * check_every,
         seconds=time.perf_counter() - start,
         info=dict(
-            options={name: value for name, value in dict(opts, prior=dict(static[1])).items() if name != "sample_weight"},
+            options={name: value for name, value in dict(opts, prior=dict(static[1]), devices=devices_used(mesh)).items()
+                     if name != "sample_weight"},
             **weight_info(opts, x),
             guide="AutoNormal",
             guide_init="laplace" if bool(out["laplace"]) else "fixed",

@@ -85,13 +85,18 @@ def component_table(means, scale_tril, value) -> jnp.ndarray:
 
 
 def pick_component(table, component) -> jnp.ndarray:
-    """``table[n, component[..., n]]`` (``component`` broadcast with (N,)) by ``take_along_axis`` on the (K, N)
-    transpose: under enumeration ``component`` is ``arange(K)`` shaped (K, 1) and this is the transpose itself.
-    Measured in the gradient loop at (50,000, 8, 4): a select-and-sum over K (``where(component == k)``)
-    cost 2x the whole gradient; the gather's backward (a scatter-add of (K, N)) costs about nothing."""
+    """``table[n, component[..., n]]`` (``component`` broadcast with (N,)) from the (K, N) transpose: under
+    enumeration ``component`` is ``arange(K)`` shaped (K, 1), the same for every row, and this is a gather of whole
+    rows of the transpose (``jnp.take`` on axis 0: the transpose itself); a drawn ``component`` (..., N) picks per
+    row by ``take_along_axis``. Measured in the gradient loop at (50,000, 8, 4): a select-and-sum over K
+    (``where(component == k)``) cost 2x the whole gradient; the gathers' backward (a scatter-add) costs about
+    nothing. Gathering whole rows also keeps rows split over devices apart (``inference.sharded_potential``): a
+    per-row index there made XLA all-gather the (K, N) index every gradient."""
     num_rows = table.shape[0]
     component = jnp.asarray(component)
     shape = jnp.broadcast_shapes(component.shape, (num_rows,))
+    if component.ndim == 0 or component.shape[-1] == 1:  # the same component(s) for every row
+        return jnp.take(table.T, component.reshape(-1), axis=0).reshape(shape)
     index = jnp.broadcast_to(component, shape).reshape(-1, num_rows)
     return jnp.take_along_axis(table.T, index, axis=0).reshape(shape)
 

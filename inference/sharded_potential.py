@@ -1,0 +1,103 @@
+"""The NumPyro engines' rows (MAP, SVI, NUTS) split over devices: the potential's log-likelihood, a sum over rows,
+computed by every device, its value and gradient combined by one all-reduce.
+
+A program built for a mesh (:func:`inference.rows.make_mesh`, one axis ``"rows"``) takes its arguments replicated
+and constrains its row arguments (x, sample weights) to the rows axis on entry (:func:`rows_on_mesh`); XLA's SPMD
+partitioner then computes every row-wise term of the declared model (the quadratic features, the (N, K) table of
+``models.gmm.ComponentNormal``, the logsumexp over the enumerated z) on the device that holds the row, and the sums
+over rows (the potential and the two sums of its gradient) meet in ONE all-reduce per gradient (XLA combines them;
+``tests/test_sharded_potential.py`` reads the compiled program). The model is unchanged: nothing here knows its
+sites. A row count not divisible by the device count needs no padding rows here: XLA pads the last block inside the
+program and reduces the padding as zeros. With one device (or ``mesh`` None) nothing is wrapped: the very program of
+before. Outputs come back to the host (numpy), so that later single-device steps never meet mesh arrays.
+
+Why not ``shard_map`` around the sum in ``log_prob``: funsor sums z and the rows outside the distribution, so a
+``shard_map`` there would only split the table, and the partitioner splits it anyway (the same single all-reduce).
+Rows with NaN holes (``Missing``) stay on one device: their per-pattern tables are gathered per row, untested here.
+"""
+
+from __future__ import annotations
+
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from numpyro.infer.util import potential_energy
+
+from .rows import ROW_AXIS, make_mesh
+
+# devices=None splits the rows from this many: measured (benchmarks/bench_bayes.py --sharded, 2 host devices on 2 cores,
+# load 1-3) the gradient at (5,000, 5, 3) took 0.27-0.29 ms on 1 device and 0.29-0.35 on 2, and NUTS there sampled in
+# 16-17 s against 26 s; at (20,000, 8, 4) 4.2 against 2.6-3.5 ms, at (50,000, 8, 4) 11.1 against 4.9-11.0 ms.
+AUTO_MIN_ROWS = 20_000
+
+
+def row_mesh(devices, num_rows: int, missing=None, chain_method: str | None = None):
+    """The mesh an engine's programs split their rows over, or None (one device: the programs of before).
+
+    Parameters
+    ----------
+    devices : None (every device JAX sees when there are ``AUTO_MIN_ROWS`` rows or more, else one), a list of
+        ``jax.Device`` (every one of them, whatever the rows) or a ``jax.sharding.Mesh`` (its devices).
+    num_rows : N.
+    missing : the rows' holes (``inference._numpyro_common.Missing``) or None; with holes: one device.
+    chain_method : NUTS's resolved chain method; "parallel" (pmap over chains) keeps the rows on one device.
+    """
+    if devices is None:
+        if num_rows < AUTO_MIN_ROWS or missing is not None or chain_method == "parallel":
+            return None
+        mesh = make_mesh()
+    else:
+        mesh = make_mesh(mesh=devices) if isinstance(devices, jax.sharding.Mesh) else make_mesh(devices)
+        if mesh.devices.size > 1 and (missing is not None or chain_method == "parallel"):
+            why = "rows with missing values" if missing is not None else "chain_method='parallel'"
+            raise ValueError(f"devices: {why} run on one device; pass devices=None or one device")
+    return mesh if mesh.devices.size > 1 else None
+
+
+def devices_used(mesh) -> list[str]:
+    """The devices a program ran on, as text (``info``; JSON-friendly)."""
+    return [str(jax.devices()[0])] if mesh is None else [str(d) for d in mesh.devices.ravel()]
+
+
+def rows_on_mesh(fn, mesh, row_args: tuple):
+    """``fn`` whose positional arguments at ``row_args`` (arrays with rows first, or None) are split over ``mesh``'s
+    rows axis on entry; ``fn`` itself when ``mesh`` is None."""
+    if mesh is None:
+        return fn
+    rows = NamedSharding(mesh, P(ROW_AXIS))
+
+    def split(*args):
+        args = [jax.lax.with_sharding_constraint(a, rows) if i in row_args and a is not None else a for i, a in enumerate(args)]
+        return fn(*args)
+
+    return split
+
+
+def compile_on_mesh(fn, mesh, args):
+    """``jax.jit(fn)`` compiled for ``args`` placed replicated on ``mesh`` (outputs replicated); returns
+    (executable, placed args). ``mesh`` None: compiled for ``args`` as they are."""
+    if mesh is None:
+        return jax.jit(fn).lower(*args).compile(), args
+    replicated = NamedSharding(mesh, P())
+    args = jax.device_put(args, replicated)
+    return jax.jit(fn, out_shardings=replicated).lower(*args).compile(), args
+
+
+def place(args, mesh):
+    """``args`` replicated on ``mesh`` (as :func:`compile_on_mesh` compiled them); unchanged when ``mesh`` is None."""
+    return args if mesh is None else jax.device_put(args, NamedSharding(mesh, P()))
+
+
+def potential_value_and_grad(model, mesh):
+    """Jit-able ``(unconstrained, x, sample_weight) -> (potential, gradient)`` of ``model`` (z enumerated, the
+    engines' ``inference._numpyro_common.enumerated`` model) with the rows split over ``mesh`` (None: one device):
+    what NUTS computes every leapfrog step, for the tests and ``benchmarks/bench_bayes.py``."""
+
+    def value_and_grad(u, x, w):
+        energy = lambda v: potential_energy(model, (x, w, None), {}, v, enum=w is None)
+        return jax.value_and_grad(energy)(u)
+
+    return rows_on_mesh(value_and_grad, mesh, (1, 2))
+
+
+__all__ = ["row_mesh", "rows_on_mesh", "compile_on_mesh", "place", "potential_value_and_grad", "devices_used", "AUTO_MIN_ROWS"]
