@@ -36,10 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
-from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 from numpyro import handlers
 
+from .linalg import inverse_lower
 from .missing import has_missing, masked_component_log_prob, missing_patterns
 from .params import GMMParams
 from .quadratic import log_prob_coefficients, quadratic_features
@@ -60,7 +60,7 @@ class MultivariateNormal(dist.MultivariateNormal):
     def log_prob(self, value):
         lower = self.scale_tril
         num_features = lower.shape[-1]
-        whiten = solve_triangular(lower, jnp.broadcast_to(jnp.eye(num_features, dtype=lower.dtype), lower.shape), lower=True)
+        whiten = inverse_lower(lower)
         white = jnp.matmul((value - self.loc)[..., None, :], jnp.swapaxes(whiten, -1, -2))[..., 0, :]
         log_det = jnp.sum(jnp.log(jnp.diagonal(lower, axis1=-2, axis2=-1)), axis=-1)
         return -0.5 * jnp.sum(white**2, axis=-1) - log_det - 0.5 * num_features * jnp.log(2 * jnp.pi)
