@@ -37,7 +37,7 @@ from ._numpyro_common import (
     with_checked_weights,
 )
 from .result import FitResult
-from .sharded_potential import devices_used, row_mesh
+from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_num_components
 
 MAP_DEFAULTS = dict(
@@ -131,7 +131,7 @@ def map_point(key, x: np.ndarray, num_components: int, **options):
     start_sites = model_sites(GMMParams(*starts), x.dtype)
     static = (num_components, prior, num_steps, learning_rate, final_learning_rate, tol, check_every)
     missing = missing_of(x)
-    mesh = row_mesh(opts["devices"], x.shape[0], missing)
+    mesh = row_mesh(opts["devices"], x.shape[0], missing, work=lapack_work(num_components, x.shape[1], n_init))
     out, compile_seconds, run_seconds = compiled_call(
         _build_map_runner, static, jax.random.split(run_key, n_init), start_sites, assign_key, jnp.asarray(x),
         None if weights is None else jnp.asarray(weights, x.dtype), missing, mesh=mesh, rows=(3, 4),

@@ -59,7 +59,7 @@ from ._numpyro_common import (
 from .numpyro_map import starting_point
 from .diagnostics import convergence_warnings, diagnose
 from .result import FitResult
-from .sharded_potential import devices_used, row_mesh
+from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_choice, check_num_components
 
 CHAIN_METHODS = ("auto", "sequential", "vectorized", "parallel")
@@ -341,7 +341,6 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     map_key, chain_key, assign_key, jitter_key = jax.random.split(key_array(key), 4)
     start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"],
                                                          opts["sample_weight"], opts["devices"])
-    mesh = row_mesh(opts["devices"], x.shape[0], missing_of(x), opts["chain_method"])
     start_unconstrained = unconstrain_fn(num_components, num_features, prior)(model_sites(start_params, x.dtype))
     starts = _dispersed_starts(jitter_key, start_unconstrained, num_chains, opts["init_jitter"])
     if opts["dense_mass"] == "auto":
@@ -352,6 +351,9 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     num_segments = math.ceil(total / length)
     settings = tuple(sorted(_kernel_settings(num_warmup, opts["target_accept_prob"], opts["max_tree_depth"], opts["dense_mass"]).items()))
     vectorized = opts["chain_method"] == "vectorized"
+    dense_dim = sum(np.size(v) for v in start_unconstrained.values()) if opts["dense_mass"] else 0
+    mesh = row_mesh(opts["devices"], x.shape[0], missing_of(x), opts["chain_method"],
+                    lapack_work(num_components, num_features, num_chains if vectorized else 1, dense_dim))
     records, compile_seconds, run_seconds = _run_chains(
         jax.random.split(chain_key, num_chains),
         starts,

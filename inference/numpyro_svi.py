@@ -64,7 +64,7 @@ from ._numpyro_common import (
 )
 from .numpyro_map import adam_with_decay, starting_point
 from .result import FitResult
-from .sharded_potential import devices_used, row_mesh
+from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_num_components
 
 SVI_DEFAULTS = dict(
@@ -312,7 +312,8 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
     start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"],
                                                          opts["sample_weight"], opts["devices"])
     missing = missing_of(x)
-    mesh = row_mesh(opts["devices"], x.shape[0], missing)
+    mapped = max(static[5], 16 if static[6] == "laplace" else 1)  # particles; laplace_scales' Hessian batch
+    mesh = row_mesh(opts["devices"], x.shape[0], missing, work=lapack_work(num_components, x.shape[1], mapped))
     if not isinstance(opts["progress"], (bool, np.bool_)):
         raise ValueError(f"progress must be True or False, got {opts['progress']!r}")
     with ChunkProgress.shown(bool(opts["progress"]), num_steps, "svi (steps, stops early when converged)"):

@@ -11,6 +11,11 @@ sites. A row count not divisible by the device count needs no padding rows here:
 program and reduces the padding as zeros. With one device (or ``mesh`` None) nothing is wrapped: the very program of
 before. Outputs come back to the host (numpy), so that later single-device steps never meet mesh arrays.
 
+Batched LAPACK calls (the K (D, D) triangular solves of the coefficients, ``models.linalg``) run on every device: on
+CPU host devices jaxlib splits a big batch over XLA's one thread pool and waits, and several devices doing so at once
+deadlock (``models.linalg``'s docstring; seen here: 16 vmapped gradients at D = 16, K = 8 hung on 2 host devices).
+``row_mesh`` keeps such programs on one device (:func:`lapack_work`: vmapped copies x the calls' batch work).
+
 Why not ``shard_map`` around the sum in ``log_prob``: funsor sums z and the rows outside the distribution, so a
 ``shard_map`` there would only split the table, and the partitioner splits it anyway (the same single all-reduce).
 Rows with NaN holes (``Missing``) stay on one device: their per-pattern tables are gathered per row, untested here.
@@ -23,6 +28,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from numpyro.infer.util import potential_energy
 
+from models.linalg import JAXLIB_PARALLEL_WORK, SMALL_WORK
+
 from .rows import ROW_AXIS, make_mesh
 
 # devices=None splits the rows from this many: measured (benchmarks/bench_bayes.py --sharded, 2 host devices on 2 cores,
@@ -31,7 +38,15 @@ from .rows import ROW_AXIS, make_mesh
 AUTO_MIN_ROWS = 20_000
 
 
-def row_mesh(devices, num_rows: int, missing=None, chain_method: str | None = None):
+def lapack_work(num_components: int, num_features: int, num_mapped: int = 1, dense_dim: int = 0) -> int:
+    """The largest batched LAPACK call's work (matrices x D^3) in a program of the potential: ``num_mapped`` vmapped
+    copies (restarts, particles, Laplace's Hessian batch, vectorised chains) of the K (D, D) solves, cut by
+    ``models.linalg.small_batches``, or of NUTS's dense (P, P) mass matrix (``dense_dim`` P, 0 if none)."""
+    cube = num_features**3
+    return max(num_mapped * min(num_components, max(1, SMALL_WORK // cube)) * cube, num_mapped * dense_dim**3 if num_mapped > 1 else 0)
+
+
+def row_mesh(devices, num_rows: int, missing=None, chain_method: str | None = None, work: int = 0):
     """The mesh an engine's programs split their rows over, or None (one device: the programs of before).
 
     Parameters
@@ -41,16 +56,20 @@ def row_mesh(devices, num_rows: int, missing=None, chain_method: str | None = No
     num_rows : N.
     missing : the rows' holes (``inference._numpyro_common.Missing``) or None; with holes: one device.
     chain_method : NUTS's resolved chain method; "parallel" (pmap over chains) keeps the rows on one device.
+    work : :func:`lapack_work` of the program; from jaxlib's parallel threshold on CPU: one device (module docstring).
     """
+    unsafe = work >= JAXLIB_PARALLEL_WORK and jax.default_backend() == "cpu"
     if devices is None:
-        if num_rows < AUTO_MIN_ROWS or missing is not None or chain_method == "parallel":
+        if num_rows < AUTO_MIN_ROWS or missing is not None or chain_method == "parallel" or unsafe:
             return None
         mesh = make_mesh()
     else:
         mesh = make_mesh(mesh=devices) if isinstance(devices, jax.sharding.Mesh) else make_mesh(devices)
-        if mesh.devices.size > 1 and (missing is not None or chain_method == "parallel"):
-            why = "rows with missing values" if missing is not None else "chain_method='parallel'"
-            raise ValueError(f"devices: {why} run on one device; pass devices=None or one device")
+        if mesh.devices.size > 1 and (missing is not None or chain_method == "parallel" or unsafe):
+            why = ("rows with missing values run on one device" if missing is not None else "chain_method='parallel' "
+                   "gives the devices to the chains" if chain_method == "parallel" else f"this program's batched LAPACK "
+                   f"calls (work {work}) deadlock on several CPU host devices (models.linalg)")
+            raise ValueError(f"devices: {why}; pass devices=None or one device")
     return mesh if mesh.devices.size > 1 else None
 
 
@@ -100,4 +119,4 @@ def potential_value_and_grad(model, mesh):
     return rows_on_mesh(value_and_grad, mesh, (1, 2))
 
 
-__all__ = ["row_mesh", "rows_on_mesh", "compile_on_mesh", "place", "potential_value_and_grad", "devices_used", "AUTO_MIN_ROWS"]
+__all__ = ["row_mesh", "lapack_work", "rows_on_mesh", "compile_on_mesh", "place", "potential_value_and_grad", "devices_used", "AUTO_MIN_ROWS"]

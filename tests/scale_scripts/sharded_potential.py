@@ -11,7 +11,7 @@ import numpy as np
 import models  # x64 on
 from inference._numpyro_common import enumerated, make_model, model_sites, unconstrain_fn
 from inference.numpyro_map import fit_map
-from inference.sharded_potential import potential_value_and_grad, row_mesh
+from inference.sharded_potential import lapack_work, potential_value_and_grad, row_mesh
 
 assert jax.device_count() == 4, jax.devices()
 rng = np.random.default_rng(0)
@@ -50,9 +50,11 @@ for num_components, label, weights in ((1, "", None), (3, "", None), (3, "_weigh
         collectives[f"K{num_components}{label}_devices{n}"] = [text.count(" all-reduce("), text.count(" all-gather("),
                                                                 text.count(" collective-permute(")]
 
+assert lapack_work(4, 8, 4) < 200_000 and row_mesh(None, 20_000, work=lapack_work(4, 8, 16)).devices.size == 4
 assert row_mesh(None, 20_000).devices.size == 4 and row_mesh(None, 19_999) is None  # the default: AUTO_MIN_ROWS
 assert row_mesh(row_mesh(jax.devices()[:2], 10), 10).devices.size == 2  # a Mesh is taken as it is
-for refused in (dict(missing=object()), dict(chain_method="parallel")):  # holes, pmapped chains: one device
+# holes, pmapped chains, LAPACK batches that deadlocked (16 vmapped gradients at D = 16, K = 8 hung): one device
+for refused in (dict(missing=object()), dict(chain_method="parallel"), dict(work=lapack_work(8, 16, 16))):
     assert row_mesh(None, 10**6, **refused) is None
     try:
         row_mesh(jax.devices()[:2], 10**6, **refused)
