@@ -238,9 +238,9 @@ def discrete_assignments(key, model, sites: dict, x, temperature: int, missing: 
 
 
 class ChunkProgress:
-    """A tqdm bar on stderr for a compiled training loop, advanced from the device by
-    ``jax.debug.callback`` after every chunk. The callback is compiled into the program once and does
-    nothing unless a bar is open, so turning progress on or off never recompiles."""
+    """A tqdm bar on stderr for a training loop, advanced from the host between compiled segments (a host
+    callback inside the program would keep JAX from writing it to the persistent compilation cache:
+    ``jax._src.compiler._cache_write`` skips executables with host callbacks)."""
 
     bar = None
 
@@ -266,13 +266,14 @@ class ChunkProgress:
 
 
 def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, chunk_converged, min_checks: int = 1,
-                    report_progress: bool = False, sample_weight=None, track=None, initial_summary=None, missing=None):
+                    sample_weight=None, track=None, initial_summary=None, missing=None, carry=None, stop=None):
     """Drive ``svi.update`` in ``lax.scan`` chunks of ``check_every`` steps inside ``lax.while_loop``.
 
     After each chunk ``chunk_converged(previous_summary, chunk_losses) -> (summary, converged)`` decides
     whether to stop (never before ``min_checks`` chunks, never after ``num_checks``), and the models/
     (weighted, observed-data when ``missing``) log-likelihood of the guide's median is recorded. Jit-able (the whole loop is one program).
-    With ``report_progress`` every chunk advances :class:`ChunkProgress` (a host callback).
+    ``carry`` (a previous call's output, ``state`` then unused) resumes a run; ``stop`` (traced) ends this call
+    after chunk ``stop`` (default ``num_checks``), so a host loop can drive the run in segments.
 
     ``track(params) -> pytree`` (optional, e.g. the guide's locations and log scales): its mean over the
     chunk's steps is passed as a third argument, ``chunk_converged(previous, chunk_losses, tracked_mean)``,
@@ -302,14 +303,13 @@ def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, 
             zeros = jax.tree.map(jnp.zeros_like, track(svi.get_params(state)))
             (state, total), chunk_losses = lax.scan(tracked_step, (state, zeros), None, length=check_every)
             summary, converged = chunk_converged(previous, chunk_losses, jax.tree.map(lambda t: t / check_every, total))
-        if report_progress:
-            jax.debug.callback(ChunkProgress.advance, check_every)
         point = params_from_sites(guide.median(svi.get_params(state)))
         return (state, chunk + 1, summary, converged, losses.at[chunk].set(chunk_losses), log_liks.at[chunk].set(weighted_log_likelihood(point, x, sample_weight, missing)))
 
-    keep_going = lambda carry: (carry[1] < num_checks) & ((carry[1] < min_checks) | ~carry[3])
+    last = num_checks if stop is None else stop
+    keep_going = lambda carry: (carry[1] < last) & ((carry[1] < min_checks) | ~carry[3])
     first = jnp.asarray(jnp.inf, x.dtype) if initial_summary is None else initial_summary
-    init = (state, 0, first, False, losses, log_liks)
+    init = (state, jnp.asarray(0, jnp.int32), first, jnp.asarray(False), losses, log_liks) if carry is None else carry
     return lax.while_loop(keep_going, run_chunk, init)
 
 

@@ -67,6 +67,8 @@ from .result import FitResult
 from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_num_components
 
+PROGRESS_SEGMENTS = 20  # host calls of the training loop (the bar advances between them)
+
 SVI_DEFAULTS = dict(
     init="map",
     num_steps=4000,
@@ -147,82 +149,141 @@ def preconditioned_adam(learning_rate: float, final_learning_rate: float, num_st
     return _NumPyroOptim(lambda *fns: fns, init_fn, update_fn, lambda state: state[0])
 
 
-def _build_svi_runner(num_components, prior, num_steps, learning_rate, final_learning_rate, num_particles, init_scale, tol,
-                      param_tol, check_every, num_draws):
-    """Compiled-once ``(key, start_sites, x, sample_weight, missing) -> dict`` training the guide and drawing
-    from it (``missing``: None or the holes' patterns, ``inference._numpyro_common.Missing``)."""
+def _svi_setup(num_components, prior, num_steps, learning_rate, final_learning_rate, num_particles, init_scale,
+               start_sites, x, sample_weight, missing, scales=None):
+    """``(model, guide, svi, supports, laplace, num_params, scales, fallbacks)`` for these options and shapes: the
+    same objects in every program of a run (:func:`_build_svi_start`, ``_segment``, ``_finish``). ``scales``
+    (the Laplace scales, from the start program) None: computed here at ``start_sites``."""
     model = make_model(num_components, prior)
+    blocked = handlers.block(model, hide=["z"])
+    supports = site_supports(num_components, x.shape[-1], prior)
+    num_params = sum(int(np.prod(u.shape)) for u in jax.eval_shape(lambda s: to_unconstrained(s, supports), start_sites).values())
+    laplace = init_scale == "laplace" and num_params <= LAPLACE_MAX_PARAMS
+    fixed = FIXED_INIT_SCALE if init_scale == "laplace" else init_scale
+    guide = AutoNormal(blocked, init_loc_fn=init_to_value(values=start_sites), init_scale=fixed)
+    elbo = elbo_for(sample_weight, num_particles)
+    fallbacks = jnp.asarray(0)
+    if laplace:
+        if scales is None:
+            scales, fallbacks = laplace_scales(model, start_sites, x, sample_weight, supports, missing)
+        optim = preconditioned_adam(learning_rate, final_learning_rate, num_steps,
+                                    {f"{name}_auto_loc": scale for name, scale in scales.items()})
+    else:
+        scales, optim = {}, adam_with_decay(learning_rate, final_learning_rate, num_steps)
+    return model, guide, SVI(model, guide, optim, elbo), supports, laplace, num_params, scales, fallbacks
+
+
+def _track_fn(supports):
+    """The guide itself, in the units the stopping rule compares: locations and log scales."""
+    return lambda params: {name: (params[f"{name}_auto_loc"], jnp.log(params[f"{name}_auto_scale"])) for name in supports}
+
+
+def _converged_fn(tol, param_tol, check_every):
+    def chunk_converged(previous, chunk_losses, tracked):
+        # The loss: consecutive chunk means differ by less than tol * (1 + |loss|) or by less than two
+        # standard errors of that difference (the change is noise). The guide: no location moved by more
+        # than param_tol of its scale, no scale by more than a factor exp(param_tol), between the chunks'
+        # mean values (the noise rule alone stops a guide whose misfit makes the loss noisy: a wide one).
+        previous_loss, previous_tracked, _, _ = previous
+        mean = jnp.mean(chunk_losses)
+        noise = 2.0 * jnp.sqrt(2.0 / check_every) * jnp.std(chunk_losses)
+        loss_steady = jnp.abs(previous_loss - mean) <= jnp.maximum(tol * (1.0 + jnp.abs(mean)), noise)
+        loc_drift = jnp.max(jnp.stack([jnp.max(jnp.abs(loc - previous_tracked[n][0]) * jnp.exp(-log_scale))
+                                       for n, (loc, log_scale) in tracked.items()]))
+        scale_drift = jnp.max(jnp.stack([jnp.max(jnp.abs(log_scale - previous_tracked[n][1]))
+                                         for n, (_, log_scale) in tracked.items()]))
+        steady = loss_steady & (loc_drift <= param_tol) & (scale_drift <= param_tol)
+        return (mean, tracked, loc_drift, scale_drift), steady
+
+    return chunk_converged
+
+
+def _build_svi_start(num_components, prior, num_steps, learning_rate, final_learning_rate, num_particles, init_scale, tol,
+                     param_tol, check_every, num_draws):
+    """Compiled-once ``(train_key, start_sites, x, sample_weight, missing) -> dict``: the guide at the start
+    point (Laplace scales) and the training loop's first carry (``inference._numpyro_common.train_in_chunks``)."""
+    options = (num_components, prior, num_steps, learning_rate, final_learning_rate, num_particles, init_scale)
     num_checks = -(-num_steps // check_every)
 
-    def run(key, start_sites, x, sample_weight, missing):
+    def start(train_key, start_sites, x, sample_weight, missing):
         margs = () if missing is None else (missing,)
-        train_key, draw_key = jax.random.split(key)
-        blocked = handlers.block(model, hide=["z"])
-        supports = site_supports(num_components, x.shape[-1], prior)
-        num_params = sum(int(np.prod(u.shape)) for u in jax.eval_shape(lambda s: to_unconstrained(s, supports), start_sites).values())
-        laplace = init_scale == "laplace" and num_params <= LAPLACE_MAX_PARAMS
-        fixed = FIXED_INIT_SCALE if init_scale == "laplace" else init_scale
-        guide = AutoNormal(blocked, init_loc_fn=init_to_value(values=start_sites), init_scale=fixed)
-        elbo = elbo_for(sample_weight, num_particles)
-        if laplace:
-            scales, fallbacks = laplace_scales(model, start_sites, x, sample_weight, supports, missing)
-            optim = preconditioned_adam(learning_rate, final_learning_rate, num_steps,
-                                        {f"{name}_auto_loc": scale for name, scale in scales.items()})
-            svi = SVI(model, guide, optim, elbo)
-            state = svi.init(train_key, x, sample_weight, *margs, init_params={f"{name}_auto_scale": s for name, s in scales.items()})
-        else:
-            fallbacks = jnp.asarray(0)
-            svi = SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), elbo)
-            state = svi.init(train_key, x, sample_weight, *margs)
-        init_scales = {name[: -len("_auto_scale")]: value for name, value in svi.get_params(state).items() if name.endswith("_auto_scale")}
-
-        def track(params):
-            # the guide itself, in the units the rule compares: locations and log scales
-            return {name: (params[f"{name}_auto_loc"], jnp.log(params[f"{name}_auto_scale"])) for name in supports}
-
-        def chunk_converged(previous, chunk_losses, tracked):
-            # The loss: consecutive chunk means differ by less than tol * (1 + |loss|) or by less than two
-            # standard errors of that difference (the change is noise). The guide: no location moved by more
-            # than param_tol of its scale, no scale by more than a factor exp(param_tol), between the chunks'
-            # mean values (the noise rule alone stops a guide whose misfit makes the loss noisy: a wide one).
-            previous_loss, previous_tracked, _, _ = previous
-            mean = jnp.mean(chunk_losses)
-            noise = 2.0 * jnp.sqrt(2.0 / check_every) * jnp.std(chunk_losses)
-            loss_steady = jnp.abs(previous_loss - mean) <= jnp.maximum(tol * (1.0 + jnp.abs(mean)), noise)
-            loc_drift = jnp.max(jnp.stack([jnp.max(jnp.abs(loc - previous_tracked[n][0]) * jnp.exp(-log_scale))
-                                           for n, (loc, log_scale) in tracked.items()]))
-            scale_drift = jnp.max(jnp.stack([jnp.max(jnp.abs(log_scale - previous_tracked[n][1]))
-                                             for n, (_, log_scale) in tracked.items()]))
-            steady = loss_steady & (loc_drift <= param_tol) & (scale_drift <= param_tol)
-            return (mean, tracked, loc_drift, scale_drift), steady
-
-        start = track(svi.get_params(state))
+        _, guide, svi, supports, laplace, num_params, scales, fallbacks = _svi_setup(*options, start_sites, x, sample_weight, missing)
+        init = {f"{name}_auto_scale": s for name, s in scales.items()} if laplace else None
+        state = svi.init(train_key, x, sample_weight, *margs, **({"init_params": init} if laplace else {}))
+        params = svi.get_params(state)
         inf = jnp.asarray(jnp.inf, x.dtype)
-        state, chunks, summary, converged, losses, log_liks = train_in_chunks(
-            svi, guide, state, x, num_checks=num_checks, check_every=check_every, chunk_converged=chunk_converged, min_checks=2,
-            report_progress=True, sample_weight=sample_weight, track=track, initial_summary=(inf, start, inf, inf),
-            missing=missing,
-        )
+        carry = (state, jnp.asarray(0, jnp.int32), (inf, _track_fn(supports)(params), inf, inf), jnp.asarray(False),
+                 jnp.zeros((num_checks, check_every), x.dtype), jnp.zeros((num_checks,), x.dtype))
+        return dict(carry=carry, scales=scales, laplace_fallbacks=fallbacks, laplace=jnp.asarray(laplace),
+                    num_params=jnp.asarray(num_params),
+                    init_scales={name[: -len("_auto_scale")]: v for name, v in params.items() if name.endswith("_auto_scale")})
+
+    return start
+
+
+def _build_svi_segment(num_components, prior, num_steps, learning_rate, final_learning_rate, num_particles, init_scale, tol,
+                       param_tol, check_every, num_draws, chunks_per_call):
+    """Compiled-once ``(carry, scales, start_sites, x, sample_weight, missing) -> carry``: up to
+    ``chunks_per_call`` more chunks of ``check_every`` steps (fewer when the stopping rule is met)."""
+    options = (num_components, prior, num_steps, learning_rate, final_learning_rate, num_particles, init_scale)
+    num_checks = -(-num_steps // check_every)
+
+    def segment(carry, scales, start_sites, x, sample_weight, missing):
+        _, guide, svi, supports, _, _, _, _ = _svi_setup(*options, start_sites, x, sample_weight, missing, scales)
+        svi.init(carry[0].rng_key, x, sample_weight, *(() if missing is None else (missing,)))  # sets svi up (compiled away)
+        return train_in_chunks(svi, guide, None, x, num_checks=num_checks, check_every=check_every,
+                               chunk_converged=_converged_fn(tol, param_tol, check_every), min_checks=2,
+                               sample_weight=sample_weight, track=_track_fn(supports), missing=missing, carry=carry,
+                               stop=jnp.minimum(carry[1] + chunks_per_call, num_checks))
+
+    return segment
+
+
+def _build_svi_finish(num_components, prior, num_steps, learning_rate, final_learning_rate, num_particles, init_scale, tol,
+                      param_tol, check_every, num_draws):
+    """Compiled-once ``(carry, scales, draw_key, start_sites, x, sample_weight, missing) -> dict``: the guide's
+    draws and median."""
+    options = (num_components, prior, num_steps, learning_rate, final_learning_rate, num_particles, init_scale)
+
+    def finish(carry, scales, draw_key, start_sites, x, sample_weight, missing):
+        margs = () if missing is None else (missing,)
+        _, guide, svi, _, _, _, _, _ = _svi_setup(*options, start_sites, x, sample_weight, missing, scales)
+        svi.init(draw_key, x, sample_weight, *margs)  # sets svi and the guide up (outputs unused: compiled away)
+        state, chunks, summary, converged, losses, log_liks = carry
         params = svi.get_params(state)
         draws = guide.sample_posterior(draw_key, params, sample_shape=(num_draws,))
         median = guide.median(params)
-        return dict(
-            draws={name: draws[name] for name in median},
-            median=median,
-            converged=converged,
-            chunks=chunks,
-            losses=losses,
-            log_liks=log_liks,
-            guide_params=params,
-            init_scales=init_scales,
-            laplace_fallbacks=fallbacks,
-            location_drift=summary[2],
-            scale_drift=summary[3],
-            laplace=jnp.asarray(laplace),
-            num_params=jnp.asarray(num_params),
-        )
+        return dict(draws={name: draws[name] for name in median}, median=median, converged=converged, chunks=chunks,
+                    losses=losses, log_liks=log_liks, guide_params=params, location_drift=summary[2],
+                    scale_drift=summary[3])
 
-    return run
+    return finish
+
+
+def _train(static, check_every, num_steps, keys, sites, x, weights, missing, mesh):
+    """Start, segments (the bar advances between them), finish: three programs, none with a host callback, so
+    that every one is written to JAX's persistent compilation cache. Returns (outputs, compile s, run s)."""
+    num_checks = -(-num_steps // check_every)
+    per_call = -(-num_checks // PROGRESS_SEGMENTS)
+    seconds = [0.0, 0.0]
+
+    def call(build, static_args, *args, rows):
+        out, c, r = compiled_call(build, static_args, *args, mesh=mesh, rows=rows)
+        seconds[0], seconds[1] = seconds[0] + c, seconds[1] + r
+        return out
+
+    train_key, draw_key = keys
+    out = call(_build_svi_start, static, train_key, sites, x, weights, missing, rows=(2, 3))
+    carry, scales, done = out.pop("carry"), out["scales"], 0
+    while True:
+        carry = call(_build_svi_segment, static + (per_call,), carry, scales, sites, x, weights, missing, rows=(3, 4))
+        chunks, converged = int(carry[1]), bool(carry[3])
+        ChunkProgress.advance((chunks - done) * check_every)
+        done = chunks
+        if chunks >= num_checks or (converged and chunks >= 2):
+            break
+    out.update(call(_build_svi_finish, static, carry, scales, draw_key, sites, x, weights, missing, rows=(4, 5)))
+    return out, seconds[0], seconds[1]
 
 
 def _check_init_scale(value):
@@ -318,8 +379,8 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
         raise ValueError(f"progress must be True or False, got {opts['progress']!r}")
     with ChunkProgress.shown(bool(opts["progress"]), num_steps, "svi (steps, stops early when converged)"):
         weights = None if opts["sample_weight"] is None else jnp.asarray(opts["sample_weight"])
-        out, compile_seconds, run_seconds = compiled_call(_build_svi_runner, static, svi_key, model_sites(start_params, x.dtype),
-                                                          jnp.asarray(x), weights, missing, mesh=mesh, rows=(2, 3))
+        out, compile_seconds, run_seconds = _train(static, check_every, num_steps, jax.random.split(svi_key),
+                                                   model_sites(start_params, x.dtype), jnp.asarray(x), weights, missing, mesh)
 
     pivot = params_from_site_draws(out["median"])
     draws = params_from_site_draws(out["draws"])
