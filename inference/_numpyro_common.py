@@ -33,6 +33,7 @@ from models.missing import masked_component_log_prob, missing_patterns
 from models.gmm import GLOBAL_SITES, gmm_model, params_from_sites, sites_from_params
 from models.params import GMMParams
 
+from . import executable_store
 from .compiled_cache import remember_compiled
 from .init import INIT_METHODS, stack_given_init
 from .sharded_potential import compile_on_mesh, place, rows_on_mesh
@@ -373,7 +374,11 @@ def compiled_call(build, static: tuple, *args, mesh=None, rows: tuple = ()):
     compile_seconds = 0.0
     if executable is None:
         start = time.perf_counter()
-        executable, args = compile_on_mesh(rows_on_mesh(build(*static), mesh, rows), mesh, args)
+        executable = None if mesh is not None else executable_store.load(key)  # a new process: no tracing either
+        if executable is None:
+            executable, args = compile_on_mesh(rows_on_mesh(build(*static), mesh, rows), mesh, args)
+            if mesh is None:
+                executable_store.save(key, executable)
         remember_compiled(_COMPILED, key, executable)
         compile_seconds = time.perf_counter() - start
     else:

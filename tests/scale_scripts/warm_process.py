@@ -1,0 +1,23 @@
+"""Run twice with the same argv[1] (a cache directory): SVI and MAP on the seed-like problem with JAX's
+persistent cache and the executable store there; prints one JSON line {compile seconds, the fits' numbers}."""
+
+import json
+import sys
+
+import jax
+
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+import numpy as np  # noqa: E402
+
+from inference import fit  # noqa: E402
+
+rng = np.random.default_rng(0)
+x = np.concatenate([rng.normal(-2, 1, (150, 2)), rng.normal(2, 0.7, (150, 2))])
+svi = fit("svi", jax.random.PRNGKey(1), x, 2, num_steps=400, check_every=100, num_draws=50, progress=False)
+out = {"svi_compile": svi.info["compile_seconds"], "svi_means": np.asarray(svi.params.means).tolist(),
+       "svi_loss": np.asarray(svi.trace["loss"]).tolist()}
+print(json.dumps(out))
+sys.stdout.flush()
