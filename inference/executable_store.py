@@ -50,13 +50,15 @@ def _environment() -> str:
             versions.append(f"{dist}=?")
     device = jax.devices()[0]
     return (f"{digest.hexdigest()}|{'|'.join(versions)}|{device.platform}|{device.device_kind}|{jax.device_count()}"
-            f"|x64={jax.config.jax_enable_x64}|XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
+            f"|x64={jax.config.jax_enable_x64}|threefry={getattr(jax.config, 'jax_threefry_partitionable', None)}"
+            f"|XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
 
 
 def store_dir() -> str | None:
     """Where programs are kept: ``<jax_compilation_cache_dir>/gmm-executables``, or None (store off)."""
     base = getattr(jax.config, "jax_compilation_cache_dir", None)
-    if not base or os.environ.get("GMM_EXECUTABLE_STORE", "1") == "0" or jax.devices()[0].platform != "cpu":
+    if (not base or os.environ.get("GMM_EXECUTABLE_STORE", "1") == "0" or jax.devices()[0].platform != "cpu"
+            or getattr(jax.config, "jax_default_device", None) is not None):
         return None
     return os.path.join(os.fspath(base), SUBDIR)
 
@@ -88,7 +90,9 @@ def load(key):
         _lapack_ready()
         with open(path, "rb") as f:
             payload, in_tree, out_tree = pickle.load(f)
-        return deserialize_and_load(payload, in_tree, out_tree)
+        # one device: the default one (deserialize_and_load would spread it over every device: 2 host devices
+        # made it expect 2 shards per argument)
+        return deserialize_and_load(payload, in_tree, out_tree, execution_devices=jax.devices()[:1])
     except Exception:  # a damaged or foreign file: compile as usual
         return None
 
