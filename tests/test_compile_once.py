@@ -90,7 +90,8 @@ def test_svi_programs_have_no_host_callback_so_the_persistent_cache_keeps_them()
 
 
 def test_a_new_process_neither_traces_nor_compiles_svi_again(tmp_path):
-    """inference.executable_store: with JAX's persistent cache on (as the commands set it), a second process
+    """inference.executable_store: with JAX's persistent cache on and 2 host devices (as gmm-report sets them;
+    a stored single-device program once came back spread over both), a second process
     loads SVI's (and its MAP start's) compiled programs from disk: its compile time is a fraction of the
     first's (which traces, lowers and compiles) and its numbers are the same, bit for bit."""
     import json
@@ -100,7 +101,7 @@ def test_a_new_process_neither_traces_nor_compiles_svi_again(tmp_path):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = os.path.join(root, "tests", "scale_scripts", "warm_process.py")
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # as gmm-report
     runs = []
     for _ in range(2):
         out = subprocess.run([sys.executable, script, str(tmp_path)], capture_output=True, text=True, cwd=root,
