@@ -375,10 +375,12 @@ def compiled_call(build, static: tuple, *args, mesh=None, rows: tuple = ()):
     if executable is None:
         start = time.perf_counter()
         executable = None if mesh is not None else executable_store.load(key)  # a new process: no tracing either
-        if executable is None:
+        if executable is None and mesh is None:
+            with executable_store.fresh_compile():  # only fresh compiles are stored (see there)
+                executable, args = compile_on_mesh(build(*static), None, args)
+            executable_store.save(key, executable)
+        elif executable is None:
             executable, args = compile_on_mesh(rows_on_mesh(build(*static), mesh, rows), mesh, args)
-            if mesh is None:
-                executable_store.save(key, executable)
         remember_compiled(_COMPILED, key, executable)
         compile_seconds = time.perf_counter() - start
     else:

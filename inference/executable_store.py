@@ -18,6 +18,7 @@ or loaded is ignored (the program is compiled as usual); writes are atomic (a te
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -97,6 +98,22 @@ def load(key):
         return None
 
 
+@contextlib.contextmanager
+def fresh_compile():
+    """While a program that will be stored compiles: JAX's persistent cache off. An executable that JAX itself
+    read back from its cache serialises without its compiled kernels (a new process then failed with
+    ``NOT_FOUND: Function iota_convert_fusion not found``; reproduced), so only fresh compiles are stored."""
+    if store_dir() is None:
+        yield
+        return
+    before = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before)
+
+
 def save(key, executable) -> None:
     """Keep ``executable`` (a ``jax.stages.Compiled``) for ``key``; failures are ignored."""
     path = _path(key)
@@ -115,4 +132,4 @@ def save(key, executable) -> None:
         return
 
 
-__all__ = ["SUBDIR", "store_dir", "load", "save"]
+__all__ = ["SUBDIR", "store_dir", "load", "fresh_compile", "save"]
