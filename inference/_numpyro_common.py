@@ -376,9 +376,10 @@ def compiled_call(build, static: tuple, *args, mesh=None, rows: tuple = ()):
         start = time.perf_counter()
         executable = None if mesh is not None else executable_store.load(key)  # a new process: no tracing either
         if executable is None and mesh is None:
-            with executable_store.fresh_compile():  # only fresh compiles are stored (see there)
+            with executable_store.fresh_compile() as compiled:  # only fresh compiles are stored (see there)
                 executable, args = compile_on_mesh(build(*static), None, args)
-            executable_store.save(key, executable)
+            if compiled["fresh"]:
+                executable_store.save(key, executable)
         elif executable is None:
             executable, args = compile_on_mesh(rows_on_mesh(build(*static), mesh, rows), mesh, args)
         remember_compiled(_COMPILED, key, executable)

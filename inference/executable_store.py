@@ -98,20 +98,40 @@ def load(key):
         return None
 
 
+_CACHE_HITS = [0]  # JAX's persistent-cache hits seen in this process (jax.monitoring)
+
+
+def _on_event(event, *args, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _CACHE_HITS[0] += 1
+
+
+@functools.lru_cache(maxsize=1)
+def _listening() -> None:
+    jax.monitoring.register_event_listener(_on_event)
+
+
 @contextlib.contextmanager
 def fresh_compile():
-    """While a program that will be stored compiles: JAX's persistent cache off. An executable that JAX itself
-    read back from its cache serialises without its compiled kernels (a new process then failed with
-    ``NOT_FOUND: Function iota_convert_fusion not found``; reproduced), so only fresh compiles are stored."""
+    """Around the compile of a program that will be stored; yields ``{"fresh": bool}``, set on exit.
+
+    An executable that JAX itself read back from its persistent cache serialises without its compiled kernels
+    (a later process failed with ``NOT_FOUND: Function iota_convert_fusion not found``; reproduced on jax 0.10
+    and 0.12), so only fresh compiles may be stored: JAX's cache is switched off meanwhile (jax 0.10 honours
+    that; 0.12 decides once per process), and a cache hit seen by ``jax.monitoring`` vetoes the store."""
+    state = {"fresh": False}
     if store_dir() is None:
-        yield
+        yield state
         return
+    _listening()
+    hits = _CACHE_HITS[0]
     before = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)
     try:
-        yield
+        yield state
     finally:
         jax.config.update("jax_enable_compilation_cache", before)
+    state["fresh"] = _CACHE_HITS[0] == hits
 
 
 def save(key, executable) -> None:
