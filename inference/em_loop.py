@@ -21,7 +21,7 @@ from models.params import GMMParams
 
 from . import missing_blocks, missing_em
 from .init import covariance_from_sums, covariance_tril_from_cov, data_moments_pass, data_tril_pass, initialize_rows
-from .rows import Layout, RowData, data_pass, map_rows
+from .rows import Layout, RowData, _tree_add, data_pass, map_rows
 from .stats import (
     SuffStats,
     expected_complete_log_lik,
@@ -152,10 +152,6 @@ def _e_step_blocks(params: GMMParams, layout: Layout, data: RowData, tables, *, 
                                                       full_moment)
     entropy = jnp.zeros((), dtype) if hard else out.log_lik - missing_blocks.expected_joint(out.stats, coefficients)
     return out._replace(stats=SuffStats(counts, sum_x, sum_xx), entropy=entropy + entropy_x)
-
-
-def _tree_add(a, b):
-    return jax.tree.map(jnp.add, a, b)
 
 
 def _reseed_empty(params: GMMParams, counts, worst_rows, data_tril, total_weight):

@@ -34,7 +34,7 @@ from models.quadratic import quadratic_features, upper_indices
 
 from .missing_em import observed_table
 from .rows import ROW_AXIS, to_compute
-from .stats import worst_explained
+from .stats import weighted_posterior
 
 MAX_BLOCK = 256  # rows per block of one pattern (padding <= (block - 1) rows per pattern and device)
 
@@ -114,27 +114,14 @@ def block_estep_chunk(coefficients, xc, wc, block_pattern, *, hard: bool, full_m
     centred, wc (m * b,), block_pattern (m,). Returns ((m, K, F) feature sums, log_lik, sum_nk r log-joint
     (soft), worst_ll, worst_rows)."""
     num_blocks = block_pattern.shape[0]
-    rows, num_features = xc.shape
-    dtype = xc.dtype
+    rows = xc.shape[0]
     features = quadratic_features(xc, full_moment).reshape(num_blocks, rows // num_blocks, -1)  # (m, b, F)
     coeff = coefficients[block_pattern]  # (m, K, F)
     num_components = coeff.shape[1]
     joint = jnp.einsum("mbf,mkf->mbk", features, coeff).reshape(rows, num_components)
-    top = jnp.max(joint, axis=1, keepdims=True)
-    scaled = jnp.exp(joint - top)
-    total = jnp.sum(scaled, axis=1, keepdims=True)
-    point_ll = (top + jnp.log(total))[:, 0]
-    positive = wc > 0
-    log_lik = jnp.sum(jnp.where(positive, wc * point_ll, 0.0))
-    if hard:
-        resp = jax.nn.one_hot(jnp.argmax(joint, axis=1), num_components, dtype=dtype) * wc[:, None]
-        worst_ll, worst_rows = worst_explained(point_ll, wc, xc, num_components)
-    else:
-        resp = scaled * (wc[:, None] / total)
-        worst_ll = jnp.full((num_components,), jnp.inf, dtype)
-        worst_rows = jnp.zeros((num_components, num_features), dtype)
+    _, resp, _, log_lik, worst_ll, worst_rows = weighted_posterior(joint, wc, xc, hard)
     sums = jnp.einsum("mbk,mbf->mkf", resp.reshape(num_blocks, -1, num_components), features)
-    return sums, log_lik, jnp.zeros((), dtype), worst_ll, worst_rows
+    return sums, log_lik, jnp.zeros((), xc.dtype), worst_ll, worst_rows
 
 
 def block_pass(layout, data, chunk_fn, zero, args, merge):

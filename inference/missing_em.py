@@ -37,7 +37,7 @@ import numpy as np
 from models.linalg import cholesky
 from models.missing import pattern_tables
 
-from .stats import worst_explained
+from .stats import weighted_posterior
 
 MAX_MISSING_FEATURES = 62
 _SENTINEL = np.iinfo(np.int64).max
@@ -123,24 +123,11 @@ def _estep_chunk(args, xc, wc, row0, *, hard: bool, full_moment: bool):
     wc = jnp.where(jnp.all(missing, axis=1), 0.0, wc)
     idx = pattern_index(codes_table, missing)
     joint, white = _joint_and_white(tables, xf, idx)
-    num_components = joint.shape[1]
-    dtype = xf.dtype
-    top = jnp.max(joint, axis=1, keepdims=True)
-    scaled = jnp.exp(joint - top)
-    total = jnp.sum(scaled, axis=1, keepdims=True)
-    point_ll = (top + jnp.log(total))[:, 0]
-    positive = wc > 0
-    log_lik = jnp.sum(jnp.where(positive, wc * point_ll, 0.0))
+    post, resp, point_ll, log_lik, worst_ll, worst_rows = weighted_posterior(joint, wc, xf, hard)
     if hard:
-        resp = jax.nn.one_hot(jnp.argmax(joint, axis=1), num_components, dtype=dtype) * wc[:, None]
-        entropy = jnp.zeros((), dtype)
-        worst_ll, worst_rows = worst_explained(point_ll, wc, xf, num_components)
+        entropy = jnp.zeros((), xf.dtype)
     else:
-        post = scaled / total
-        resp = post * wc[:, None]
-        entropy = jnp.sum(jnp.where(positive, wc * (point_ll - jnp.sum(post * joint, axis=1)), 0.0))
-        worst_ll = jnp.full((num_components,), jnp.inf, dtype)
-        worst_rows = jnp.zeros((num_components, xc.shape[1]), dtype)
+        entropy = jnp.sum(jnp.where(wc > 0, wc * (point_ll - jnp.sum(post * joint, axis=1)), 0.0))
     completed = xf[:, None, :] + tables.fill[idx] + jnp.einsum("nkij,nkj->nki", tables.gain[idx], white)
     sum_x = jnp.einsum("nk,nki->ki", resp, completed)
     if full_moment:

@@ -65,6 +65,29 @@ def stats_from_feature_sums(sums, num_features: int, full_moment: bool) -> SuffS
     return SuffStats(sums[:, -1], sums[:, num_second:num_second + num_features], sum_xx)
 
 
+def weighted_posterior(joint, weights, rows, hard: bool):
+    """The E-step of one chunk from its (c, K) log joint: ``(post, resp, point_ll, log_lik, worst_ll, worst_rows)``
+    with ``post`` the posterior (one-hot for hard EM), ``resp = post * weights``, ``point_ll`` (c,) the
+    log-likelihood of each row, ``log_lik`` their weighted sum (rows of weight 0 left out) and hard EM's
+    re-seeding candidates (:func:`worst_explained`; +inf / zeros for soft EM). Shared by the E-steps of rows
+    with NaN holes (per row, ``inference.missing_em``, and grouped by pattern, ``inference.missing_blocks``)."""
+    num_components = joint.shape[1]
+    dtype = rows.dtype
+    top = jnp.max(joint, axis=1, keepdims=True)
+    scaled = jnp.exp(joint - top)
+    total = jnp.sum(scaled, axis=1, keepdims=True)
+    point_ll = (top + jnp.log(total))[:, 0]
+    log_lik = jnp.sum(jnp.where(weights > 0, weights * point_ll, 0.0))
+    if hard:
+        post = jax.nn.one_hot(jnp.argmax(joint, axis=1), num_components, dtype=dtype)
+        worst_ll, worst_rows = worst_explained(point_ll, weights, rows, num_components)
+    else:
+        post = scaled / total
+        worst_ll = jnp.full((num_components,), jnp.inf, dtype)
+        worst_rows = jnp.zeros((num_components, rows.shape[1]), dtype)
+    return post, post * weights[:, None], point_ll, log_lik, worst_ll, worst_rows
+
+
 def worst_explained(point_ll, weights, rows, num_components: int):
     """Hard EM's re-seeding candidates in one chunk: the ``num_components`` lowest pointwise log-likelihoods
     among rows of positive weight and those rows, padded with +inf / zeros when the chunk is shorter.
