@@ -40,6 +40,7 @@ is the program (E-step, loop, final pass); :mod:`inference.em_rows` reads the us
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 import jax
@@ -53,20 +54,57 @@ from .em_loop import em_program
 from .em_rows import COMPUTE_DTYPE, in_memory_rows, is_streamed, streamed_rows, streams_from_memory
 from .init import INIT_METHODS, stack_given_init
 from .result import FitResult
-from .rows import make_mesh
+from .prediction import component_bucket
+from .rows import make_mesh, row_bucket
 from .stats import COVARIANCE_TYPES
 from .validate import check_choice, check_positive
 
-__all__ = ["fit_em", "fit_hard_em", "HOST_STREAM_BYTES", "NUM_SNAPSHOTS"]
+__all__ = ["fit_em", "fit_hard_em", "component_slots", "HOST_STREAM_BYTES", "NUM_SNAPSHOTS", "PAD_MAX_WORK"]
 
 NUM_SNAPSHOTS = 8
 HOST_STREAM_BYTES = 1 << 28  # in-memory float arrays from 256 MiB on are streamed from host memory, in place
+PAD_MAX_WORK = 1 << 22  # row bucket x component slots x quadratic features up to which K is padded (component_slots)
 
 
 _COMPILED: dict = {}
 
 
-def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, **static):
+def component_slots(num_components: int, x, pad_components: bool = True) -> int:
+    """The component slots EM's program is compiled for: ``prediction.component_bucket(K)`` (8, 16, 32, ...)
+    for small complete in-memory data (row bucket x slots x quadratic features <= ``PAD_MAX_WORK``), so that
+    a grid over K (GridSearchCV, BIC curves, sweeps) compiles one program, not one per K; K otherwise
+    (large data: padding would multiply every pass's work; NaN holes, streamed rows, several processes).
+    The padded slots have weight 0 and change no result beyond rounding (tests/test_compile_once.py)."""
+    num_components = int(num_components)
+    if not pad_components or jax.process_count() > 1 or callable(x) or isinstance(x, (str, bytes, os.PathLike)):
+        return num_components
+    shape = np.shape(x)
+    if len(shape) != 2 or num_components < 1:
+        return num_components
+    slots = component_bucket(num_components)
+    num_rows, num_features = shape
+    width = num_features * (num_features + 1) // 2 + num_features + 1
+    if row_bucket(num_rows, num_features, 8) * slots * width > PAD_MAX_WORK:
+        return num_components
+    values = np.asarray(x)
+    if values.dtype.kind not in "fiub" or (values.dtype.kind == "f" and np.isnan(values).any()):
+        return num_components
+    return slots
+
+
+def _pad_given(given: GMMParams, num_slots: int) -> GMMParams:
+    """Stacked user starts (n_init, K, ...) padded to ``num_slots`` components (weight 0, mean 0, identity)."""
+    n_init, num_components, d = given.means.shape
+    extra = num_slots - num_components
+    if extra == 0:
+        return given
+    eye = jnp.broadcast_to(jnp.eye(d, dtype=given.means.dtype), (n_init, extra, d, d))
+    return GMMParams(jnp.concatenate([given.weights, jnp.zeros((n_init, extra), given.weights.dtype)], axis=1),
+                     jnp.concatenate([given.means, jnp.zeros((n_init, extra, d), given.means.dtype)], axis=1),
+                     jnp.concatenate([given.scale_tril, eye], axis=1))
+
+
+def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, num_active, **static):
     """Ahead-of-time compiled EM program, cached per (shapes, dtype, shardings, static options).
 
     Returns the executable and the seconds spent compiling it (0.0 on a cache hit).
@@ -76,7 +114,8 @@ def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, **st
     if cache_key in _COMPILED:
         return _COMPILED[cache_key], 0.0
     start = time.perf_counter()
-    compiled = jax.jit(functools.partial(em_program, **static)).lower(keys, given_init, data, total_weight, tol, reg_covar).compile()
+    compiled = jax.jit(functools.partial(em_program, **static)).lower(
+        keys, given_init, data, total_weight, tol, reg_covar, num_active).compile()
     remember_compiled(_COMPILED, cache_key, compiled)
     return compiled, time.perf_counter() - start
 
@@ -106,6 +145,7 @@ def _fit(
     sample_weight=None,
     devices=None,
     mesh=None,
+    pad_components: bool = True,
 ) -> FitResult:
     start = time.perf_counter()
     check_choice("covariance_type", covariance_type, COVARIANCE_TYPES)
@@ -119,27 +159,35 @@ def _fit(
         raise ValueError(f"n_init must be 1 when init is a GMMParams, got {n_init}")
     device_mesh = make_mesh(devices, mesh)
     streamed = is_streamed(x) or streams_from_memory(x, HOST_STREAM_BYTES)
-    read = streamed_rows if streamed else in_memory_rows
-    rows = read(x, sample_weight, num_components, chunk_size, device_mesh)
+    if streamed:
+        rows = streamed_rows(x, sample_weight, num_components, chunk_size, device_mesh)
+        num_slots = int(num_components)
+    else:
+        num_slots = component_slots(num_components, x, pad_components)
+        rows = in_memory_rows(x, sample_weight, num_components, chunk_size, device_mesh, num_slots)
     layout, dtype, center_np = rows.layout, rows.dtype, rows.center
     num_components = int(num_components)
 
     compute = jnp.dtype(COMPUTE_DTYPE)
     given = _given_init(init, layout.num_features, num_components, n_init, center_np, compute)
+    given = None if given is None else _pad_given(given, num_slots)
     keys = jax.random.split(key, n_init)
     tol_arr, reg_arr, total_arr = (jnp.asarray(v, compute) for v in (tol, reg_covar, rows.total_weight))
+    active_arr = np.int32(num_components)
     compiled, compile_seconds = _compiled_program(
-        keys, given, rows.data, total_arr, tol_arr, reg_arr, layout=layout, num_components=num_components,
+        keys, given, rows.data, total_arr, tol_arr, reg_arr, active_arr, layout=layout, num_components=num_slots,
         init="params" if given is not None else init, hard=hard, covariance_type=covariance_type,
         max_iters=int(max_iters), dtype=str(compute),
     )
     run_start = time.perf_counter()
     if rows.reader is not None:
         with rows.reader:
-            state, best, resp, final_ll, counts, data_cov = compiled(keys, given, rows.data, total_arr, tol_arr, reg_arr)
+            state, best, resp, final_ll, counts, data_cov = compiled(keys, given, rows.data, total_arr, tol_arr, reg_arr,
+                                                                     active_arr)
             state, best, final_ll, counts = jax.block_until_ready((state, best, final_ll, counts))
     else:
-        state, best, resp, final_ll, counts, data_cov = compiled(keys, given, rows.data, total_arr, tol_arr, reg_arr)
+        state, best, resp, final_ll, counts, data_cov = compiled(keys, given, rows.data, total_arr, tol_arr, reg_arr,
+                                                                 active_arr)
     best = int(best)
     final_ll = float(final_ll)
     start_ll = np.asarray(state.curr_ll)
@@ -149,16 +197,18 @@ def _fit(
         )
     num_iters = int(np.asarray(state.iteration)[best])
     take = lambda a: np.asarray(a)[best]  # on the host: indexing a device array compiles a program per shape
-    params_c = GMMParams(*(take(a) for a in state.params))
+    real = lambda p: GMMParams(*(a[..., :num_components] if i == 0 else a[..., :num_components, :] if i == 1
+                                 else a[..., :num_components, :, :] for i, a in enumerate(p)))  # drop padded slots
+    params_c = real(GMMParams(*(take(a) for a in state.params)))
     as_data = lambda p: GMMParams(*(np.asarray(a, dtype) for a in p))  # float32 data: float32 results
     params = as_data(params_c._replace(means=params_c.means + center_np))
     if resp is None:
         responsibilities = np.zeros((0, num_components), dtype)
     elif jax.process_count() > 1:
         shards = sorted(resp.addressable_shards, key=lambda s: s.index[0].start or 0)
-        responsibilities = np.concatenate([np.asarray(s.data) for s in shards])[: rows.local_rows]
+        responsibilities = np.concatenate([np.asarray(s.data) for s in shards])[: rows.local_rows, :num_components]
     else:
-        resp = np.asarray(resp)
+        resp = np.asarray(resp)[:, :num_components]
         if rows.share:  # each device's real rows sit at the front of its block
             resp = resp.reshape(layout.num_devices, -1, num_components)[:, : rows.share].reshape(-1, num_components)
         responsibilities = resp[: rows.local_rows]
@@ -175,7 +225,7 @@ def _fit(
         trace["elbo"] = trace_obj
         trace["kl"] = trace_ll - trace_obj
     snapshot_iters = np.unique(np.round(np.geomspace(1, num_iters + 1, NUM_SNAPSHOTS)).astype(int) - 1)
-    history = GMMParams(*(take(h)[snapshot_iters] for h in state.history))
+    history = real(GMMParams(*(take(h)[snapshot_iters] for h in state.history)))
     history = as_data(history._replace(means=history.means + center_np))
     info = {
         "covariance_type": covariance_type,
@@ -192,6 +242,7 @@ def _fit(
         "compute_dtype": str(compute),
         "num_rows": rows.local_rows if jax.process_count() == 1 else layout.num_rows,
         "compiled_rows": None if layout.streamed else layout.num_rows,  # streamed: any N
+        "component_slots": num_slots,
         "total_weight": rows.total_weight,
         "weighted": sample_weight is not None or (rows.reader is not None and rows.reader.weights is not None),
         "num_devices": layout.num_devices,
@@ -211,7 +262,7 @@ def _fit(
             info["warnings"] = [f"{rows.missing['rows_all_missing']} row(s) have every value missing: they carry no "
                                 "information and have weight 0 (their responsibilities are the mixture weights)"]
     if streamed:
-        info["final_counts"] = np.asarray(counts)
+        info["final_counts"] = np.asarray(counts)[:num_components]
         info["responsibilities"] = ("not materialised for streamed data (responsibilities has 0 rows): for rows "
                                     "x[a:b] use models.responsibilities(result.params, x[a:b])")
     return FitResult(
@@ -245,6 +296,8 @@ def fit_em(key, x, num_components: int, **options) -> FitResult:
     sample_weight : (N,) non-negative relative row weights (their scale does not matter; integer weights
         give the repeated rows' fit: ``inference.rows.normalize_sample_weight``).
     devices, mesh : the devices EM shards its rows over (default: every device JAX sees).
+    pad_components : compile for ``component_slots(K, x)`` components on small data (default True: a grid
+        over K compiles one program); False compiles exactly K. The result is the same either way.
 
     ``x`` may also be a path to a ``.npy`` file or a callable returning an iterator of row chunks: EM then
     streams the rows (memory bounded by a few MiB of read buffers), as it does for a float numpy array of

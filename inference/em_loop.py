@@ -24,6 +24,7 @@ from .init import covariance_from_sums, covariance_tril_from_cov, data_moments_p
 from .rows import Layout, RowData, _tree_add, data_pass, map_rows
 from .stats import (
     SuffStats,
+    active_slots,
     expected_complete_log_lik,
     log_prob_coefficients,
     m_step,
@@ -154,9 +155,10 @@ def _e_step_blocks(params: GMMParams, layout: Layout, data: RowData, tables, *, 
     return out._replace(stats=SuffStats(counts, sum_x, sum_xx), entropy=entropy + entropy_x)
 
 
-def _reseed_empty(params: GMMParams, counts, worst_rows, data_tril, total_weight):
-    """Re-seed components with zero hard counts at distinct worst-explained rows (see module doc)."""
-    empty = counts <= 0
+def _reseed_empty(params: GMMParams, counts, worst_rows, data_tril, total_weight, active):
+    """Re-seed components with zero hard counts at distinct worst-explained rows (see module doc); padded
+    slots (``active`` False) are not components and stay empty."""
+    empty = (counts <= 0) & active
     rank = jnp.cumsum(empty) - 1  # j-th empty component takes the j-th worst row
     weights = jnp.where(empty, 1.0 / total_weight, params.weights)
     new = GMMParams(
@@ -179,7 +181,8 @@ class _LoopState(NamedTuple):
     history: GMMParams
 
 
-def _run_em(init_params: GMMParams, layout, data, data_tril, total_weight, tol, reg_covar, *, hard, covariance_type, max_iters):
+def _run_em(init_params: GMMParams, layout, data, data_tril, total_weight, tol, reg_covar, active, *, hard,
+            covariance_type, max_iters):
     """The EM loop for one start (vmapped over starts by the caller). Pure and jit-able.
 
     Each pass of the loop is E-step at theta_{t-1} (giving its log-likelihood), then M-step to theta_t,
@@ -194,13 +197,13 @@ def _run_em(init_params: GMMParams, layout, data, data_tril, total_weight, tol, 
 
     def body(s: _LoopState):
         est = e_step(s.params, layout, data, hard=hard, full_moment=full_moment)
-        params = m_step(est.stats, covariance_type, reg_covar, total_weight)
+        params = m_step(est.stats, covariance_type, reg_covar, total_weight, active)
         events = s.events
         if hard:
-            params, num_empty = _reseed_empty(params, est.stats.counts, est.worst_rows, data_tril, total_weight)
+            params, num_empty = _reseed_empty(params, est.stats.counts, est.worst_rows, data_tril, total_weight, active)
             events = events + num_empty.astype(events.dtype)
         else:
-            events = events + jnp.sum(est.stats.counts < 1.0).astype(events.dtype)
+            events = events + jnp.sum((est.stats.counts < 1.0) & active).astype(events.dtype)
         objective = expected_complete_log_lik(est.stats, params) + est.entropy
         i = s.iteration
         return _LoopState(
@@ -247,10 +250,15 @@ def _final_ll_chunk(params, xc, wc, row0, *, hard: bool, rows_fn=None):
     return jnp.sum(jnp.where(wc > 0, wc * point_ll, 0.0)), jnp.sum(jnp.where(wc[:, None] > 0, resp, 0.0), axis=0)
 
 
-def em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout, num_components, init, hard,
+def em_program(keys, given_init, data, total_weight, tol, reg_covar, num_active, *, layout, num_components, init, hard,
                 covariance_type, max_iters, dtype):
-    """Initialise (vmapped over keys unless ``given_init``), run EM per start, finish the best start."""
+    """Initialise (vmapped over keys unless ``given_init``), run EM per start, finish the best start.
+
+    ``num_components`` is the static number of component slots, ``num_active`` (traced) the real K: the
+    slots beyond it are padding with weight 0 (``inference.stats.mask_components``), so one program serves
+    every K up to the slot count; the caller slices the outputs to K."""
     dtype = jnp.dtype(dtype)
+    active = active_slots(num_components, num_active)
     if layout.missing:  # each column's variance from its observed values (inference.missing_em.data_covariance)
         d = layout.num_features
         zero = (jnp.zeros((), dtype), jnp.zeros(d, dtype), jnp.zeros((d, d), dtype), jnp.zeros(d, dtype))
@@ -265,10 +273,10 @@ def em_program(keys, given_init, data, total_weight, tol, reg_covar, *, layout, 
         over_starts = lambda fn: (lambda xs: jax.lax.map(fn, xs))  # one start after another (models.linalg)
     if given_init is None:
         starts = over_starts(lambda k: initialize_rows(k, layout, data, num_components, init, covariance_type, reg_covar,
-                                                    dtype, data_tril))(keys)
+                                                    dtype, data_tril, num_active))(keys)
     else:
         starts = given_init
-    run = lambda p: _run_em(p, layout, data, data_tril, total_weight, tol, reg_covar, hard=hard,
+    run = lambda p: _run_em(p, layout, data, data_tril, total_weight, tol, reg_covar, active, hard=hard,
                             covariance_type=covariance_type, max_iters=max_iters)
     states = over_starts(run)(starts)
     best = jnp.argmax(jnp.where(jnp.isfinite(states.curr_ll), states.curr_ll, -jnp.inf))

@@ -99,7 +99,9 @@ def _padded_slice(arr, rows: slice, num_rows: int, center=None, fill=0.0):
     return part
 
 
-def in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
+def in_memory_rows(x, sample_weight, num_components, chunk_size, mesh, num_slots=None) -> Rows:
+    """The rows of in-memory ``x`` on the devices of ``mesh`` (``num_slots``: the component slots the program is
+    compiled for, >= K, which sizes the chunks; default K)."""
     x_np = check_data(x, allow_missing=True)
     missing = np.isnan(x_np)
     holes = bool(missing.any())
@@ -143,7 +145,7 @@ def in_memory_rows(x, sample_weight, num_components, chunk_size, mesh) -> Rows:
         # One program per row bucket (inference.rows.row_bucket), not per N: each device holds its share
         # ceil(N / devices) at the front of a block of whole chunks; the real N is traced (RowData.num_rows).
         per_device = -(-row_bucket(num_rows, num_features, itemsize) // num_devices)
-        chunk_size = int(chunk_size or default_chunk_size(per_device, num_components, num_features, itemsize))
+        chunk_size = int(chunk_size or default_chunk_size(per_device, num_slots or num_components, num_features, itemsize))
         block = -(-per_device // chunk_size) * chunk_size
         share = -(-num_rows // num_devices)
         layout = Layout(block * num_devices, num_features, chunk_size, mesh, dtype=str(dtype), missing=holes)

@@ -22,7 +22,7 @@ from models.linalg import cholesky
 from models.params import GMMParams, validate_params
 
 from .rows import Layout, RowData, data_pass, row_gumbel
-from .stats import SuffStats, chunk_moments, default_chunk_size, m_step, needs_full_moment
+from .stats import SuffStats, active_slots, chunk_moments, default_chunk_size, m_step, mask_components, needs_full_moment
 
 INIT_METHODS = ("random_from_data", "kmeans++", "kmeans")
 KMEANS_MAX_ITERS = 100
@@ -111,39 +111,42 @@ def _top_rows(layout, data, key, num_take, dtype, centers=None, num_chosen=0):
     return data_pass(layout, data, _top_rows_chunk(num_take), zero, (key, centers, num_chosen), merge=_merge_top)[1]
 
 
-def kmeans_plus_plus_pass(layout, data, key, num_components: int, dtype):
-    """k-means++ seeding (Arthur & Vassilvitskii), weighted: one pass per center."""
-    keys = jax.random.split(key, num_components)
+def kmeans_plus_plus_pass(layout, data, key, num_components: int, dtype, num_active=None):
+    """k-means++ seeding (Arthur & Vassilvitskii), weighted: one pass per center. Center j draws with
+    ``fold_in(key, j)``, so the first centers do not depend on K; ``num_active`` (traced) centers of
+    ``num_components`` slots are drawn, the rest stay 0 (padding: :func:`inference.stats.mask_components`)."""
     centers = jnp.zeros((num_components, layout.num_features), dtype)
 
     def body(j, centers):
-        row = _top_rows(layout, data, keys[j], 1, dtype, centers, j)[0]
+        row = _top_rows(layout, data, jax.random.fold_in(key, j), 1, dtype, centers, j)[0]
         return centers.at[j].set(row)
 
-    return jax.lax.fori_loop(0, num_components, body, centers)
+    return jax.lax.fori_loop(0, num_components if num_active is None else num_active, body, centers)
 
 
-def _nearest(xc, centers):
+def _nearest(xc, centers, active):
     d2 = jnp.sum(xc**2, axis=1)[:, None] - 2 * xc @ centers.T + jnp.sum(centers**2, axis=1)[None, :]
-    return d2.argmin(axis=1)
+    return jnp.where(active[None, :], d2, jnp.inf).argmin(axis=1)
 
 
-def _hard_stats(layout, data, centers, full_moment: bool, dtype) -> SuffStats:
-    """Weighted moments of the nearest-center partition."""
+def _hard_stats(layout, data, centers, full_moment: bool, dtype, active) -> SuffStats:
+    """Weighted moments of the nearest-(active-)center partition."""
     num_components, d = centers.shape
     zero = SuffStats(jnp.zeros(num_components, dtype), jnp.zeros((num_components, d), dtype),
                      jnp.zeros((num_components, d, d) if full_moment else (num_components, d), dtype))
 
-    def chunk_fn(centers, xc, wc, row0):
-        resp = jax.nn.one_hot(_nearest(xc, centers), num_components, dtype=dtype) * wc[:, None]
+    def chunk_fn(args, xc, wc, row0):
+        centers, active = args
+        resp = jax.nn.one_hot(_nearest(xc, centers, active), num_components, dtype=dtype) * wc[:, None]
         return chunk_moments(resp, xc, full_moment)
 
-    return data_pass(layout, data, chunk_fn, zero, centers)
+    return data_pass(layout, data, chunk_fn, zero, (centers, active))
 
 
-def lloyd_pass(layout, data, centers, dtype, max_iters: int = KMEANS_MAX_ITERS):
+def lloyd_pass(layout, data, centers, dtype, max_iters: int = KMEANS_MAX_ITERS, active=None):
     """Lloyd's k-means iterations (weighted means) until the centers stop moving; an emptied center keeps
-    its place."""
+    its place. Only the ``active`` (K,) centers take rows (default: all)."""
+    active = jnp.ones(centers.shape[0], bool) if active is None else active
 
     def cond(carry):
         i, _, moved = carry
@@ -151,7 +154,7 @@ def lloyd_pass(layout, data, centers, dtype, max_iters: int = KMEANS_MAX_ITERS):
 
     def body(carry):
         i, centers, _ = carry
-        stats = _hard_stats(layout, data, centers, False, dtype)
+        stats = _hard_stats(layout, data, centers, False, dtype, active)
         new = jnp.where(stats.counts[:, None] > 0, stats.sum_x / jnp.where(stats.counts > 0, stats.counts, 1)[:, None], centers)
         return i + 1, new, jnp.any(new != centers)
 
@@ -159,11 +162,11 @@ def lloyd_pass(layout, data, centers, dtype, max_iters: int = KMEANS_MAX_ITERS):
     return centers
 
 
-def _params_from_centers(layout, data, centers, covariance_type, reg_covar, data_tril, dtype) -> GMMParams:
+def _params_from_centers(layout, data, centers, covariance_type, reg_covar, data_tril, dtype, active) -> GMMParams:
     """One hard M-step on the nearest-center partition; empty clusters get the data covariance."""
-    stats = _hard_stats(layout, data, centers, needs_full_moment(covariance_type), dtype)
-    params = m_step(stats, covariance_type, reg_covar, layout.num_rows)
-    empty = stats.counts <= 0
+    stats = _hard_stats(layout, data, centers, needs_full_moment(covariance_type), dtype, active)
+    params = m_step(stats, covariance_type, reg_covar, layout.num_rows, active)
+    empty = (stats.counts <= 0) & active
     weights = jnp.where(empty, 1.0 / stats.counts.sum(), params.weights)
     return GMMParams(
         weights / weights.sum(),
@@ -173,20 +176,27 @@ def _params_from_centers(layout, data, centers, covariance_type, reg_covar, data
 
 
 def initialize_rows(key, layout: Layout, data: RowData, num_components: int, method: str, covariance_type: str,
-                    reg_covar, dtype, data_tril=None) -> GMMParams:
-    """Initial parameters by ``method`` over rows described by ``layout`` / ``data`` (any placement)."""
+                    reg_covar, dtype, data_tril=None, num_active=None) -> GMMParams:
+    """Initial parameters by ``method`` over rows described by ``layout`` / ``data`` (any placement).
+
+    ``num_components`` is the number of slots (static); ``num_active`` (traced, default all) of them are real
+    components and the rest padding (:func:`inference.stats.mask_components`). The real components do not
+    depend on the slot count (random_from_data takes the first rows of one Gumbel-top-k order; k-means++
+    folds the center's index into the key)."""
     if method not in INIT_METHODS:
         raise ValueError(f"init must be one of {', '.join(INIT_METHODS)} or a GMMParams; got {method!r}")
     if data_tril is None:
         data_tril = data_tril_pass(layout, data, covariance_type, reg_covar, dtype)
+    active = active_slots(num_components, num_components if num_active is None else num_active)
     if method == "random_from_data":
         means = _top_rows(layout, data, key, num_components, dtype)
-        return GMMParams(jnp.full((num_components,), 1.0 / num_components, dtype), means,
-                         jnp.broadcast_to(data_tril, (num_components,) + data_tril.shape))
-    centers = kmeans_plus_plus_pass(layout, data, key, num_components, dtype)
+        weights = jnp.where(active, 1.0, 0.0).astype(dtype)
+        return mask_components(GMMParams(weights / weights.sum(), means,
+                                         jnp.broadcast_to(data_tril, (num_components,) + data_tril.shape)), active)
+    centers = kmeans_plus_plus_pass(layout, data, key, num_components, dtype, num_active)
     if method == "kmeans":
-        centers = lloyd_pass(layout, data, centers, dtype)
-    return _params_from_centers(layout, data, centers, covariance_type, reg_covar, data_tril, dtype)
+        centers = lloyd_pass(layout, data, centers, dtype, active=active)
+    return _params_from_centers(layout, data, centers, covariance_type, reg_covar, data_tril, dtype, active)
 
 
 def data_covariance_tril(x, covariance_type: str, reg_covar, sample_weight=None) -> jnp.ndarray:

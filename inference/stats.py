@@ -131,12 +131,13 @@ def default_chunk_size(num_rows: int, num_components: int, num_features: int, it
     return int(min(num_rows, min(65536, max(512, target))))
 
 
-def _cholesky_from_stats(stats: SuffStats, means, counts, covariance_type: str, reg_covar, num_rows):
-    """Lower Cholesky factors (K, D, D) of the M-step covariances (sklearn's estimators, from moments)."""
+def _cholesky_from_stats(stats: SuffStats, means, counts, divisor, covariance_type: str, reg_covar):
+    """Lower Cholesky factors (K, D, D) of the M-step covariances (sklearn's estimators, from moments);
+    ``counts`` are 0 on padded component slots, ``divisor`` is 1 there (no 0 / 0)."""
     num_components, num_features = means.shape
     eye = jnp.eye(num_features, dtype=means.dtype)
     if covariance_type == "full":
-        cov = stats.sum_xx / counts[:, None, None] - means[:, :, None] * means[:, None, :]
+        cov = stats.sum_xx / divisor[:, None, None] - means[:, :, None] * means[:, None, :]
         cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2)) + reg_covar * eye
         return cholesky(cov)
     if covariance_type == "tied":
@@ -144,22 +145,47 @@ def _cholesky_from_stats(stats: SuffStats, means, counts, covariance_type: str, 
         cov = scatter / counts.sum()
         cov = 0.5 * (cov + cov.T) + reg_covar * eye
         return jnp.broadcast_to(jnp.linalg.cholesky(cov), (num_components, num_features, num_features))
-    var = stats.sum_xx / counts[:, None] - means**2 + reg_covar  # (K, D)
+    var = stats.sum_xx / divisor[:, None] - means**2 + reg_covar  # (K, D)
     if covariance_type == "spherical":
         var = jnp.broadcast_to(var.mean(axis=1, keepdims=True), var.shape)
     return jnp.sqrt(var)[:, :, None] * eye
 
 
-def m_step(stats: SuffStats, covariance_type: str, reg_covar, num_rows) -> GMMParams:
+def active_slots(num_slots: int, num_active) -> jnp.ndarray:
+    """(num_slots,) bool: the first ``num_active`` (traced or static) component slots are real components,
+    the rest padding (weight 0, mean 0, identity scale: :func:`mask_components`)."""
+    return jnp.arange(num_slots) < num_active
+
+
+def mask_components(params: GMMParams, active) -> GMMParams:
+    """``params`` with the padded slots (``active`` False) set to weight 0 (log weight -inf: no row's
+    density or responsibility changes), mean 0 and identity scale. One compiled EM program then serves
+    every K up to its slot count (:func:`inference.em.component_slots`)."""
+    eye = jnp.eye(params.means.shape[-1], dtype=params.means.dtype)
+    return GMMParams(
+        jnp.where(active, params.weights, 0.0),
+        jnp.where(active[:, None], params.means, 0.0),
+        jnp.where(active[:, None, None], params.scale_tril, eye),
+    )
+
+
+def m_step(stats: SuffStats, covariance_type: str, reg_covar, num_rows, active=None) -> GMMParams:
     """Maximum-likelihood parameters from sufficient statistics (sklearn's estimators).
 
     As in sklearn, ``10 * eps`` is added to the counts so that an empty soft component has finite
-    moments; hard EM handles empty clusters itself before calling this.
+    moments; hard EM handles empty clusters itself before calling this. ``active`` (K,) bool marks the
+    real components among padded slots (:func:`mask_components`; default: all real). With every slot
+    active the result is bit-identical to the unpadded formula.
     """
     counts = stats.counts + 10 * jnp.finfo(stats.counts.dtype).eps
-    means = stats.sum_x / counts[:, None]
-    scale_tril = _cholesky_from_stats(stats, means, counts, covariance_type, reg_covar, num_rows)
-    return GMMParams(counts / counts.sum(), means, scale_tril)
+    divisor = counts
+    if active is not None:
+        counts = jnp.where(active, counts, 0.0)
+        divisor = jnp.where(active, counts, 1.0)
+    means = stats.sum_x / divisor[:, None]
+    scale_tril = _cholesky_from_stats(stats, means, counts, divisor, covariance_type, reg_covar)
+    params = GMMParams(counts / counts.sum(), means, scale_tril)
+    return params if active is None else mask_components(params, active)
 
 
 def expected_complete_log_lik(stats: SuffStats, params: GMMParams) -> jnp.ndarray:

@@ -59,6 +59,79 @@ def test_padding_changes_no_result(method, init):
     np.testing.assert_allclose(b.responsibilities[:300], a.responsibilities, rtol=1e-12, atol=1e-12)
 
 
+def test_a_grid_over_k_compiles_one_em_program():
+    """The README's GridSearchCV (K = 1..5, cv = 3, n_init = 2, 500 rows): 15 fits, one EM program (K padded
+    to 8 component slots of which 8 - K have weight 0), where it compiled one per K before."""
+    from sklearn.model_selection import GridSearchCV
+
+    from inference import GaussianMixture
+
+    em._COMPILED.clear()
+    search = GridSearchCV(GaussianMixture(random_state=0, n_init=2), {"n_components": [1, 2, 3, 4, 5]}, cv=3)
+    search.fit(_data(500, seed=5))
+    assert len(em._COMPILED) == 1
+    assert search.best_params_["n_components"] >= 2
+
+
+def _same_fit(a, b, tol=1e-12):
+    assert a.num_iters == b.num_iters and a.converged == b.converged
+    for got, want in zip(a.params, b.params):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    scale = np.max(np.abs(b.trace["log_likelihood"]))  # kl = log-likelihood - elbo: relative to the terms
+    for name in b.trace:
+        np.testing.assert_allclose(a.trace[name], b.trace[name], rtol=tol, atol=tol * scale)
+    np.testing.assert_allclose(a.responsibilities, b.responsibilities, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("method", ["em", "hard_em"])
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical", "tied"])
+def test_component_padding_changes_no_result(method, covariance_type):
+    """K = 3 run in 8 component slots (5 of weight 0) equals the program compiled for exactly 3 components
+    to 1e-12: parameters, every trace, responsibilities, iterations and flags (k-means init: k-means++,
+    Lloyd and the closing M-step all see the padding; two starts)."""
+    x = _data(400, seed=6)
+    run = lambda pad: fit(method, jax.random.PRNGKey(7), x, 3, covariance_type=covariance_type, init="kmeans",
+                          n_init=2, pad_components=pad)
+    padded, exact = run(True), run(False)
+    assert padded.info["component_slots"] == 8 and exact.info["component_slots"] == 3
+    assert padded.params.means.shape == (3, 2) and padded.responsibilities.shape == (400, 3)
+    _same_fit(padded, exact)
+    events = "empty_cluster_events" if method == "hard_em" else "collapsed_components"
+    assert padded.info[events] == exact.info[events]
+    assert padded.info["snapshots"].means.shape[1:] == (3, 2)
+
+
+def test_component_padding_keeps_hard_em_reseeding_to_real_components():
+    """Hard EM started with a component far from every row: it empties, is re-seeded at the worst-explained
+    row (one event), and the 5 padded slots, empty too, are never re-seeded: same fit as exactly K = 3."""
+    from models.params import GMMParams
+
+    x = _data(300, seed=8)
+    start = GMMParams(np.full(3, 1 / 3), np.array([[-2.0, 0.0], [2.0, 0.0], [500.0, 500.0]]), np.stack([np.eye(2)] * 3))
+    run = lambda pad: fit("hard_em", jax.random.PRNGKey(0), x, 3, init=start, pad_components=pad)
+    padded, exact = run(True), run(False)
+    assert padded.info["component_slots"] == 8
+    assert exact.info["empty_cluster_events"] >= 1
+    assert padded.info["empty_cluster_events"] == exact.info["empty_cluster_events"]
+    _same_fit(padded, exact)
+
+
+def test_component_slots_pad_only_small_complete_in_memory_data(tmp_path):
+    """Padding K multiplies every pass's work, so it is used where compiling dominates: small complete data
+    in memory. Large data, NaN holes and files run exactly K."""
+    x = _data(500)
+    assert em.component_slots(3, x) == 8 and em.component_slots(9, x) == 16 and em.component_slots(8, x) == 8
+    assert em.component_slots(3, x, pad_components=False) == 3
+    assert em.component_slots(2, np.zeros((200_000, 8))) == 2  # 262,144-row bucket x 8 x 45 features > PAD_MAX_WORK
+    holes = x.copy()
+    holes[0, 0] = np.nan
+    assert em.component_slots(3, holes) == 3
+    np.save(tmp_path / "x.npy", x)
+    assert em.component_slots(3, str(tmp_path / "x.npy")) == 3
+    result = fit("em", jax.random.PRNGKey(0), holes, 3, max_iters=3)
+    assert result.info["component_slots"] == 3
+
+
 def test_streamed_files_of_any_length_share_one_program(tmp_path):
     """The streamed fold reads a traced number of chunks: files of 3,000 and 70,000 rows (same columns,
     dtype and chunking) run the same executable; this is what makes the streamed memory test's warm-up
