@@ -172,8 +172,10 @@ def _run_stages(problem: Problem, run: Run) -> dict:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    from analysis import render_pool
     from analysis.report_figures import draw_figures
 
+    render_pool.start()  # the figures' render workers import matplotlib while the engines fit
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit_engines(problem, run)

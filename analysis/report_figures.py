@@ -1,8 +1,8 @@
 """The report's figures: one job, which figures a run gets, with what caption, from which numbers.
 
 :func:`draw_figures` turns a :class:`analysis.problem.Problem` and its :class:`analysis.report.Run` into
-the figures in page order, drawing and rendering each once (PNG file and the page's HTML, a progress line per
-figure) and closing it before the next. The statistics some figures show (HDIs, draws per parameter kind, kernel densities) are asked
+the figures in page order, drawing each once (a progress line per figure) and rendering it once as PNG in a worker
+process (:mod:`analysis.render_pool`) while the next is drawn; the PNG files and the page's HTML follow in page order. The statistics some figures show (HDIs, draws per parameter kind, kernel densities) are asked
 from ``analysis.arviz_io`` here and handed to ``analysis.plots`` as numbers. A figure that cannot be drawn
 is a note, never a failed report. Captions say what the labels were aligned to; every figure drawn from
 rows ends with the data source's caption note (a streamed file's subsample).
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis import arviz_io, plots
+from analysis import arviz_io, plots, render_pool
 from analysis.errors import one_line
 from analysis.assignments import UNCERTAIN
-from analysis.html_page import figure_html, figure_png
+from analysis.html_page import figure_html
 from analysis.missing_report import completed_rows
 from analysis.plots.selection import plot_model_selection
 from analysis.plots.uncertainty import plot_uncertainty
@@ -112,7 +112,7 @@ def draw_figures(problem, run, fig_dir: Path) -> tuple[list, dict]:
     specs = [(name, caption + (note if name in FROM_ROWS or name.startswith("ppc_") else ""), draw)
              for name, caption, draw in specs]
     fig_dir.mkdir()
-    figures, fig_html = [], {}
+    pending = []
     for i, (name, caption, draw) in enumerate(specs):
         run.progress(f"figure {i + 1}/{len(specs)}: {name}")
         try:
@@ -122,10 +122,17 @@ def draw_figures(problem, run, fig_dir: Path) -> tuple[list, dict]:
             continue
         if fig is None:
             continue
-        png = figure_png(fig)
-        (fig_dir / f"{name}.png").write_bytes(png)
-        fig_html[name] = figure_html(fig, caption, name, png=png)
+        pending.append((name, caption, render_pool.submit(fig)))  # rendered by a worker while the next is built
         plt.close(fig)
+    figures, fig_html = [], {}
+    for name, caption, png in pending:
+        try:
+            png = png.result()
+        except Exception as exc:  # noqa: BLE001 - a figure is never worth the report
+            run.notes.append(f"figure {name!r} could not be rendered: {one_line(exc)}")
+            continue
+        (fig_dir / f"{name}.png").write_bytes(png)
+        fig_html[name] = figure_html(None, caption, name, png=png)
         figures.append((name, caption))
     return figures, fig_html
 
