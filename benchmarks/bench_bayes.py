@@ -124,7 +124,9 @@ def gradients(repeats: int, rounds: int = 3):
 
 
 NUTS_SETTINGS = (
-    ("defaults (2 chains, diagonal mass, sequential)", {}),
+    ("defaults (2 chains, sequential; dense mass up to 100 parameters, above that the Laplace H^-1)", {}),
+    ("diagonal mass adapted from draws", {"dense_mass": False, "laplace_mass": False}),
+    ("laplace_mass=True (dense H^-1 at the MAP start, step size adapted)", {"laplace_mass": True}),
     ("dense_mass=True", {"dense_mass": True}),
     ("4 chains vectorized", {"num_chains": 4, "chain_method": "vectorized"}),
     ("4 chains vectorized, dense_mass=True", {"num_chains": 4, "chain_method": "vectorized", "dense_mass": True}),
@@ -142,18 +144,18 @@ def min_bulk_ess(samples) -> float:
     return min(float(az.ess(flat[..., i], method="bulk")) for i in range(flat.shape[-1]) if np.ptp(flat[..., i]) > 0)
 
 
-def nuts(repeats: int, settings=NUTS_SETTINGS):
-    """NUTS at (5,000, 5, 3) per setting: leapfrog steps per draw, min bulk ESS per 1,000 gradients and per second."""
+def nuts(repeats: int, settings=NUTS_SETTINGS, shape=(5_000, 5, 3)):
+    """NUTS at ``shape`` (N, D, K) per setting: leapfrog steps per draw, min bulk ESS per 1,000 gradients and per second."""
     from inference import fit
 
-    x, _ = problem(5_000, 5, 3)
+    x, _ = problem(*shape)
     for repeat in range(repeats):
         for name, options in settings:
-            result = fit("nuts", jax.random.PRNGKey(repeat), x, 3, progress=False, num_assignment_draws=0, **options)
+            result = fit("nuts", jax.random.PRNGKey(repeat), x, shape[2], progress=False, num_assignment_draws=0, **options)
             steps = np.asarray(result.trace["num_steps"])  # the kept draws' leapfrog steps, every chain
             ess = min_bulk_ess(result.samples)
             run = result.info["sampling_seconds"]  # warm-up and draws of every chain, compile excluded
-            print(f"NUTS (5000, 5, 3) {name}: leapfrog/draw {steps.mean():.1f}, min bulk ESS {ess:.0f}, "
+            print(f"NUTS {shape} {name}: leapfrog/draw {steps.mean():.1f}, min bulk ESS {ess:.0f}, "
                   f"ESS per 1,000 gradients {1e3 * ess / steps.sum():.1f}, sampling+warm-up {run:.1f} s, ESS/s {ess / run:.1f}, "
                   f"max R-hat {max(result.info['r_hat_after'].values()):.3f}, divergences {result.info['num_divergences']}, "
                   f"converged {result.converged}  [{load()}]", flush=True)
@@ -226,6 +228,8 @@ def main():
     parser.add_argument("--sharded", action="store_true", help="rows on 1 device against every device (alone)")
     parser.add_argument("--no-nuts", action="store_true", help="with --sharded: gradients only")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--nuts-shape", default="5000,5,3", help="N,D,K of the NUTS comparison (default 5000,5,3)")
+    parser.add_argument("--settings", default=None, help="comma-separated indices into NUTS_SETTINGS (default: all)")
     args = parser.parse_args()
     print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} cores, {load()}", flush=True)
     if args.sharded:
@@ -234,7 +238,8 @@ def main():
     if not args.nuts_only:
         gradients(args.repeats)
     if not args.grad_only:
-        nuts(1)
+        chosen = NUTS_SETTINGS if args.settings is None else tuple(NUTS_SETTINGS[int(i)] for i in args.settings.split(","))
+        nuts(1, chosen, tuple(int(v) for v in args.nuts_shape.split(",")))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.flatten_util import ravel_pytree
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import potential_energy
@@ -40,8 +41,6 @@ from ._numpyro_common import (
     check_float_option,
     check_int_option,
     compiled_call,
-    data_component_log_prob,
-    discrete_assignments,
     enumerated,
     key_array,
     make_model,
@@ -56,6 +55,9 @@ from ._numpyro_common import (
     weighted_log_likelihood,
     with_checked_weights,
 )
+from .assignment_draws import assignment_draws as draw_assignments
+from .assignment_draws import posterior_mode
+from .laplace_mass import build_laplace_inverse_mass
 from .numpyro_map import starting_point
 from .diagnostics import convergence_warnings, diagnose
 from .result import FitResult
@@ -68,6 +70,7 @@ CHAIN_METHODS = ("auto", "sequential", "vectorized", "parallel")
 # 1.4-2.4x the ESS per second; its warm-up estimates dim^2 / 2 covariances from a few hundred draws, so larger
 # models keep the diagonal until measured.
 DENSE_MASS_MAX_DIM = 100
+LAPLACE_JITTER_SDS = 4.0  # with a Laplace mass matrix, init_jitter = 0.5 starts the other chains ~2 posterior sds out
 PROGRESS_SEGMENTS = 20
 R_HAT_KIND = "split R-hat (numpyro.diagnostics.split_gelman_rubin), max over the elements of each field"
 
@@ -83,6 +86,7 @@ NUTS_DEFAULTS = dict(
     target_accept_prob=0.8,
     max_tree_depth=10,
     dense_mass="auto",
+    laplace_mass="auto",
     num_assignment_draws=100,
     prior=None,
     map_options=None,
@@ -110,20 +114,22 @@ def _nuts_kernel(num_components, prior):
     return hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
 
 
-def _kernel_settings(num_warmup, target_accept_prob, max_tree_depth, dense_mass):
-    return dict(num_warmup=num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth, dense_mass=dense_mass)
+def _kernel_settings(num_warmup, target_accept_prob, max_tree_depth, dense_mass, adapt_mass_matrix=True):
+    return dict(num_warmup=num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
+                dense_mass=dense_mass, adapt_mass_matrix=adapt_mass_matrix)
 
 
 def _build_chain_init(num_components, prior, settings, vectorized):
-    """``(key, start_unconstrained, x, sample_weight, missing) -> HMCState`` (vmapped over chains when
-    ``vectorized``; ``missing`` None or the holes' patterns, ``inference._numpyro_common.Missing``)."""
+    """``(key, start_unconstrained, inverse_mass, x, sample_weight, missing) -> HMCState`` (vmapped over chains
+    when ``vectorized``; ``inverse_mass`` None (adapted from draws) or the Laplace matrix
+    (``inference.laplace_mass``); ``missing`` None or the holes' patterns, ``inference._numpyro_common.Missing``)."""
     settings = dict(settings)
 
-    def init_chain(key, start, x, w, m):
+    def init_chain(key, start, inverse_mass, x, w, m):
         init_kernel, _ = _nuts_kernel(num_components, prior)
-        return init_kernel(start, model_args=(x, w, m), rng_key=key, **settings)
+        return init_kernel(start, model_args=(x, w, m), rng_key=key, inverse_mass_matrix=inverse_mass, **settings)
 
-    return jax.vmap(init_chain, in_axes=(0, 0, None, None, None)) if vectorized else init_chain
+    return jax.vmap(init_chain, in_axes=(0, 0, None, None, None, None)) if vectorized else init_chain
 
 
 def _build_chain_segment(num_components, num_features, prior, settings, length, vectorized):
@@ -160,21 +166,8 @@ def _build_chain_segment(num_components, num_features, prior, settings, length, 
     return jax.vmap(segment, in_axes=(0, None, None, None)) if vectorized else segment
 
 
-def _build_assignment_draws(num_components, prior):
-    """``(keys (M,), sites (M, ...), x, missing) -> z (M, N)``: infer_discrete at temperature 1 per draw."""
-    model = make_model(num_components, prior)
-    draw = lambda k, s, x, m: discrete_assignments(k, model, s, x, temperature=1, missing=m)
-    return lambda keys, sites, x, m: jax.vmap(draw, in_axes=(0, 0, None, None))(keys, sites, x, m)
-
-
-def _build_bayes_draws():
-    """``(keys (M,), sites (M, ...), x, missing) -> z (M, N)``: one draw of z from p(z | x, theta_m) per parameter
-    draw (the weighted model has no z site; the same distribution as ``infer_discrete`` at temperature 1)."""
-    draw = lambda k, s, x, m: jax.random.categorical(k, data_component_log_prob(params_from_sites(s), x, m), axis=-1)
-    return lambda keys, sites, x, m: jax.vmap(draw, in_axes=(0, 0, None, None))(keys, sites, x, m)
-
-
-def _run_chains(keys, starts, data, chain_method, init_static, segment_static, num_segments, progress, mesh=None):
+def _run_chains(keys, starts, data, chain_method, init_static, segment_static, num_segments, progress, mesh=None,
+                inverse_mass=None):
     """Run every chain; returns (records with leading (chain, step), compile_seconds, run_seconds)."""
     compile_seconds = run_seconds = 0.0
     bar = None
@@ -200,13 +193,13 @@ def _run_chains(keys, starts, data, chain_method, init_static, segment_static, n
         return jax.tree.map(lambda *r: jnp.concatenate(r, axis=step_axis), *records)
 
     if chain_method == "vectorized":
-        state = advance(_build_chain_init, init_static + (True,), keys, starts, *data)
+        state = advance(_build_chain_init, init_static + (True,), keys, starts, inverse_mass, *data)
         records = run_segments(state, keys.shape[0])
     elif chain_method == "parallel":
         start = time.perf_counter()
-        init = jax.pmap(_build_chain_init(*init_static, False), in_axes=(0, 0, None, None, None))
+        init = jax.pmap(_build_chain_init(*init_static, False), in_axes=(0, 0, None, None, None, None))
         segment = jax.pmap(_build_chain_segment(*segment_static, False), in_axes=(0, None, None, None))
-        state = init(keys, starts, *data)
+        state = init(keys, starts, inverse_mass, *data)
         records = []
         for _ in range(num_segments):
             state, record = segment(state, *data)
@@ -218,7 +211,8 @@ def _run_chains(keys, starts, data, chain_method, init_static, segment_static, n
     else:
         per_chain = []
         for chain in range(keys.shape[0]):
-            state = advance(_build_chain_init, init_static + (False,), keys[chain], jax.tree.map(lambda a: a[chain], starts), *data)
+            state = advance(_build_chain_init, init_static + (False,), keys[chain], jax.tree.map(lambda a: a[chain], starts),
+                            inverse_mass, *data)
             per_chain.append(run_segments(state, 1))
         records = jax.tree.map(lambda *r: jnp.stack(r), *per_chain)
     if bar is not None:
@@ -226,8 +220,14 @@ def _run_chains(keys, starts, data, chain_method, init_static, segment_static, n
     return records, compile_seconds, run_seconds
 
 
-def _dispersed_starts(key, start: dict, num_chains: int, jitter: float) -> dict:
-    """Unconstrained starts (chain, ...): chain 0 at ``start``, the others at ``start + N(0, jitter)``."""
+def _dispersed_starts(key, start: dict, num_chains: int, jitter: float, inverse_mass=None) -> dict:
+    """Unconstrained starts (chain, ...): chain 0 at ``start``, the others at ``start + N(0, jitter)``, or with a
+    Laplace matrix at ``start + N(0, (LAPLACE_JITTER_SDS * jitter)^2 H^-1)``: overdispersed by a few posterior sds
+    whatever N (a fixed unconstrained jitter is ~100 posterior sds at N = 50,000)."""
+    if inverse_mass is not None:
+        flat, unravel = ravel_pytree(start)
+        noise = jax.random.normal(key, (num_chains, flat.size), flat.dtype) @ jnp.linalg.cholesky(inverse_mass).T
+        return jax.vmap(unravel)(flat + (LAPLACE_JITTER_SDS * jitter * noise).at[0].set(0.0))
     keys = jax.random.split(key, len(start))
     out = {}
     for sub, (name, value) in zip(keys, sorted(start.items())):
@@ -284,8 +284,9 @@ def _check_options(options):
     if isinstance(jitter, bool) or not isinstance(jitter, (int, float, np.number)) or not (np.isfinite(jitter) and jitter >= 0):
         raise ValueError(f"init_jitter must be a finite number >= 0, got {jitter!r}")
     opts["init_jitter"] = float(jitter)
-    if opts["dense_mass"] != "auto" and not isinstance(opts["dense_mass"], (bool, np.bool_)):
-        raise ValueError(f"dense_mass must be True, False or 'auto', got {opts['dense_mass']!r}")
+    for name in ("dense_mass", "laplace_mass"):
+        if opts[name] != "auto" and not isinstance(opts[name], (bool, np.bool_)):
+            raise ValueError(f"{name} must be True, False or 'auto', got {opts[name]!r}")
     for name in ("progress", "relabel"):
         if not isinstance(opts[name], (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {opts[name]!r}")
@@ -312,6 +313,10 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     target_accept_prob, max_tree_depth : NUTS settings (0.8, 10).
     dense_mass : "auto" (default: dense up to ``DENSE_MASS_MAX_DIM`` unconstrained parameters, else diagonal),
         True or False; ``info["options"]["dense_mass"]`` says which ran.
+    laplace_mass : "auto" (default: above ``DENSE_MASS_MAX_DIM`` parameters), True or False: the dense inverse
+        mass matrix fixed at the Laplace ``H^-1`` at the start (``inference.laplace_mass``), warm-up adapting
+        the step size only; where H is not positive definite the mass matrix is adapted from draws (the
+        reason in ``info["options"]["laplace_mass"]``).
     num_assignment_draws : draws of z by ``infer_discrete`` (temperature 1), default 100.
     prior : dict of ``gmm_model`` prior overrides; map_options : options for the MAP start.
     sample_weight : (N,) non-negative row weights (weighted likelihood, as ``fit_map``); assignment draws
@@ -342,14 +347,27 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"],
                                                          opts["sample_weight"], opts["devices"])
     start_unconstrained = unconstrain_fn(num_components, num_features, prior)(model_sites(start_params, x.dtype))
-    starts = _dispersed_starts(jitter_key, start_unconstrained, num_chains, opts["init_jitter"])
+    num_params = sum(np.size(v) for v in start_unconstrained.values())
     if opts["dense_mass"] == "auto":
-        opts["dense_mass"] = sum(np.size(v) for v in start_unconstrained.values()) <= DENSE_MASS_MAX_DIM
+        opts["dense_mass"] = num_params <= DENSE_MASS_MAX_DIM
+    if opts["laplace_mass"] == "auto":
+        opts["laplace_mass"] = num_params > DENSE_MASS_MAX_DIM  # where a dense matrix from draws is not reliable
+    inverse_mass, laplace_seconds = None, 0.0
+    if opts["laplace_mass"]:
+        (matrix, ok), c, r = compiled_call(build_laplace_inverse_mass, (num_components, prior), start_unconstrained,
+                                           jnp.asarray(x), weights, missing_of(x))
+        laplace_seconds = c + r
+        if bool(ok):
+            inverse_mass, opts["dense_mass"] = jnp.asarray(matrix), True
+        else:
+            opts["laplace_mass"] = "not positive definite at the start: adapted from draws"
 
     total = num_warmup + num_samples
     length = math.ceil(total / PROGRESS_SEGMENTS) if opts["progress"] else total
     num_segments = math.ceil(total / length)
-    settings = tuple(sorted(_kernel_settings(num_warmup, opts["target_accept_prob"], opts["max_tree_depth"], opts["dense_mass"]).items()))
+    starts = _dispersed_starts(jitter_key, start_unconstrained, num_chains, opts["init_jitter"], inverse_mass)
+    settings = tuple(sorted(_kernel_settings(num_warmup, opts["target_accept_prob"], opts["max_tree_depth"], opts["dense_mass"],
+                                             adapt_mass_matrix=inverse_mass is None).items()))
     vectorized = opts["chain_method"] == "vectorized"
     dense_dim = sum(np.size(v) for v in start_unconstrained.values()) if opts["dense_mass"] else 0
     mesh = row_mesh(opts["devices"], x.shape[0], missing_of(x), opts["chain_method"],
@@ -364,6 +382,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
         num_segments,
         opts["progress"],
         mesh,
+        inverse_mass,
     )
     sampling_seconds, kept = run_seconds, slice(num_warmup, total)
     records = jax.tree.map(lambda a: np.asarray(a)[:, kept], records)
@@ -372,7 +391,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     aligned, perms = relabel_draws(raw, pivot) if opts["relabel"] else (raw, None)
     params = mean_of_draws(aligned)
 
-    assignment_draws, c, r = _assignment_draws(assign_key, aligned, x, num_components, prior, opts["num_assignment_draws"],
+    assignment_draws, c, r = draw_assignments(assign_key, aligned, x, num_components, prior, opts["num_assignment_draws"],
                                               weighted=weights is not None)
     compile_seconds, run_seconds = compile_seconds + c + start_compile, run_seconds + r + start_run
     r_hat_before, r_hat_after = split_r_hat(raw), split_r_hat(aligned)
@@ -416,30 +435,12 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
             permutations=perms,
             num_relabelled_draws=0 if perms is None else int(np.sum(np.any(perms != np.arange(num_components), axis=-1))),
             assignment_draws=assignment_draws,
-            assignments=_mode(assignment_draws, num_components) if assignment_draws.size else np.argmax(np.asarray(responsibilities(params, x)), -1),
+            assignments=posterior_mode(assignment_draws, num_components) if assignment_draws.size else np.argmax(np.asarray(responsibilities(params, x)), -1),
             start_params=pivot,
             compile_seconds=compile_seconds,
             run_seconds=run_seconds,
             sampling_seconds=sampling_seconds,  # the chains' own run (warm-up and draws), compile excluded
             start_seconds=start_compile + start_run,
+            laplace_mass_seconds=laplace_seconds,
         ),
     )
-
-
-def _assignment_draws(key, aligned: GMMParams, x, num_components, prior, num_draws, weighted=False):
-    """z draws (M, N) from ``infer_discrete`` (Bayes' rule for a weighted fit) at M evenly spaced ALIGNED
-    parameter draws."""
-    if num_draws == 0:
-        return np.zeros((0, x.shape[0]), np.int64), 0.0, 0.0
-    flat = GMMParams(*(np.asarray(a).reshape((-1,) + np.shape(a)[2:]) for a in aligned))
-    index = np.linspace(0, flat.weights.shape[0] - 1, min(num_draws, flat.weights.shape[0])).round().astype(int)
-    sites = model_sites(GMMParams(*(a[index] for a in flat)), x.dtype)
-    build, static = (_build_bayes_draws, ()) if weighted else (_build_assignment_draws, (num_components, prior))
-    z, c, r = compiled_call(build, static, jax.random.split(key, index.size), sites, jnp.asarray(x), missing_of(x))
-    return np.asarray(z), c, r
-
-
-def _mode(draws: np.ndarray, num_components: int) -> np.ndarray:
-    """Most frequent component of each column of ``draws`` (M, N)."""
-    counts = np.stack([(draws == k).sum(0) for k in range(num_components)], axis=-1)
-    return np.argmax(counts, axis=-1)
