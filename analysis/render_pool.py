@@ -152,7 +152,6 @@ def _workers() -> list:
             except OSError:
                 break
         _WORKERS = started
-        atexit.register(shutdown)
     return [w for w in _WORKERS if w.process.poll() is None]
 
 
@@ -167,6 +166,9 @@ def shutdown() -> None:
     for worker in _WORKERS or []:
         worker.close()
     _WORKERS = None
+
+
+atexit.register(shutdown)
 
 
 class PendingPng:

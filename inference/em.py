@@ -54,7 +54,7 @@ from .em_loop import em_program
 from .em_rows import COMPUTE_DTYPE, in_memory_rows, is_streamed, streamed_rows, streams_from_memory
 from .init import INIT_METHODS, stack_given_init
 from .result import FitResult
-from .prediction import component_bucket
+from .prediction import _pad_components, component_bucket
 from .rows import make_mesh, row_bucket
 from .stats import COVARIANCE_TYPES
 from .validate import check_choice, check_positive
@@ -90,18 +90,6 @@ def component_slots(num_components: int, x, pad_components: bool = True) -> int:
     if values.dtype.kind not in "fiub" or (values.dtype.kind == "f" and np.isnan(values).any()):
         return num_components
     return slots
-
-
-def _pad_given(given: GMMParams, num_slots: int) -> GMMParams:
-    """Stacked user starts (n_init, K, ...) padded to ``num_slots`` components (weight 0, mean 0, identity)."""
-    n_init, num_components, d = given.means.shape
-    extra = num_slots - num_components
-    if extra == 0:
-        return given
-    eye = jnp.broadcast_to(jnp.eye(d, dtype=given.means.dtype), (n_init, extra, d, d))
-    return GMMParams(jnp.concatenate([given.weights, jnp.zeros((n_init, extra), given.weights.dtype)], axis=1),
-                     jnp.concatenate([given.means, jnp.zeros((n_init, extra, d), given.means.dtype)], axis=1),
-                     jnp.concatenate([given.scale_tril, eye], axis=1))
 
 
 def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, num_active, **static):
@@ -170,7 +158,8 @@ def _fit(
 
     compute = jnp.dtype(COMPUTE_DTYPE)
     given = _given_init(init, layout.num_features, num_components, n_init, center_np, compute)
-    given = None if given is None else _pad_given(given, num_slots)
+    if given is not None and num_slots > num_components:  # user starts padded like the program's slots
+        given = _pad_components(given, compute, num_slots)
     keys = jax.random.split(key, n_init)
     tol_arr, reg_arr, total_arr = (jnp.asarray(v, compute) for v in (tol, reg_covar, rows.total_weight))
     active_arr = np.int32(num_components)
@@ -197,8 +186,8 @@ def _fit(
         )
     num_iters = int(np.asarray(state.iteration)[best])
     take = lambda a: np.asarray(a)[best]  # on the host: indexing a device array compiles a program per shape
-    real = lambda p: GMMParams(*(a[..., :num_components] if i == 0 else a[..., :num_components, :] if i == 1
-                                 else a[..., :num_components, :, :] for i, a in enumerate(p)))  # drop padded slots
+    real = lambda p: GMMParams(p.weights[..., :num_components], p.means[..., :num_components, :],
+                               p.scale_tril[..., :num_components, :, :])  # the padded slots dropped
     params_c = real(GMMParams(*(take(a) for a in state.params)))
     as_data = lambda p: GMMParams(*(np.asarray(a, dtype) for a in p))  # float32 data: float32 results
     params = as_data(params_c._replace(means=params_c.means + center_np))

@@ -32,7 +32,19 @@ from models.linalg import cholesky, solve_lower
 
 from ._numpyro_common import enumerated, make_model
 
-__all__ = ["build_laplace_inverse_mass"]
+__all__ = ["build_laplace_inverse_mass", "basis_hvps"]
+
+
+def basis_hvps(energy, flat, pick=None):
+    """``pick(i, H e_i)`` for every coordinate i of ``flat`` (H the Hessian of ``energy`` there), one
+    Hessian-vector product each (``jax.linearize`` of the gradient: the forward pass is shared), in batches of
+    16; ``pick`` None keeps the whole row, giving the dense H (P, P). Shared by this module and
+    ``inference.numpyro_svi.laplace_scales`` (which keeps ``H_ii`` only)."""
+    _, hvp = jax.linearize(jax.grad(energy), flat)
+    size = flat.size
+    pick = pick or (lambda i, row: row)
+    return lax.map(lambda i: pick(i, hvp(jax.nn.one_hot(i, size, dtype=flat.dtype))), jnp.arange(size),
+                   batch_size=min(size, 16))
 
 
 def build_laplace_inverse_mass(num_components: int, prior):
@@ -44,10 +56,8 @@ def build_laplace_inverse_mass(num_components: int, prior):
     def inverse_mass(start, x, w, m):
         flat, unravel = ravel_pytree(start)
         energy = lambda v: potential_energy(model, (x, w, m), {}, unravel(v), enum=w is None)
-        _, hvp = jax.linearize(jax.grad(energy), flat)
-        size = flat.size
-        eye = jnp.eye(size, dtype=flat.dtype)
-        hessian = lax.map(hvp, eye, batch_size=min(size, 16))
+        eye = jnp.eye(flat.size, dtype=flat.dtype)
+        hessian = basis_hvps(energy, flat)
         hessian = 0.5 * (hessian + hessian.T)
         lower = cholesky(hessian)
         ok = jnp.all(jnp.isfinite(lower)) & jnp.all(jnp.diagonal(lower) > 0)

@@ -369,7 +369,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     settings = tuple(sorted(_kernel_settings(num_warmup, opts["target_accept_prob"], opts["max_tree_depth"], opts["dense_mass"],
                                              adapt_mass_matrix=inverse_mass is None).items()))
     vectorized = opts["chain_method"] == "vectorized"
-    dense_dim = sum(np.size(v) for v in start_unconstrained.values()) if opts["dense_mass"] else 0
+    dense_dim = num_params if opts["dense_mass"] else 0
     mesh = row_mesh(opts["devices"], x.shape[0], missing_of(x), opts["chain_method"],
                     lapack_work(num_components, num_features, num_chains if vectorized else 1, dense_dim))
     records, compile_seconds, run_seconds = _run_chains(

@@ -62,6 +62,7 @@ from ._numpyro_common import (
     weight_info,
     with_checked_weights,
 )
+from .laplace_mass import basis_hvps
 from .numpyro_map import adam_with_decay, starting_point
 from .result import FitResult
 from .sharded_potential import devices_used, lapack_work, row_mesh
@@ -113,9 +114,7 @@ def laplace_scales(model, start_sites: dict, x, sample_weight, supports: dict, m
     flat, unravel = ravel_pytree(to_unconstrained(start_sites, supports))
     args = (x, sample_weight) if missing is None else (x, sample_weight, missing)
     energy = lambda v: potential_energy(enumerated(model), args, {}, unravel(v), enum=True)
-    _, hvp = jax.linearize(jax.grad(energy), flat)
-    size = flat.size
-    diag = lax.map(lambda i: hvp(jax.nn.one_hot(i, size, dtype=flat.dtype))[i], jnp.arange(size), batch_size=min(size, 16))
+    diag = basis_hvps(energy, flat, lambda i, row: row[i])
     ok = jnp.isfinite(diag) & (diag > 0)
     scales = jnp.where(ok, lax.rsqrt(jnp.where(ok, diag, 1.0)), FIXED_INIT_SCALE)
     return unravel(jnp.minimum(scales, MAX_INIT_SCALE)), jnp.sum(~ok)

@@ -42,13 +42,14 @@ def component_bucket(num_components: int) -> int:
     return max(8, 1 << (int(num_components) - 1).bit_length())
 
 
-def _pad_components(params: GMMParams, dtype) -> GMMParams:
-    """``params`` (numpy, any leading dims) with components padded to :func:`component_bucket`: weight 0,
-    mean 0, identity scale; in ``dtype`` at least (the data's and the parameters' common dtype)."""
+def _pad_components(params: GMMParams, dtype, num_slots: int | None = None) -> GMMParams:
+    """``params`` (numpy, any leading dims) with components padded to ``num_slots`` (default
+    :func:`component_bucket`): weight 0, mean 0, identity scale; in ``dtype`` at least (the data's and the
+    parameters' common dtype). Also EM's padded user starts (``inference.em``)."""
     params = GMMParams(*(np.asarray(a) for a in params))
     dtype = np.result_type(dtype, params.weights.dtype)
     num_components, num_features = params.means.shape[-2:]
-    extra = component_bucket(num_components) - num_components
+    extra = (component_bucket(num_components) if num_slots is None else num_slots) - num_components
     lead = params.weights.shape[:-1]
     weights = np.concatenate([params.weights, np.zeros(lead + (extra,))], axis=-1)
     means = np.concatenate([params.means, np.zeros(lead + (extra, num_features))], axis=-2)
