@@ -84,3 +84,41 @@ def test_small_lapack_batches_equal_one_call():
     np.testing.assert_allclose(whiten, direct, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(whiten @ lower, np.broadcast_to(np.eye(6), lower.shape), atol=1e-12)
     assert linalg.vmap_is_safe(1, 8) and not linalg.vmap_is_safe(10, 8) and not linalg.vmap_is_safe(1, 64)
+
+
+def _draws(rng, num_draws, num_components, num_features, condition=10.0, scale=1.0, offset=0.0):
+    params = [random_params(rng, num_components, num_features, condition) for _ in range(num_draws)]
+    return models.GMMParams(np.stack([p.weights for p in params]), scale * np.stack([p.means for p in params]) + offset,
+                            scale * np.stack([p.scale_tril for p in params]))
+
+
+@pytest.mark.parametrize("num_components,num_features", [(1, 1), (3, 2), (4, 5)])
+def test_draws_pointwise_matches_scipy_on_ordinary_and_hostile_draws(rng, num_components, num_features):
+    """The report's batched pointwise density (one matmul of quadratic features) equals the whitened density and
+    scipy per draw and row; where the expansion would cancel (components 1e-4 wide at 1e3 from the rows' centre)
+    its rounding bound says so and the draw is recomputed by the whitened difference."""
+    from models.density import QUADRATIC_MAX_ERROR, _draws_quadratic, draws_pointwise_log_likelihood
+
+    x = rng.normal(scale=2.0, size=(300, num_features)) + 5.0
+    ordinary = _draws(rng, 7, num_components, num_features)
+    hostile = _draws(rng, 3, num_components, num_features, scale=1e-4, offset=1e3)
+    x_hostile = np.concatenate([x[:150], hostile.means[0, 0] + 1e-4 * rng.normal(size=(150, num_features))])
+    # scipy centres each row on the mean; the whitened W x - W mu loses ~eps |W x| there (1e-8 nats at |W x| ~ 1e7)
+    for params, rows, atol in ((ordinary, x, 1e-9), (hostile, x_hostile, 1e-6)):
+        blocks = list(draws_pointwise_log_likelihood(params, rows, max_values=3 * rows.shape[0] * num_components))
+        assert [start for start, _ in blocks] == list(range(0, len(params.weights), 3))  # blocks of 3, the last padded
+        got = np.concatenate([values for _, values in blocks])
+        assert got.shape == (len(params.weights), rows.shape[0])
+        for i in range(len(params.weights)):
+            draw = models.GMMParams(*(a[i] for a in params))
+            np.testing.assert_allclose(got[i], models.pointwise_log_likelihood(draw, rows), rtol=1e-12, atol=QUADRATIC_MAX_ERROR)
+            np.testing.assert_allclose(got[i], logsumexp(scipy_joint(draw, rows), axis=1), rtol=1e-10, atol=atol)
+    def bound(params, rows):
+        center = rows.mean(0)
+        features = models.quadratic.quadratic_features(jnp.asarray(rows - center), True)
+        return np.asarray(_draws_quadratic(params, features, jnp.max(jnp.abs(features), 0), jnp.asarray(center))[1])
+
+    assert np.all(bound(ordinary, x) < QUADRATIC_MAX_ERROR)  # the one-matmul path answered
+    assert np.all(bound(hostile, x_hostile) > QUADRATIC_MAX_ERROR)  # the fallback was needed, and taken
+    with pytest.raises(ValueError, match="x: rows with NaN"):
+        next(draws_pointwise_log_likelihood(ordinary, np.where(np.eye(300, num_features) > 0, np.nan, x)))

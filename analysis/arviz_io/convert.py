@@ -6,7 +6,7 @@ posterior        weights (chain, draw, component), means (chain, draw, component
                  covariances (chain, draw, component, dim, dim_); the coordinates of ``dim`` / ``dim_`` are the
                  data's column names when given (the CSV header), else 0, 1, ...
 log_likelihood   x (chain, draw, obs): the marginal mixture log density of each observation at
-                 each draw, ``models.pointwise_log_likelihood`` vmapped over draws (loo / waic)
+                 each draw, ``models.pointwise_log_likelihood`` (loo / waic)
 sample_stats     per-DRAW statistics, dims (chain, draw): ``total_log_likelihood`` (marginal
                  log-likelihood of the whole data at the draw, the sum of the group above) and, for NUTS,
                  the sampler's statistics under ArviZ's names: ``energy`` (the Hamiltonian: az.bfmi,
@@ -37,7 +37,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from models.density import pointwise_log_likelihood
+from models.density import draws_pointwise_log_likelihood
 from models.missing import observed_pointwise_log_likelihood
 from models.params import GMMParams, covariances, to_numpy
 
@@ -86,8 +86,6 @@ def posterior_dataset(samples: GMMParams, column_names=None) -> xr.Dataset:
     return xr.Dataset({name: (("chain", "draw") + _DIMS[name], a) for name, a in arrays.items()}, coords=coords)
 
 
-_POINTWISE = []
-
 # The log_likelihood group holds at most about LOGLIK_MAX_VALUES values (draws x observations) per engine,
 # and never fewer than LOGLIK_MIN_DRAWS draws (when the engine has them): PSIS-LOO / WAIC need the
 # pointwise values of a few hundred draws, not of all of them (their Monte Carlo error at 100 draws is far
@@ -96,28 +94,20 @@ LOGLIK_MAX_VALUES = 5_000_000
 LOGLIK_MIN_DRAWS = 100
 
 
-def _pointwise_fn():
-    if not _POINTWISE:
-        import jax
-
-        _POINTWISE.append(jax.jit(jax.vmap(pointwise_log_likelihood, in_axes=(0, None))))
-    return _POINTWISE[0]
-
-
 def _pointwise_blocks(flat: GMMParams, x: np.ndarray, max_elements: int = 25_000_000):
-    """Yield (start, (block, N) pointwise log density) over the draws of ``flat`` (S, ...), in blocks
-    whose largest intermediate, the whitened data (block, N, K, D), has at most ``max_elements`` values
-    (200 MB in float64), so that memory stays bounded."""
-    fn = _pointwise_fn()
-    total = flat.weights.shape[0]
-    k, d = flat.means.shape[-2:]
-    if np.isnan(x).any():  # holes: the observed entries' density (models.missing), its (block, N, K, D, D) lookups
-        import jax
+    """Yield (start, (block, N) pointwise log density) over the draws of ``flat`` (S, ...) in blocks of bounded
+    memory: complete rows by ``models.density.draws_pointwise_log_likelihood`` (one matmul of quadratic features
+    per block, checked against its rounding bound); rows with holes by the observed entries' density
+    (``models.missing``), whose (block, N, K, D, D) lookups cap the block."""
+    if not np.isnan(x).any():
+        yield from draws_pointwise_log_likelihood(flat, x, max_elements)
+        return
+    import jax
 
-        fn = jax.vmap(lambda p, _: observed_pointwise_log_likelihood(p, x), in_axes=(0, None))
-        max_elements //= d
-    block = max(1, max_elements // max(1, x.shape[0] * k * d))
-    for i in range(0, total, block):
+    k, d = flat.means.shape[-2:]
+    fn = jax.vmap(lambda p, _: observed_pointwise_log_likelihood(p, x), in_axes=(0, None))
+    block = max(1, max_elements // d // max(1, x.shape[0] * k * d))
+    for i in range(0, flat.weights.shape[0], block):
         yield i, np.asarray(fn(GMMParams(*(a[i : i + block] for a in flat)), x))
 
 
