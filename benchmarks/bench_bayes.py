@@ -46,10 +46,15 @@ def problem(num_rows: int, num_features: int, num_components: int, seed: int = 0
     return np.asarray(x), truth
 
 
-def _loop_ms(step, carry, data, iterations: int, repeats: int) -> float:
+def _loop_ms(step, carry, data, iterations: int, repeats: int, options="engines") -> float:
     """Best-of-repeats ms per iteration of ``carry = step(carry, data)`` in one compiled ``fori_loop``; ``data`` is an
-    argument of the compiled program (as the rows are for NUTS's segments), not a constant XLA could fold."""
-    run = jax.jit(lambda c, d: jax.lax.fori_loop(0, iterations, lambda i, c: step(c, d), c))
+    argument of the compiled program (as the rows are for NUTS's segments), not a constant XLA could fold. Compiled
+    with the engines' XLA options (``inference.sharded_potential.compiler_options``) unless ``options`` is given."""
+    from inference.sharded_potential import compiler_options
+
+    options = compiler_options((carry, data)) if options == "engines" else options
+    run = jax.jit(lambda c, d: jax.lax.fori_loop(0, iterations, lambda i, c: step(c, d), c)).lower(carry, data).compile(
+        compiler_options=options)
     jax.block_until_ready(run(carry, data))
     times = []
     for _ in range(repeats):
@@ -79,14 +84,17 @@ def gradient_ms(x, num_components: int, iterations: int, repeats: int) -> float:
 
 
 def matmul_ms(x, num_components: int, iterations: int, repeats: int) -> float:
-    """ms of the two matmuls alone: (N, F) @ (F, K) and (F, N) @ (N, K), features precomputed (an argument)."""
+    """ms of the two matmuls alone: (N, F) @ (F, K) and (F, N) @ (N, K), features precomputed (an argument); the
+    faster of XLA's default options and the engines' (the reference is what the hardware can do)."""
+    from inference.sharded_potential import _NO_YNN
+
     features = quadratic_features(jnp.asarray(x), True)
     coefficients = jnp.ones((features.shape[1], num_components), features.dtype)
 
     def step(a, f):
         return a - 1e-12 * (f.T @ (f @ a))
 
-    return _loop_ms(step, coefficients, features, iterations, repeats)
+    return min(_loop_ms(step, coefficients, features, iterations, repeats, options) for options in (None, dict(_NO_YNN)))
 
 
 def load() -> str:

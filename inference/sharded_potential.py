@@ -23,6 +23,8 @@ Rows with NaN holes (``Missing``) stay on one device: their per-pattern tables a
 
 from __future__ import annotations
 
+import functools
+
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -92,14 +94,46 @@ def rows_on_mesh(fn, mesh, row_args: tuple):
     return split
 
 
+# XLA's CPU backend sends the potential's dots and its reductions over the enumerated z (the (K, N) table's leading
+# axis) to YNNPACK fusions. Measured (benchmarks/bench_bayes.py's loop of value_and_grad, 2 cores, one device, load
+# ~1.5), ms per gradient with them / without: (50,000, 8, 4) 9.4 / 5.6, (20,000, 8, 4) 3.9 / 1.5, (20,000, 2, 3)
+# 1.3 / 0.5, (100,000, 2, 3) 6.2 / 2.3, (10,000, 8, 4) 1.01 / 0.84; but (5,000, 5, 3) 0.27 / 0.32 and (500, 2, 2)
+# 0.014 / 0.021 (a profile at 50,000 rows: a 4 x 50,000 reduce-and-divide fusion alone took 2.5 ms). So the
+# programs of data with YNN_MAX_ROWS rows or more are compiled without them (``compiler_options``, per program:
+# nothing else in the process changes). EM's programs (another layout) measured the same either way.
+YNN_MAX_ROWS = 10_000
+_NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.lru_cache(maxsize=1)
+def _no_ynn_accepted() -> bool:
+    """Whether this jaxlib compiles with ``_NO_YNN`` (an option it does not know is an error; then nothing is set)."""
+    try:
+        jax.jit(lambda a: a + 1).lower(jax.numpy.zeros(2)).compile(compiler_options=_NO_YNN)
+        return True
+    except Exception:  # noqa: BLE001 - any refusal means: compile with the defaults
+        return False
+
+
+def compiler_options(args) -> dict | None:
+    """XLA options for a NumPyro-engine program whose arguments are ``args``: YNNPACK fusions off on the CPU when
+    its data (the largest 2-D float array: the rows x) has ``YNN_MAX_ROWS`` rows or more, else None (defaults)."""
+    rows = [a.shape[0] for a in jax.tree.leaves(args)
+            if getattr(a, "ndim", 0) == 2 and jax.numpy.issubdtype(a.dtype, jax.numpy.floating)]
+    if jax.default_backend() != "cpu" or max(rows, default=0) < YNN_MAX_ROWS or not _no_ynn_accepted():
+        return None
+    return dict(_NO_YNN)
+
+
 def compile_on_mesh(fn, mesh, args):
-    """``jax.jit(fn)`` compiled for ``args`` placed replicated on ``mesh`` (outputs replicated); returns
-    (executable, placed args). ``mesh`` None: compiled for ``args`` as they are."""
+    """``jax.jit(fn)`` compiled for ``args`` placed replicated on ``mesh`` (outputs replicated), with
+    :func:`compiler_options`; returns (executable, placed args). ``mesh`` None: compiled for ``args`` as they are."""
+    options = compiler_options(args)
     if mesh is None:
-        return jax.jit(fn).lower(*args).compile(), args
+        return jax.jit(fn).lower(*args).compile(compiler_options=options), args
     replicated = NamedSharding(mesh, P())
     args = jax.device_put(args, replicated)
-    return jax.jit(fn, out_shardings=replicated).lower(*args).compile(), args
+    return jax.jit(fn, out_shardings=replicated).lower(*args).compile(compiler_options=options), args
 
 
 def place(args, mesh):
@@ -119,4 +153,4 @@ def potential_value_and_grad(model, mesh):
     return rows_on_mesh(value_and_grad, mesh, (1, 2))
 
 
-__all__ = ["row_mesh", "lapack_work", "rows_on_mesh", "compile_on_mesh", "place", "potential_value_and_grad", "devices_used", "AUTO_MIN_ROWS"]
+__all__ = ["row_mesh", "lapack_work", "rows_on_mesh", "compile_on_mesh", "compiler_options", "YNN_MAX_ROWS", "place", "potential_value_and_grad", "devices_used", "AUTO_MIN_ROWS"]

@@ -44,3 +44,38 @@ def test_one_device_is_the_program_of_before():
     with pytest.raises(ValueError, match="devices must be"):
         row_mesh(["cpu"], 100)
 
+
+
+def test_large_data_programs_compile_without_ynn_fusions_and_compute_the_same():
+    """At YNN_MAX_ROWS rows or more the NumPyro engines' programs are compiled with XLA's YNNPACK fusions off (a
+    speed choice, ``compiler_options``); the potential and its gradient are the same to rounding as with them."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import models
+    from inference._numpyro_common import enumerated, make_model, model_sites, unconstrain_fn
+    from inference.sharded_potential import YNN_MAX_ROWS, compile_on_mesh, compiler_options, potential_value_and_grad
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(YNN_MAX_ROWS, 3)))
+    assert compiler_options((x[:YNN_MAX_ROWS - 1], None)) is None  # small data: XLA's defaults
+    options = compiler_options((x, None))
+    if jax.default_backend() == "cpu":
+        assert options == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    start = unconstrain_fn(2, 3)(model_sites(models.from_covariances(np.array([0.3, 0.7]), rng.normal(size=(2, 3)),
+                                                                      np.stack([np.eye(3)] * 2)), x.dtype))
+    grad = potential_value_and_grad(enumerated(make_model(2)), None)
+    fn = lambda u, rows: grad(u, rows, None)  # noqa: E731
+    default = jax.jit(fn).lower(start, x).compile()(start, x)
+    executable, _ = compile_on_mesh(fn, None, (start, x))
+    if options is not None:
+        assert "__ynn_fusion" in default_hlo(fn, start, x, None) and "__ynn_fusion" not in executable.as_text()
+    chosen = executable(start, x)
+    np.testing.assert_allclose(chosen[0], default[0], rtol=1e-12)
+    for name in start:
+        np.testing.assert_allclose(chosen[1][name], default[1][name], rtol=1e-9, atol=1e-9 * abs(float(default[0])))
+
+
+def default_hlo(fn, *args):
+    """The optimised HLO of ``fn`` compiled with XLA's default options."""
+    return jax.jit(fn).lower(*args[:-1]).compile().as_text()
