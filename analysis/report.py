@@ -324,6 +324,7 @@ def build_inference_data(problem: Problem, run: Run) -> None:
         run.idatas[m] = idata
         cards[m].update(netcdf=name, diagnostics=None, loo=None, sampler=None)
     with_draws = [m for m in run.idatas if run.aligned[m].samples is not None]
+    loo_results = {}
     for m in with_draws:
         progress(f"az.summary and LOO of {m}")
         try:
@@ -335,13 +336,14 @@ def build_inference_data(problem: Problem, run: Run) -> None:
         except Exception as exc:  # noqa: BLE001
             progress(f"    az.summary failed for {m}: {one_line(exc)}")
         try:
-            cards[m]["loo"] = arviz_io.loo(run.idatas[m])
+            loo_results[m] = arviz_io.loo_result(run.idatas[m])
+            cards[m]["loo"] = arviz_io.loo(run.idatas[m], loo_results[m])
         except Exception as exc:  # noqa: BLE001 - LOO is a diagnostic, never fatal
             progress(f"    az.loo failed for {m}: {one_line(exc)}")
     if len(with_draws) >= 2:
         progress(f"az.compare of {', '.join(with_draws)}")
         try:
-            run.compare_df = arviz_io.compare({m: run.idatas[m] for m in with_draws})
+            run.compare_df = arviz_io.compare({m: run.idatas[m] for m in with_draws}, loo_results)
             run.compare_rows = compare_metrics(run.compare_df)
         except Exception as exc:  # noqa: BLE001
             progress(f"    az.compare failed: {one_line(exc)}")

@@ -4,6 +4,7 @@ import pathlib
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import models
@@ -68,6 +69,10 @@ def test_loo_compare_summary_and_rhat(problem):
     assert set(loo) == {"elpd_loo", "se", "p_loo", "pareto_k_max", "warning"} and np.isfinite(loo["elpd_loo"])
     cmp = arviz_io.compare(ids)
     assert set(cmp.index) == {"svi", "nuts"}
+    # LOO computed once: compare from the engines' precomputed results is the same table, loo the same summary
+    results = {m: arviz_io.loo_result(idata) for m, idata in ids.items()}
+    pd.testing.assert_frame_equal(arviz_io.compare(ids, results), cmp, rtol=1e-12)
+    assert arviz_io.loo(ids["nuts"], results["nuts"]) == loo
     s = arviz_io.summary(ids["nuts"])
     assert {"r_hat", "ess_bulk", "ess_tail"} <= set(s.columns) and len(s) == 2 + 4 + 8
     switched = fake_result("nuts", truth, x, num_draws=40, switch_chain=True).samples

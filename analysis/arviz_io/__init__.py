@@ -21,7 +21,7 @@ from .convert import (ARVIZ_STAT_NAMES, FIT_TRACE_GROUP, FLOAT32_GROUPS, GROUPS,
                       PARAM_VARS, RHAT_METHOD, dim_coords, load_netcdf, loglik_draws_kept, predictive_groups, save_netcdf,
                       to_inference_data)
 from .sampler import BFMI_THRESHOLD, bfmi, energy_densities, rank_histograms, sampler_stats
-from .stats import (COMPARE_COLUMNS, PPC_MAX_DIMS, SUMMARY_COLUMNS, compare, forest_intervals, kde, loo,
+from .stats import (COMPARE_COLUMNS, PPC_MAX_DIMS, SUMMARY_COLUMNS, compare, forest_intervals, kde, loo, loo_result,
                     parameter_kinds, posterior_kinds, ppc_densities, reference_kinds, rhat_of_samples, summary, waic,
                     waic_formula, waic_of_pointwise)
 
@@ -58,6 +58,7 @@ __all__ = [
     "rhat_of_samples",
     "summary",
     "loo",
+    "loo_result",
     "waic",
     "waic_formula",
     "waic_of_pointwise",
