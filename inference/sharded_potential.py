@@ -100,7 +100,9 @@ def rows_on_mesh(fn, mesh, row_args: tuple):
 # 1.3 / 0.5, (100,000, 2, 3) 6.2 / 2.3, (10,000, 8, 4) 1.01 / 0.84; but (5,000, 5, 3) 0.27 / 0.32 and (500, 2, 2)
 # 0.014 / 0.021 (a profile at 50,000 rows: a 4 x 50,000 reduce-and-divide fusion alone took 2.5 ms). So the
 # programs of data with YNN_MAX_ROWS rows or more are compiled without them (``compiler_options``, per program:
-# nothing else in the process changes). EM's programs (another layout) measured the same either way.
+# nothing else in the process changes). EM's programs (another layout) measured the same either way. The same
+# reduction-in-YNN slowdown is public: jax-ml/jax#37465 (workaround ``-reduce``; YNN on dots only measured 6.8-7.5 ms
+# here, so every fusion type is off), openxla/xla#46351.
 YNN_MAX_ROWS = 10_000
 _NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
