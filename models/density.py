@@ -165,6 +165,7 @@ def draws_pointwise_log_likelihood(params: GMMParams, x, max_values: int = 25_00
     weights, means, scale_tril = (np.asarray(a, np.float64) for a in params)
     total, num_components = weights.shape
     center = x.mean(axis=0)
+    center_jax = jnp.asarray(center)
     features = quadratic_features(jnp.asarray(x - center), True)
     feature_max = jnp.max(jnp.abs(features), axis=0)
     rows = jnp.asarray(x)
@@ -172,7 +173,7 @@ def draws_pointwise_log_likelihood(params: GMMParams, x, max_values: int = 25_00
     for start in range(0, total, block):
         take = np.minimum(np.arange(start, start + block), total - 1)  # the last block padded with its last draw
         chunk = GMMParams(weights[take], means[take], scale_tril[take])
-        values, bound = _draws_quadratic(chunk, features, feature_max, jnp.asarray(center))
+        values, bound = _draws_quadratic(chunk, features, feature_max, center_jax)
         values, bound = np.array(values), np.asarray(bound)
         redo = np.flatnonzero(~(bound <= QUADRATIC_MAX_ERROR))
         for i in redo:  # one draw at a time: the whitened (N, K, D) stays small
