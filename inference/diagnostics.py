@@ -13,7 +13,7 @@ R-hat <= 1.01, bulk and tail ESS >= 100 per chain, no divergent transitions.
 from __future__ import annotations
 
 import numpy as np
-from numpyro.diagnostics import effective_sample_size
+from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from scipy.special import ndtri
 from scipy.stats import rankdata
 
@@ -217,3 +217,31 @@ def degenerate_components(params: GMMParams, x, responsibilities, reg_covar: flo
             out.append({"component": k, "effective_count": float(counts[k]), "min_eigenvalue": smallest,
                         "min_correlation_eigenvalue": ratio, "reasons": reasons})
     return out
+
+
+def tree_depth(num_steps) -> np.ndarray:
+    """NUTS tree depth of each transition from its number of leapfrog steps (Stan's ``treedepth__``): a
+    trajectory of depth d takes between 2^(d-1) and 2^d - 1 steps, so d = floor(log2(num_steps)) + 1."""
+    steps = np.maximum(np.asarray(num_steps, np.int64), 1)
+    return (np.floor(np.log2(steps)) + 1).astype(np.int64)
+
+
+def split_r_hat(samples: GMMParams) -> dict:
+    """Max split R-hat per field of draws with leading (chain, draw) dims (weights, means, scale_tril).
+
+    Constant elements (the zero upper triangle of ``scale_tril``) are ignored.
+    """
+    out = {}
+    for name, values in zip(GMMParams._fields, samples):
+        values = np.asarray(values, np.float64)
+        flat = values.reshape(values.shape[:2] + (-1,))
+        varying = np.ptp(flat, axis=(0, 1)) > 0
+        out[name] = float(np.max(split_gelman_rubin(flat[..., varying]))) if varying.any() else 1.0
+    return out
+
+
+def min_ess(samples: GMMParams) -> float:
+    """Smallest effective sample size over every varying element of the draws."""
+    values = np.concatenate([np.asarray(a, np.float64).reshape(np.shape(a)[:2] + (-1,)) for a in samples], axis=-1)
+    varying = np.ptp(values, axis=(0, 1)) > 0
+    return float(np.min(effective_sample_size(values[..., varying])))

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
-from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import potential_energy
 
@@ -59,8 +58,10 @@ from .assignment_draws import assignment_draws as draw_assignments
 from .assignment_draws import posterior_mode
 from .laplace_mass import build_laplace_inverse_mass
 from .numpyro_map import starting_point
-from .diagnostics import convergence_warnings, diagnose
+from .diagnostics import convergence_warnings, diagnose, min_ess, split_r_hat, tree_depth
 from .result import FitResult
+from .robust_nuts import robust_sample_kernel
+from .step_size_warmup import single_window_step
 from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_choice, check_num_components
 
@@ -107,11 +108,14 @@ def resolve_chain_method(chain_method: str, num_chains: int) -> str:
     return "parallel" if jax.local_device_count() >= num_chains else "vectorized"
 
 
-def _nuts_kernel(num_components, prior):
+def _potential_fn_gen(num_components, prior):
     model = enumerated(make_model(num_components, prior))
     # a weighted model has no z to enumerate (models.gmm): its plain log density honours per-row scales
-    potential_fn_gen = lambda x, w, m: (lambda unconstrained: potential_energy(model, (x, w, m), {}, unconstrained, enum=w is None))
-    return hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+    return lambda x, w, m: (lambda unconstrained: potential_energy(model, (x, w, m), {}, unconstrained, enum=w is None))
+
+
+def _nuts_kernel(num_components, prior):
+    return hmc(potential_fn_gen=_potential_fn_gen(num_components, prior), algo="NUTS")
 
 
 def _kernel_settings(num_warmup, target_accept_prob, max_tree_depth, dense_mass, adapt_mass_matrix=True):
@@ -119,11 +123,16 @@ def _kernel_settings(num_warmup, target_accept_prob, max_tree_depth, dense_mass,
                 dense_mass=dense_mass, adapt_mass_matrix=adapt_mass_matrix)
 
 
+def _hmc_settings(settings):
+    """NumPyro's settings: with a fixed mass matrix its warm-up is ours (``step_size_warmup``), so it gets none."""
+    return dict(settings, num_warmup=0) if not settings["adapt_mass_matrix"] else dict(settings)
+
+
 def _build_chain_init(num_components, prior, settings, vectorized):
     """``(key, start_unconstrained, inverse_mass, x, sample_weight, missing) -> HMCState`` (vmapped over chains
     when ``vectorized``; ``inverse_mass`` None (adapted from draws) or the Laplace matrix
     (``inference.laplace_mass``); ``missing`` None or the holes' patterns, ``inference._numpyro_common.Missing``)."""
-    settings = dict(settings)
+    settings = _hmc_settings(dict(settings))
 
     def init_chain(key, start, inverse_mass, x, w, m):
         init_kernel, _ = _nuts_kernel(num_components, prior)
@@ -137,17 +146,21 @@ def _build_chain_segment(num_components, num_features, prior, settings, length, 
     sites, potential and Hamiltonian energy, step size, divergences, tree sizes, acceptance and the
     (weighted) log-likelihood."""
     settings = dict(settings)
+    own_warmup = not settings["adapt_mass_matrix"]
     supports = site_supports(num_components, num_features, prior)
 
     def segment(state, x, w, m):
         init_kernel, sample_kernel = _nuts_kernel(num_components, prior)
         # hmc() keeps the adaptation schedule and tree depth in closure variables set by
         # init_kernel; an abstract evaluation sets them without running anything.
-        jax.eval_shape(lambda s, data, wd, md: init_kernel(s.z, model_args=(data, wd, md), rng_key=s.rng_key, **settings),
-                       state, x, w, m)
+        jax.eval_shape(lambda s, data, wd, md: init_kernel(s.z, model_args=(data, wd, md), rng_key=s.rng_key,
+                                                            **_hmc_settings(settings)), state, x, w, m)
+        # a fixed metric: our tree (robust U-turn checks) and our single-window step-size warm-up
+        transition = (single_window_step(robust_sample_kernel(_potential_fn_gen(num_components, prior), settings["max_tree_depth"]),
+                                         settings["num_warmup"], settings["target_accept_prob"]) if own_warmup else sample_kernel)
 
         def step(state, _):
-            state = sample_kernel(state, model_args=(x, w, m))
+            state = transition(state, model_args=(x, w, m))
             sites = to_constrained(state.z, supports)
             record = dict(
                 sites=sites,
@@ -236,34 +249,6 @@ def _dispersed_starts(key, start: dict, num_chains: int, jitter: float, inverse_
     return out
 
 
-def tree_depth(num_steps) -> np.ndarray:
-    """NUTS tree depth of each transition from its number of leapfrog steps (Stan's ``treedepth__``): a
-    trajectory of depth d takes between 2^(d-1) and 2^d - 1 steps, so d = floor(log2(num_steps)) + 1."""
-    steps = np.maximum(np.asarray(num_steps, np.int64), 1)
-    return (np.floor(np.log2(steps)) + 1).astype(np.int64)
-
-
-def split_r_hat(samples: GMMParams) -> dict:
-    """Max split R-hat per field of draws with leading (chain, draw) dims (weights, means, scale_tril).
-
-    Constant elements (the zero upper triangle of ``scale_tril``) are ignored.
-    """
-    out = {}
-    for name, values in zip(GMMParams._fields, samples):
-        values = np.asarray(values, np.float64)
-        flat = values.reshape(values.shape[:2] + (-1,))
-        varying = np.ptp(flat, axis=(0, 1)) > 0
-        out[name] = float(np.max(split_gelman_rubin(flat[..., varying]))) if varying.any() else 1.0
-    return out
-
-
-def min_ess(samples: GMMParams) -> float:
-    """Smallest effective sample size over every varying element of the draws."""
-    values = np.concatenate([np.asarray(a, np.float64).reshape(np.shape(a)[:2] + (-1,)) for a in samples], axis=-1)
-    varying = np.ptp(values, axis=(0, 1)) > 0
-    return float(np.min(effective_sample_size(values[..., varying])))
-
-
 def _check_options(options):
     if "ordered_means" in options:
         raise ValueError("ordered_means was removed: a hard ordering wall gave wrong posteriors that looked converged; "
@@ -315,8 +300,9 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
         True or False; ``info["options"]["dense_mass"]`` says which ran.
     laplace_mass : "auto" (default: above ``DENSE_MASS_MAX_DIM`` parameters), True or False: the dense inverse
         mass matrix fixed at the Laplace ``H^-1`` at the start (``inference.laplace_mass``), warm-up adapting
-        the step size only; where H is not positive definite the mass matrix is adapted from draws (the
-        reason in ``info["options"]["laplace_mass"]``).
+        the step size only, in one dual-averaging window (``inference.step_size_warmup``), and trees with the
+        robust U-turn checks (``inference.robust_nuts``); where H is not positive definite the mass matrix is
+        adapted from draws by NumPyro's windowed warm-up (the reason in ``info["options"]["laplace_mass"]``).
     num_assignment_draws : draws of z by ``infer_discrete`` (temperature 1), default 100.
     prior : dict of ``gmm_model`` prior overrides; map_options : options for the MAP start.
     sample_weight : (N,) non-negative row weights (weighted likelihood, as ``fit_map``); assignment draws
