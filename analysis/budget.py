@@ -47,6 +47,8 @@ its options:
   ``L = 8 p^(1/4)`` gradient evaluations per iteration (p free parameters; trajectories grow like
   d^(1/4) on well-conditioned posteriors; measured L ~ 20 at the seed problem and at K=3, D=5),
   capped at ``2^max_tree_depth``. An ill-conditioned posterior reaches the cap: then NUTS costs more.
+  Under the Laplace metric (``laplace_mass``, by default above 100 parameters) ``L = 16``, a depth-4 tree:
+  measured 7-12.6 leapfrog steps per draw from 1,000 to 50,000 rows at K = 4, D = 8 (``inference.robust_nuts``).
 
 The budget is ``--max-seconds`` (default 600 s for ``--data``; none for the simulated seed problem):
 while the total estimate exceeds it, the most expensive engine is skipped (stated); if even the
@@ -83,6 +85,7 @@ _DEFAULTS = {
     "svi": dict(num_steps=4000, num_particles=4, batch_size=MINIBATCH_ROWS),
     "nuts": dict(num_chains=2, num_warmup=500, num_samples=1000, max_tree_depth=10),
 }
+LAPLACE_STEPS = 16  # NUTS's leapfrog steps per iteration assumed under the Laplace metric (module docstring)
 _COMPILE_SECONDS = {"em": 1.5, "hard_em": 1.5, "map": 6.0, "svi": 8.0, "nuts": 8.0}
 
 
@@ -124,8 +127,12 @@ def estimate_seconds(method: str, n: int, k: int, d: int, options: dict, *, map_
     if method == "svi":
         return _COMPILE_SECONDS["svi"] + o("num_steps") * o("num_particles") * 4 * t + start
     if method == "nuts":
+        from inference.numpyro_nuts import DENSE_MASS_MAX_DIM
+
         p = num_parameters(k, d, "full")
-        steps = min(8 * p**0.25, 2 ** o("max_tree_depth"))
+        laplace = options.get("laplace_mass", "auto")
+        laplace = p > DENSE_MASS_MAX_DIM if laplace == "auto" else bool(laplace)
+        steps = min(LAPLACE_STEPS if laplace else 8 * p**0.25, 2 ** o("max_tree_depth"))
         return _COMPILE_SECONDS["nuts"] + o("num_chains") * (o("num_warmup") + o("num_samples")) * steps * t + start
     raise ValueError(f"unknown method {method!r}")
 

@@ -77,6 +77,19 @@ def test_the_budget_skips_the_most_expensive_engines_first():
     assert estimate_seconds("nuts", 500, 2, 2, {}, map_point=False) > estimate_seconds("nuts", 500, 2, 2, {})
 
 
+def test_nuts_under_the_laplace_metric_is_charged_a_depth_4_tree():
+    """Above 100 parameters NUTS runs under the Laplace metric with robust U-turn checks (7-12.6 steps per draw
+    measured from 1,000 to 50,000 rows at K = 4, D = 8): L = 16, not 8 p^(1/4) = 29 at p = 179."""
+    from analysis.budget import LAPLACE_STEPS, gradient_seconds
+
+    t = gradient_seconds(50_000, 4, 8)
+    laplace = estimate_seconds("nuts", 50_000, 4, 8, {})
+    assert laplace == pytest.approx(8.0 + 2 * 1500 * LAPLACE_STEPS * t)
+    forced_off = estimate_seconds("nuts", 50_000, 4, 8, {"laplace_mass": False})
+    assert forced_off == pytest.approx(8.0 + 2 * 1500 * 8 * 179 ** 0.25 * t)
+    assert estimate_seconds("nuts", 500, 2, 2, {}) == estimate_seconds("nuts", 500, 2, 2, {"laplace_mass": False})
+
+
 def test_the_cost_grows_with_rows_and_columns():
     for m in ALL_METHODS:
         assert estimate_seconds(m, 10_000, 2, 5, {}) > estimate_seconds(m, 1_000, 2, 5, {})
