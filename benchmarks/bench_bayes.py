@@ -134,7 +134,7 @@ def gradients(repeats: int, rounds: int = 3):
 NUTS_SETTINGS = (
     ("defaults (2 chains, sequential; dense mass up to 100 parameters, above that the Laplace H^-1)", {}),
     ("diagonal mass adapted from draws", {"dense_mass": False, "laplace_mass": False}),
-    ("laplace_mass=True (dense H^-1 at the MAP start, step size adapted)", {"laplace_mass": True}),
+    ("laplace_mass=True (dense H^-1 at the MAP start; step size in one window; robust U-turn trees)", {"laplace_mass": True}),
     ("dense_mass=True", {"dense_mass": True}),
     ("4 chains vectorized", {"num_chains": 4, "chain_method": "vectorized"}),
     ("4 chains vectorized, dense_mass=True", {"num_chains": 4, "chain_method": "vectorized", "dense_mass": True}),
