@@ -163,8 +163,12 @@ def nuts(repeats: int, settings=NUTS_SETTINGS, shape=(5_000, 5, 3)):
             steps = np.asarray(result.trace["num_steps"])  # the kept draws' leapfrog steps, every chain
             ess = min_bulk_ess(result.samples)
             run = result.info["sampling_seconds"]  # warm-up and draws of every chain, compile excluded
+            gradients = steps.sum() + result.info["warmup_leapfrog_steps"]
+            warmup_iterations = result.info["options"]["num_warmup"] * result.info["options"]["num_chains"]
             print(f"NUTS {shape} {name}: leapfrog/draw {steps.mean():.1f}, min bulk ESS {ess:.0f}, "
                   f"ESS per 1,000 gradients {1e3 * ess / steps.sum():.1f}, sampling+warm-up {run:.1f} s, ESS/s {ess / run:.1f}, "
+                  f"warm-up leapfrog/iteration {result.info['warmup_leapfrog_steps'] / max(1, warmup_iterations):.1f}, "
+                  f"ms per leapfrog (warm-up included) {1e3 * run / gradients:.2f}, "
                   f"max R-hat {max(result.info['r_hat_after'].values()):.3f}, divergences {result.info['num_divergences']}, "
                   f"converged {result.converged}  [{load()}]", flush=True)
 

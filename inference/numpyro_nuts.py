@@ -371,6 +371,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
         inverse_mass,
     )
     sampling_seconds, kept = run_seconds, slice(num_warmup, total)
+    warmup_steps = int(np.asarray(records["num_steps"])[:, :num_warmup].sum())
     records = jax.tree.map(lambda a: np.asarray(a)[:, kept], records)
     raw = params_from_site_draws(records["sites"])
     pivot = GMMParams(*(np.asarray(a) for a in start_params))
@@ -426,6 +427,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
             compile_seconds=compile_seconds,
             run_seconds=run_seconds,
             sampling_seconds=sampling_seconds,  # the chains' own run (warm-up and draws), compile excluded
+            warmup_leapfrog_steps=warmup_steps,  # every chain's, with trace["num_steps"] the run's gradients
             start_seconds=start_compile + start_run,
             laplace_mass_seconds=laplace_seconds,
         ),

@@ -65,6 +65,8 @@ def test_nuts_with_the_laplace_mass_samples_the_same_posterior(seed):
         # posterior means of two independent runs differ by ~ sd * sqrt(1/ESS_a + 1/ESS_b); min ESS >= 100 each
         np.testing.assert_array_less(np.abs(np.asarray(got) - np.asarray(want)), 0.5 * sd + 1e-12)
     assert np.mean(laplace.trace["num_steps"]) <= np.mean(adapted.trace["num_steps"]) + 2
+    for result in (laplace, adapted):  # every warm-up iteration takes 1 .. 2^max_tree_depth - 1 leapfrog steps
+        assert 2 * 300 <= result.info["warmup_leapfrog_steps"] <= 2 * 300 * 1023
 
 
 def test_chains_start_a_few_posterior_sds_apart_with_the_laplace_matrix():
