@@ -127,11 +127,10 @@ def estimate_seconds(method: str, n: int, k: int, d: int, options: dict, *, map_
     if method == "svi":
         return _COMPILE_SECONDS["svi"] + o("num_steps") * o("num_particles") * 4 * t + start
     if method == "nuts":
-        from inference.numpyro_nuts import DENSE_MASS_MAX_DIM
+        from inference.numpyro_nuts import uses_laplace_mass
 
-        p = num_parameters(k, d, "full")
-        laplace = options.get("laplace_mass", "auto")
-        laplace = p > DENSE_MASS_MAX_DIM if laplace == "auto" else bool(laplace)
+        p = num_parameters(k, d, "full")  # NUTS's unconstrained parameters too
+        laplace = uses_laplace_mass(options.get("laplace_mass", "auto"), p)
         steps = min(LAPLACE_STEPS if laplace else 8 * p**0.25, 2 ** o("max_tree_depth"))
         return _COMPILE_SECONDS["nuts"] + o("num_chains") * (o("num_warmup") + o("num_samples")) * steps * t + start
     raise ValueError(f"unknown method {method!r}")

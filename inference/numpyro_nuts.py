@@ -108,6 +108,13 @@ def resolve_chain_method(chain_method: str, num_chains: int) -> str:
     return "parallel" if jax.local_device_count() >= num_chains else "vectorized"
 
 
+def uses_laplace_mass(laplace_mass, num_params: int) -> bool:
+    """Whether NUTS fixes its metric at the Laplace ``H^-1``: ``laplace_mass`` "auto" above ``DENSE_MASS_MAX_DIM``
+    unconstrained parameters (where a dense matrix from draws is not reliable), else as given. Also the budget's
+    rule (``analysis.budget``)."""
+    return num_params > DENSE_MASS_MAX_DIM if isinstance(laplace_mass, str) and laplace_mass == "auto" else bool(laplace_mass)
+
+
 def _potential_fn_gen(num_components, prior):
     model = enumerated(make_model(num_components, prior))
     # a weighted model has no z to enumerate (models.gmm): its plain log density honours per-row scales
@@ -150,14 +157,15 @@ def _build_chain_segment(num_components, num_features, prior, settings, length, 
     supports = site_supports(num_components, num_features, prior)
 
     def segment(state, x, w, m):
-        init_kernel, sample_kernel = _nuts_kernel(num_components, prior)
-        # hmc() keeps the adaptation schedule and tree depth in closure variables set by
-        # init_kernel; an abstract evaluation sets them without running anything.
-        jax.eval_shape(lambda s, data, wd, md: init_kernel(s.z, model_args=(data, wd, md), rng_key=s.rng_key,
-                                                            **_hmc_settings(settings)), state, x, w, m)
-        # a fixed metric: our tree (robust U-turn checks) and our single-window step-size warm-up
-        transition = (single_window_step(robust_sample_kernel(_potential_fn_gen(num_components, prior), settings["max_tree_depth"]),
-                                         settings["num_warmup"], settings["target_accept_prob"]) if own_warmup else sample_kernel)
+        if own_warmup:  # a fixed metric: our tree (robust U-turn checks) and our single-window step-size warm-up
+            transition = single_window_step(robust_sample_kernel(_potential_fn_gen(num_components, prior), settings["max_tree_depth"]),
+                                            settings["num_warmup"], settings["target_accept_prob"])
+        else:
+            init_kernel, transition = _nuts_kernel(num_components, prior)
+            # hmc() keeps the adaptation schedule and tree depth in closure variables set by
+            # init_kernel; an abstract evaluation sets them without running anything.
+            jax.eval_shape(lambda s, data, wd, md: init_kernel(s.z, model_args=(data, wd, md), rng_key=s.rng_key, **settings),
+                           state, x, w, m)
 
         def step(state, _):
             state = transition(state, model_args=(x, w, m))
@@ -336,8 +344,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     num_params = sum(np.size(v) for v in start_unconstrained.values())
     if opts["dense_mass"] == "auto":
         opts["dense_mass"] = num_params <= DENSE_MASS_MAX_DIM
-    if opts["laplace_mass"] == "auto":
-        opts["laplace_mass"] = num_params > DENSE_MASS_MAX_DIM  # where a dense matrix from draws is not reliable
+    opts["laplace_mass"] = uses_laplace_mass(opts["laplace_mass"], num_params)
     inverse_mass, laplace_seconds = None, 0.0
     if opts["laplace_mass"]:
         (matrix, ok), c, r = compiled_call(build_laplace_inverse_mass, (num_components, prior), start_unconstrained,
