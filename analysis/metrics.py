@@ -106,7 +106,9 @@ METRICS_SCHEMA: dict = {
             "sampler": "NUTS: {bfmi (per chain, ArviZ's; < 0.3 flags poor exploration), bfmi_min, step_size (per chain, "
                        "after warm-up), tree_depth_mean, tree_depth_max, max_tree_depth, hit_max_tree_depth (share of "
                        "draws at it), acceptance_rate_mean, divergences} from sample_stats, else null",
-            "loo": "engines with draws: {elpd_loo, se, p_loo, pareto_k_max, warning} from az.loo, else null",
+            "loo": "engines with draws: {elpd_loo, se, p_loo, pareto_k_max, warning, draws} from az.loo (draws: the "
+                   "posterior draws it used, every draw up to arviz_io.LOO_MAX_VALUES pointwise values, evenly "
+                   "spaced ones above), else null",
             "netcdf": "file name of the engine's InferenceData",
             "warnings": "one-line warnings of the engine (FitResult.info['warnings']: failed NUTS convergence conditions, degenerate components), [] when none",
             "degenerate_components": "FitResult.info['degenerate_components']: [{component, reasons, ...}], [] when none",

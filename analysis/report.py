@@ -338,6 +338,7 @@ def build_inference_data(problem: Problem, run: Run) -> None:
         try:
             loo_results[m] = arviz_io.loo_result(run.idatas[m])
             cards[m]["loo"] = arviz_io.loo(run.idatas[m], loo_results[m])
+            run.idatas[m] = arviz_io.drop_loo_draws(run.idatas[m])  # the draws LOO read beyond the file's
         except Exception as exc:  # noqa: BLE001 - LOO is a diagnostic, never fatal
             progress(f"    az.loo failed for {m}: {one_line(exc)}")
     if len(with_draws) >= 2:

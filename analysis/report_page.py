@@ -19,6 +19,13 @@ from analysis.budget import SKIPPED
 from analysis.html_page import fmt, render_html, scrolling, table_html
 from analysis.missing_report import missing_section
 
+
+def loo_max_values() -> int:
+    """``arviz_io.LOO_MAX_VALUES``, imported when a page with LOO is written (arviz_io imports ArviZ)."""
+    from analysis.arviz_io import LOO_MAX_VALUES
+
+    return LOO_MAX_VALUES
+
 __all__ = ["report_page", "FIGURE_HEADINGS"]
 
 # figure name -> section heading, in page order
@@ -379,9 +386,13 @@ def _diagnostics_section(cards: dict, summaries: dict, compare_df, column_names=
         body += f"<h3>az.summary: {html.escape(m)}</h3>" + _summary_html(s, column_names, mcmc=m != "svi")
     if any(cards[m].get("loo") for m in summaries):
         body += "<h3>PSIS-LOO</h3>" + table_html(
-            ["engine", "elpd_loo", "se", "p_loo", "max Pareto k", "warning"],
+            ["engine", "elpd_loo", "se", "p_loo", "max Pareto k", "warning", "draws"],
             [[m, cards[m]["loo"]["elpd_loo"], cards[m]["loo"]["se"], cards[m]["loo"]["p_loo"],
-              cards[m]["loo"]["pareto_k_max"], cards[m]["loo"]["warning"]] for m in summaries if cards[m].get("loo")])
+              cards[m]["loo"]["pareto_k_max"], cards[m]["loo"]["warning"], cards[m]["loo"].get("draws")]
+             for m in summaries if cards[m].get("loo")])
+        body += ("<p>The warning is ArviZ's: a Pareto k above min(1 - 1/log<sub>10</sub> S, 0.7) for S draws. k is "
+                 "estimated from the draws, noisily when they are few: LOO uses every draw up to "
+                 f"{loo_max_values():,} pointwise values, evenly spaced draws above that.</p>")
     if compare_df is not None:
         body += "<h3>az.compare (LOO)</h3>" + scrolling(compare_df.to_html(float_format=lambda v: f"{v:.3f}"))
     return body

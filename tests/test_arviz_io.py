@@ -66,7 +66,8 @@ def test_loo_compare_summary_and_rhat(problem):
     ids = {m: arviz_io.to_inference_data(align_result(fake_result(m, truth, x, num_draws=40, seed=i), truth), x)
            for i, m in enumerate(("svi", "nuts"))}
     loo = arviz_io.loo(ids["nuts"])
-    assert set(loo) == {"elpd_loo", "se", "p_loo", "pareto_k_max", "warning"} and np.isfinite(loo["elpd_loo"])
+    assert set(loo) == {"elpd_loo", "se", "p_loo", "pareto_k_max", "warning", "draws"} and np.isfinite(loo["elpd_loo"])
+    assert loo["draws"] == 80
     cmp = arviz_io.compare(ids)
     assert set(cmp.index) == {"svi", "nuts"}
     # LOO computed once: compare from the engines' precomputed results is the same table, loo the same summary
@@ -104,6 +105,31 @@ def test_log_likelihood_is_thinned_to_what_loo_needs_and_loo_stays_within_its_se
     # the file is compressed: smaller than its float64 payload
     arviz_io.save_netcdf(full, tmp_path / "f.nc")
     assert (tmp_path / "f.nc").stat().st_size < 0.8 * full.log_likelihood["x"].values.nbytes  # float64 would not fit
+
+
+def test_loo_reads_more_draws_than_the_file_keeps(problem, tmp_path, monkeypatch):
+    """PSIS's Pareto k needs many draws (at 50,000 rows 100 thinned draws gave k up to 2.7 and a warning, all 2,000
+    gave 0.27): in memory, where the report's LOO reads, the group keeps every draw up to LOO_MAX_VALUES values;
+    the file is thinned to LOGLIK_MAX_VALUES, evenly spaced draws of each chain, and says how many LOO used."""
+    truth, x = problem
+    r = align_result(fake_result("nuts", truth, x, num_draws=400, seed=3), truth)
+    monkeypatch.setattr(convert, "LOGLIK_MAX_VALUES", 80 * 100)
+    monkeypatch.setattr(convert, "LOGLIK_MIN_DRAWS", 60)
+    idata = arviz_io.to_inference_data(r, x)
+    assert idata.log_likelihood["x"].shape == (2, 400, 80)
+    assert arviz_io.loo(idata)["draws"] == 800
+    arviz_io.save_netcdf(idata, tmp_path / "n.nc")
+    back = arviz_io.load_netcdf(tmp_path / "n.nc")
+    ll = back.log_likelihood["x"]
+    assert ll.shape == (2, 50, 80) and ll.attrs.get("loo_draws_in_report", back.log_likelihood.attrs.get("loo_draws_in_report")) == 800
+    kept = np.linspace(0, 399, 50).round().astype(int)
+    np.testing.assert_array_equal(ll["draw"].values, kept)
+    np.testing.assert_allclose(ll.values, idata.log_likelihood["x"].values[:, kept], rtol=1e-6)  # float32 in the file
+    assert back.posterior["means"].shape[:2] == (2, 400) and back.sample_stats["total_log_likelihood"].shape == (2, 400)
+    assert arviz_io.loo(back)["draws"] == 100
+    dropped = arviz_io.drop_loo_draws(idata)  # the report gives the extra draws' memory back after LOO
+    np.testing.assert_array_equal(dropped.log_likelihood["x"]["draw"].values, kept)
+    assert dropped.posterior["means"].shape[:2] == (2, 400)
 
 
 def test_arviz_is_imported_only_in_arviz_io():

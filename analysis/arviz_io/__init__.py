@@ -18,7 +18,7 @@ Everything public is re-exported here: ``from analysis import arviz_io; arviz_io
 from ._stack import ARVIZ_MAJOR, add_groups, arviz_version, group, group_names
 from .convert import ASSIGNMENTS_GROUP, assignment_groups
 from .convert import (ARVIZ_STAT_NAMES, FIT_TRACE_GROUP, FLOAT32_GROUPS, GROUPS, LOGLIK_MAX_VALUES, LOGLIK_MIN_DRAWS,
-                      PARAM_VARS, RHAT_METHOD, dim_coords, load_netcdf, loglik_draws_kept, predictive_groups, save_netcdf,
+                      LOO_MAX_VALUES, PARAM_VARS, drop_loo_draws, thin_log_likelihood, RHAT_METHOD, dim_coords, load_netcdf, loglik_draws_kept, predictive_groups, save_netcdf,
                       to_inference_data)
 from .sampler import BFMI_THRESHOLD, bfmi, energy_densities, rank_histograms, sampler_stats
 from .stats import (COMPARE_COLUMNS, PPC_MAX_DIMS, SUMMARY_COLUMNS, compare, forest_intervals, kde, loo, loo_result,
@@ -37,6 +37,9 @@ __all__ = [
     "PPC_MAX_DIMS",
     "LOGLIK_MAX_VALUES",
     "LOGLIK_MIN_DRAWS",
+    "LOO_MAX_VALUES",
+    "thin_log_likelihood",
+    "drop_loo_draws",
     "ARVIZ_STAT_NAMES",
     "BFMI_THRESHOLD",
     "dim_coords",

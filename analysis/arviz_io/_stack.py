@@ -76,3 +76,12 @@ def add_groups(idata, groups: dict):
         warnings.simplefilter("ignore", UserWarning)
         idata.add_groups(dict(groups))
     return idata
+
+
+def replace_group(idata, name: str, ds: xr.Dataset):
+    """``idata`` with its existing group ``name`` replaced by ``ds`` (either stack); returns it."""
+    if ARVIZ_MAJOR >= 1:
+        idata[name] = xr.DataTree(ds)
+    else:
+        setattr(idata, name, ds)
+    return idata

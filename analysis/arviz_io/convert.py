@@ -6,7 +6,9 @@ posterior        weights (chain, draw, component), means (chain, draw, component
                  covariances (chain, draw, component, dim, dim_); the coordinates of ``dim`` / ``dim_`` are the
                  data's column names when given (the CSV header), else 0, 1, ...
 log_likelihood   x (chain, draw, obs): the marginal mixture log density of each observation at
-                 each draw, ``models.pointwise_log_likelihood`` (loo / waic)
+                 each draw, ``models.pointwise_log_likelihood`` (loo / waic); evenly spaced draws of each chain
+                 above LOO_MAX_VALUES values in memory, above LOGLIK_MAX_VALUES in the file (``save_netcdf``,
+                 whose group then says ``loo_draws_in_report``)
 sample_stats     per-DRAW statistics, dims (chain, draw): ``total_log_likelihood`` (marginal
                  log-likelihood of the whole data at the draw, the sum of the group above) and, for NUTS,
                  the sampler's statistics under ArviZ's names: ``energy`` (the Hamiltonian: az.bfmi,
@@ -41,10 +43,10 @@ from models.density import draws_pointwise_log_likelihood
 from models.missing import observed_pointwise_log_likelihood
 from models.params import GMMParams, covariances, to_numpy
 
-from ._stack import ARVIZ_MAJOR, assemble, az, group, group_names
+from ._stack import ARVIZ_MAJOR, assemble, az, group, group_names, replace_group
 
 __all__ = ["RHAT_METHOD", "PARAM_VARS", "FIT_TRACE_GROUP", "GROUPS", "FLOAT32_GROUPS", "LOGLIK_MAX_VALUES",
-           "LOGLIK_MIN_DRAWS", "ARVIZ_STAT_NAMES", "dim_coords", "to_inference_data", "posterior_dataset", "group_datasets", "loglik_draws_kept",
+           "LOGLIK_MIN_DRAWS", "LOO_MAX_VALUES", "thin_log_likelihood", "drop_loo_draws", "ARVIZ_STAT_NAMES", "dim_coords", "to_inference_data", "posterior_dataset", "group_datasets", "loglik_draws_kept",
            "save_netcdf", "load_netcdf", "predictive_groups", "assignment_groups", "ASSIGNMENTS_GROUP"]
 
 RHAT_METHOD = "rank"
@@ -86,11 +88,17 @@ def posterior_dataset(samples: GMMParams, column_names=None) -> xr.Dataset:
     return xr.Dataset({name: (("chain", "draw") + _DIMS[name], a) for name, a in arrays.items()}, coords=coords)
 
 
-# The log_likelihood group holds at most about LOGLIK_MAX_VALUES values (draws x observations) per engine,
-# and never fewer than LOGLIK_MIN_DRAWS draws (when the engine has them): PSIS-LOO / WAIC need the
-# pointwise values of a few hundred draws, not of all of them (their Monte Carlo error at 100 draws is far
-# below their standard error), and the full matrix of N = 50,000 x 1000 draws is 400 MB.
+# The log_likelihood group: in memory (what the report's PSIS-LOO reads) at most about LOO_MAX_VALUES values
+# (draws x observations) per engine, in the NetCDF file (``save_netcdf``) at most about LOGLIK_MAX_VALUES, and
+# never fewer than LOGLIK_MIN_DRAWS draws either way (when the engine has them). The elpd itself needs few draws
+# (at 100 draws its Monte Carlo error is far below its standard error) but PSIS's Pareto k does not: its
+# estimate is noisy at small S and ArviZ's warning threshold, min(1 - 1 / log10 S, 0.7), is 0.5 at S = 100.
+# Measured on 50,000 rows (K = 4, D = 8, NUTS, 2 x 1,000 draws): the largest k was 1.26-2.69 from 100 evenly
+# spaced draws (25 rows above 0.7, a warning that blamed the model), 0.52 from 500 and 0.27 from all 2,000.
+# So LOO keeps up to 50M values (400 MB of float64: every draw up to 25,000 rows, 1,000 draws at 50,000 rows)
+# and the file keeps 5M (N = 50,000 x 2,000 draws would be 400 MB as float32).
 LOGLIK_MAX_VALUES = 5_000_000
+LOO_MAX_VALUES = 50_000_000
 LOGLIK_MIN_DRAWS = 100
 
 
@@ -185,13 +193,14 @@ def group_datasets(result, x: np.ndarray, max_values: int | None = None, column_
     chains, num_draws = draws.weights.shape[:2]
     posterior = posterior_dataset(draws, column_names)
     sample_coords = {"chain": posterior.chain.values, "draw": posterior.draw.values}
-    total, pointwise, kept = _pointwise(draws, x, LOGLIK_MAX_VALUES if max_values is None else max_values)
+    total, pointwise, kept = _pointwise(draws, x, LOO_MAX_VALUES if max_values is None else max_values)
     stats, fit_trace = _per_draw_stats(result, chains, num_draws)
     stats = {"total_log_likelihood": total, **stats}
     groups = {
         "posterior": posterior,
         "sample_stats": xr.Dataset({k: (("chain", "draw"), v) for k, v in stats.items()}, coords=sample_coords),
-        # draws thinned to what LOO needs (the draw coordinate names the posterior draws kept)
+        # draws thinned to what LOO needs (the draw coordinate names the posterior draws kept); thinned again to
+        # LOGLIK_MAX_VALUES when written (save_netcdf)
         "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), pointwise)},
                                      coords={"chain": posterior.chain.values, "draw": posterior.draw.values[kept],
                                              "obs": np.arange(n)}),
@@ -248,6 +257,8 @@ def save_netcdf(idata, path, complevel: int = 4) -> str:
     xr.Dataset(attrs=root_attrs).to_netcdf(path, mode="w", engine="h5netcdf")
     for name in group_names(idata):
         ds = group(idata, name)
+        if name == "log_likelihood":
+            ds = thin_log_likelihood(ds)
         encoding = {}
         for var, values in ds.variables.items():
             enc = {"zlib": True, "complevel": complevel, "shuffle": True} if values.ndim else {}
@@ -256,6 +267,25 @@ def save_netcdf(idata, path, complevel: int = 4) -> str:
             encoding[var] = enc
         ds.to_netcdf(path, mode="a", group=name, engine="h5netcdf", encoding=encoding)
     return path
+
+
+def thin_log_likelihood(ds: xr.Dataset, max_values: int | None = None) -> xr.Dataset:
+    """The log_likelihood group as written to a file: evenly spaced draws of each chain, about ``max_values``
+    (default ``LOGLIK_MAX_VALUES``) values, never fewer than ``LOGLIK_MIN_DRAWS`` draws; the group as it is when it
+    is already that small. ``attrs["loo_draws_in_report"]`` says how many draws the report's LOO used."""
+    chains, draws, n = ds["x"].shape
+    keep = loglik_draws_kept(chains, draws, n, LOGLIK_MAX_VALUES if max_values is None else max_values)
+    if len(keep) == draws:
+        return ds
+    thinned = ds.isel(draw=keep)
+    thinned.attrs = {**ds.attrs, "loo_draws_in_report": int(chains * draws)}
+    return thinned
+
+
+def drop_loo_draws(idata):
+    """``idata`` with its log_likelihood group thinned as the file keeps it (:func:`thin_log_likelihood`): the
+    memory of the extra draws LOO read is given back once LOO is computed."""
+    return replace_group(idata, "log_likelihood", thin_log_likelihood(group(idata, "log_likelihood")))
 
 
 def load_netcdf(path):
