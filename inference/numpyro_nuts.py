@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
+from numpyro import handlers
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import potential_energy
 
 from models.alignment import mean_of_draws, relabel_draws
 from models.density import responsibilities
-from models.gmm import params_from_sites
 from models.params import GMMParams
 
 from ._numpyro_common import (
@@ -51,7 +51,6 @@ from ._numpyro_common import (
     to_constrained,
     unconstrain_fn,
     weight_info,
-    weighted_log_likelihood,
     with_checked_weights,
 )
 from .assignment_draws import assignment_draws as draw_assignments
@@ -121,6 +120,13 @@ def _potential_fn_gen(num_components, prior):
     return lambda x, w, m: (lambda unconstrained: potential_energy(model, (x, w, m), {}, unconstrained, enum=w is None))
 
 
+def _prior_energy_fn(num_components, prior):
+    """``(unconstrained, x, w, m) -> -(log prior + log |Jacobian|)``: the potential with the data sites hidden; a
+    draw's log-likelihood is then ``prior energy - potential energy`` (to rounding), with no pass over the rows."""
+    model = handlers.block(enumerated(make_model(num_components, prior)), hide=["x", "z"])
+    return lambda unconstrained, x, w, m: potential_energy(model, (x, w, m), {}, unconstrained, enum=False)
+
+
 def _nuts_kernel(num_components, prior):
     return hmc(potential_fn_gen=_potential_fn_gen(num_components, prior), algo="NUTS")
 
@@ -155,6 +161,7 @@ def _build_chain_segment(num_components, num_features, prior, settings, length, 
     settings = dict(settings)
     own_warmup = not settings["adapt_mass_matrix"]
     supports = site_supports(num_components, num_features, prior)
+    prior_energy = _prior_energy_fn(num_components, prior)
 
     def segment(state, x, w, m):
         if own_warmup:  # a fixed metric: our tree (robust U-turn checks) and our single-window step-size warm-up
@@ -178,7 +185,8 @@ def _build_chain_segment(num_components, num_features, prior, settings, length, 
                 diverging=state.diverging,
                 num_steps=state.num_steps,
                 accept_prob=state.accept_prob,
-                log_likelihood=weighted_log_likelihood(params_from_sites(sites), x, w, m),
+                # the potential holds it: no pass over the rows (~1/3 of a gradient's work) per iteration
+                log_likelihood=prior_energy(state.z, x, w, m) - state.potential_energy,
             )
             return state, record
 

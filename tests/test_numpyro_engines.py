@@ -155,8 +155,11 @@ def test_nuts_two_chains_recovers_truth_without_hanging(nuts_fit, em_fit):
 
 
 def test_nuts_log_likelihood_trace_is_models_log_likelihood(nuts_fit, seed_data):
-    first = models.GMMParams(*(np.asarray(a)[0, 0] for a in nuts_fit.samples))
-    np.testing.assert_allclose(nuts_fit.trace["log_likelihood"][0], models.log_likelihood(first, seed_data[0]), rtol=1e-8)
+    """The trace is the potential minus its prior part (no pass over the rows): models' log-likelihood of each draw."""
+    trace = nuts_fit.trace["log_likelihood"].reshape(2, 300)
+    for chain, draw in [(0, 0), (0, 150), (0, 299), (1, 0), (1, 299)]:
+        params = models.GMMParams(*(np.asarray(a)[chain, draw] for a in nuts_fit.samples))
+        np.testing.assert_allclose(trace[chain, draw], models.log_likelihood(params, seed_data[0]), rtol=1e-10)
 
 
 # --------------------------------------------------------------------------- caching

@@ -161,6 +161,11 @@ def test_nuts_integer_weights_are_relative(rng):
     ratio = np.asarray(a.samples.means).std(axis=(0, 1)) / np.asarray(b.samples.means).std(axis=(0, 1))
     assert 1.1 < np.median(ratio) < 1.9, ratio  # sqrt(sum w / N+) = sqrt(2)
     assert abs(a.params.weights[blob] - 0.75) < 0.1
+    relative = w * np.count_nonzero(w) / w.sum()  # the weights as fitted: summing to the rows with a positive one
+    for draw in (0, 299):  # the trace (potential minus its prior part) is the weighted log-likelihood of the draw
+        params = models.GMMParams(*(np.asarray(p)[0, draw] for p in a.samples))
+        reference = np.sum(relative * np.asarray(models.pointwise_log_likelihood(params, x)))
+        assert a.trace["log_likelihood"][draw] == pytest.approx(reference, rel=1e-10)
     assert a.info["assignment_draws"].shape == (20, len(x))
     # the weighted fit's z draws follow p(z | x, theta): rows deep inside a blob are (almost) always that blob
     likely = np.argmax(models.responsibilities(a.params, x), axis=1)
