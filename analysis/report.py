@@ -306,7 +306,9 @@ def build_inference_data(problem: Problem, run: Run) -> None:
     """
     from analysis import arviz_io
 
-    progress, cards = run.progress, run.cards
+    from analysis.render_pool import render_workers
+
+    progress, cards, pending_loo = run.progress, run.cards, {}
     for m, r in run.aligned.items():
         name = f"{m}.nc"
         progress(f"InferenceData of {m}, writing {name}")
@@ -323,10 +325,13 @@ def build_inference_data(problem: Problem, run: Run) -> None:
             continue
         run.idatas[m] = idata
         cards[m].update(netcdf=name, diagnostics=None, loo=None, sampler=None)
+        if r.samples is not None:  # its LOO starts now, in a worker when large (arviz_io.loo_pool), while the rest goes on
+            pending_loo[m] = arviz_io.submit_loo(idata, workers=render_workers() > 0)
+            run.idatas[m] = arviz_io.drop_loo_draws(idata)  # the worker has its own copy: the extra draws go
     with_draws = [m for m in run.idatas if run.aligned[m].samples is not None]
     loo_results = {}
     for m in with_draws:
-        progress(f"az.summary and LOO of {m}")
+        progress(f"az.summary and LOO of {m}" + (" (LOO computed in a worker process)" if pending_loo[m].in_worker else ""))
         try:
             run.summaries[m] = arviz_io.summary(run.idatas[m])
             if m != "svi":  # SVI's draws are independent draws of its guide: R-hat / ESS would measure the RNG
@@ -336,9 +341,8 @@ def build_inference_data(problem: Problem, run: Run) -> None:
         except Exception as exc:  # noqa: BLE001
             progress(f"    az.summary failed for {m}: {one_line(exc)}")
         try:
-            loo_results[m] = arviz_io.loo_result(run.idatas[m])
+            loo_results[m] = pending_loo[m].result()
             cards[m]["loo"] = arviz_io.loo(run.idatas[m], loo_results[m])
-            run.idatas[m] = arviz_io.drop_loo_draws(run.idatas[m])  # the draws LOO read beyond the file's
         except Exception as exc:  # noqa: BLE001 - LOO is a diagnostic, never fatal
             progress(f"    az.loo failed for {m}: {one_line(exc)}")
     if len(with_draws) >= 2:

@@ -132,6 +132,30 @@ def test_loo_reads_more_draws_than_the_file_keeps(problem, tmp_path, monkeypatch
     assert dropped.posterior["means"].shape[:2] == (2, 400)
 
 
+def test_loo_in_a_worker_process_is_the_in_process_loo(problem, monkeypatch):
+    """arviz_io.loo_pool: the report's LOO of a large engine runs in a worker process; same numbers as here
+    (elpd, se, p_loo, every Pareto k, the draws), and computed here when the worker cannot start."""
+    from analysis.arviz_io import loo_pool
+
+    truth, x = problem
+    idata = arviz_io.to_inference_data(align_result(fake_result("nuts", truth, x, num_draws=200, seed=4), truth), x)
+    here = arviz_io.loo_result(idata)
+    monkeypatch.setattr(loo_pool, "MIN_VALUES", 0)
+    pending = arviz_io.submit_loo(idata)
+    assert pending.in_worker
+    worker = pending.result()
+    assert pending.worker_error is None  # the worker's own answer
+    assert arviz_io.loo(idata, worker) == arviz_io.loo(idata, here)
+    np.testing.assert_array_equal(np.asarray(worker["pareto_k"] if arviz_io.ARVIZ_MAJOR < 1 else worker.pareto_k),
+                                  np.asarray(here["pareto_k"] if arviz_io.ARVIZ_MAJOR < 1 else here.pareto_k))
+    monkeypatch.setattr(loo_pool.sys, "executable", "/nonexistent/python")
+    fallback = arviz_io.submit_loo(idata)
+    assert fallback.in_worker and arviz_io.loo(idata, fallback.result()) == arviz_io.loo(idata, here)
+    assert "nonexistent" in fallback.worker_error
+    monkeypatch.setattr(loo_pool, "MIN_VALUES", 10**12)
+    assert not arviz_io.submit_loo(idata).in_worker  # small: computed here (a worker's start-up would cost more)
+
+
 def test_arviz_is_imported_only_in_arviz_io():
     """Only the modules of the package analysis/arviz_io/ import ArviZ (arviz, arviz_base, arviz_stats,
     arviz_plots), at module level or inside a function; every other file gets it through the adapter."""

@@ -20,6 +20,8 @@ from .convert import ASSIGNMENTS_GROUP, assignment_groups
 from .convert import (ARVIZ_STAT_NAMES, FIT_TRACE_GROUP, FLOAT32_GROUPS, GROUPS, LOGLIK_MAX_VALUES, LOGLIK_MIN_DRAWS,
                       LOO_MAX_VALUES, PARAM_VARS, drop_loo_draws, thin_log_likelihood, RHAT_METHOD, dim_coords, load_netcdf, loglik_draws_kept, predictive_groups, save_netcdf,
                       to_inference_data)
+from .loo_pool import PendingLoo
+from .loo_pool import submit as submit_loo
 from .sampler import BFMI_THRESHOLD, bfmi, energy_densities, rank_histograms, sampler_stats
 from .stats import (COMPARE_COLUMNS, PPC_MAX_DIMS, SUMMARY_COLUMNS, compare, forest_intervals, kde, loo, loo_result,
                     parameter_kinds, posterior_kinds, ppc_densities, reference_kinds, rhat_of_samples, summary, waic,
@@ -40,6 +42,8 @@ __all__ = [
     "LOO_MAX_VALUES",
     "thin_log_likelihood",
     "drop_loo_draws",
+    "submit_loo",
+    "PendingLoo",
     "ARVIZ_STAT_NAMES",
     "BFMI_THRESHOLD",
     "dim_coords",

@@ -98,15 +98,15 @@ def loo_result(idata):
 
 def loo(idata, result=None) -> dict:
     """PSIS-LOO of one engine with draws: elpd_loo, se, p_loo, max Pareto k, ArviZ's warning flag (a Pareto k
-    above ArviZ's sample-size dependent threshold) and the number of draws S it used (``idata``'s log_likelihood
-    group, ``convert.LOO_MAX_VALUES``); ``result``: its :func:`loo_result`, if computed."""
+    above ArviZ's sample-size dependent threshold) and the number of draws S it used (the log_likelihood group's,
+    ``convert.LOO_MAX_VALUES``); ``result``: its :func:`loo_result`, if computed."""
     res = loo_result(idata) if result is None else result
     if ARVIZ_MAJOR >= 1:
-        elpd, se, p, k, warn = res.elpd, res.se, res.p, res.pareto_k, res.warning
+        elpd, se, p, k, warn, draws = res.elpd, res.se, res.p, res.pareto_k, res.warning, res.n_samples
     else:
-        elpd, se, p, k, warn = res["elpd_loo"], res["se"], res["p_loo"], res["pareto_k"], res["warning"]
+        elpd, se, p, k, warn, draws = res["elpd_loo"], res["se"], res["p_loo"], res["pareto_k"], res["warning"], res["n_samples"]
     return {"elpd_loo": float(elpd), "se": float(se), "p_loo": float(p),
-            "pareto_k_max": float(np.nanmax(np.asarray(k))), "warning": bool(warn), "draws": int(_log_lik_matrix(idata).shape[0])}
+            "pareto_k_max": float(np.nanmax(np.asarray(k))), "warning": bool(warn), "draws": int(draws)}
 
 
 def _log_lik_matrix(idata) -> np.ndarray:
