@@ -369,19 +369,21 @@ def compiled_call(build, static: tuple, *args, mesh=None, rows: tuple = ()):
     (outputs, compile_seconds, run_seconds); ``compile_seconds`` is 0.0 on a cache hit, so a
     second fit with the same shapes and options compiles nothing.
     """
-    key = (build.__module__, build.__qualname__, static, _signature(args)) + ((mesh, rows) if mesh is not None else ())
+    key = (build.__module__, build.__qualname__, static, _signature(args)) + (
+        (mesh, rows, tuple(int(d.id) for d in mesh.devices.flat)) if mesh is not None else ())  # a Mesh's repr has no device ids
     executable = _COMPILED.get(key)
     compile_seconds = 0.0
     if executable is None:
         start = time.perf_counter()
-        executable = None if mesh is not None else executable_store.load(key)  # a new process: no tracing either
-        if executable is None and mesh is None:
+        executable = executable_store.load(key, None if mesh is None else mesh.devices.flat)  # a new process: no tracing either
+        if executable is None:
             with executable_store.fresh_compile() as compiled:  # only fresh compiles are stored (see there)
-                executable, args = compile_on_mesh(build(*static), None, args)
+                program = build(*static) if mesh is None else rows_on_mesh(build(*static), mesh, rows)
+                executable, args = compile_on_mesh(program, mesh, args)
             if compiled["fresh"]:
                 executable_store.save(key, executable)
-        elif executable is None:
-            executable, args = compile_on_mesh(rows_on_mesh(build(*static), mesh, rows), mesh, args)
+        else:
+            args = place(args, mesh)
         remember_compiled(_COMPILED, key, executable)
         compile_seconds = time.perf_counter() - start
     else:

@@ -9,7 +9,9 @@ jax / jaxlib / numpyro / funsor / numpy, the device kind and count, x64, ``XLA_F
 ``models`` and ``inference`` (an edit to the model or an engine changes the key: no stale program).
 
 On only where JAX's persistent cache is on (``jax_compilation_cache_dir`` set, as the command-line tools
-do), on the CPU, for single-device programs; ``GMM_EXECUTABLE_STORE=0`` turns it off. jaxlib loads its
+do), on the CPU, for single-device programs and programs over a mesh of host devices (the rows split, from
+20,000 rows; loaded onto the same devices, the key names their ids); ``GMM_EXECUTABLE_STORE=0`` turns it off.
+At (50,000, 8, 4) on 2 host devices MAP's compile went from 10.8 s to 0.6 s in a second process. jaxlib loads its
 LAPACK function pointers lazily, when a program using them is first lowered: a deserialised program that
 calls them before that crashes the process (segmentation fault, seen), so :func:`load` lowers a small
 Cholesky first. A file that cannot be read
@@ -80,8 +82,9 @@ def _lapack_ready() -> None:
     jax.jit(jnp.linalg.cholesky).lower(jnp.eye(2))
 
 
-def load(key):
-    """The stored executable for ``key`` (a repr-stable tuple), or None."""
+def load(key, devices=None):
+    """The stored executable for ``key`` (a repr-stable tuple), or None; ``devices``: the devices it runs on (a
+    mesh's, in its order), default the first one."""
     path = _path(key)
     if path is None or not os.path.exists(path):
         return None
@@ -93,7 +96,8 @@ def load(key):
             payload, in_tree, out_tree = pickle.load(f)
         # one device: the default one (deserialize_and_load would spread it over every device: 2 host devices
         # made it expect 2 shards per argument)
-        return deserialize_and_load(payload, in_tree, out_tree, execution_devices=jax.devices()[:1])
+        return deserialize_and_load(payload, in_tree, out_tree,
+                                    execution_devices=jax.devices()[:1] if devices is None else list(devices))
     except Exception:  # a damaged or foreign file: compile as usual
         return None
 

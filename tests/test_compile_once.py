@@ -190,3 +190,7 @@ def test_a_new_process_neither_traces_nor_compiles_svi_again(tmp_path):
     # measured: 28.6 s cold, 1.8 s warm; with the store off (JAX's persistent cache only) 27.2 s and 7.1 s
     assert warm["svi_compile"] < 0.15 * cold["svi_compile"], (cold["svi_compile"], warm["svi_compile"])
     assert warm["svi_means"] == cold["svi_means"] and warm["svi_loss"] == cold["svi_loss"]
+    # a program over a mesh of both host devices (MAP / SVI / NUTS from 20,000 rows) is stored and loaded too
+    assert cold["map_devices"] == warm["map_devices"] and len(cold["map_devices"]) == 2
+    assert warm["map_compile"] < 0.15 * cold["map_compile"], (cold["map_compile"], warm["map_compile"])
+    assert warm["map_means"] == cold["map_means"] and warm["map_loss"] == cold["map_loss"]
