@@ -392,7 +392,9 @@ def _diagnostics_section(cards: dict, summaries: dict, compare_df, column_names=
              for m in summaries if cards[m].get("loo")])
         body += ("<p>The warning is ArviZ's: a Pareto k above min(1 - 1/log<sub>10</sub> S, 0.7) for S draws. k is "
                  "estimated from the draws, noisily when they are few: LOO uses every draw up to "
-                 f"{loo_max_values():,} pointwise values, evenly spaced draws above that.</p>")
+                 f"{loo_max_values():,} pointwise values, evenly spaced draws above that. Below about 2,200 draws the "
+                 "threshold is under 0.7, and a warning there asks first for more draws, then for another model "
+                 "(A. Vehtari, paul-buerkner/brms#1606; stan-dev/loo#234).</p>")
     if compare_df is not None:
         body += "<h3>az.compare (LOO)</h3>" + scrolling(compare_df.to_html(float_format=lambda v: f"{v:.3f}"))
     return body

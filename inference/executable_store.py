@@ -121,20 +121,28 @@ def fresh_compile():
 
     An executable that JAX itself read back from its persistent cache serialises without its compiled kernels
     (a later process failed with ``NOT_FOUND: Function iota_convert_fusion not found``; reproduced on jax 0.10
-    and 0.12), so only fresh compiles may be stored: JAX's cache is switched off meanwhile (jax 0.10 honours
-    that; 0.12 decides once per process), and a cache hit seen by ``jax.monitoring`` vetoes the store."""
+    and 0.12), so only fresh compiles may be stored: JAX's cache is switched off meanwhile (config, then
+    ``reset_cache`` so that JAX reads the config again; both again on exit), and a cache hit seen by
+    ``jax.monitoring`` still vetoes the store."""
     state = {"fresh": False}
     if store_dir() is None:
         yield state
         return
+    from jax.experimental.compilation_cache.compilation_cache import reset_cache
+
     _listening()
     hits = _CACHE_HITS[0]
     before = jax.config.jax_enable_compilation_cache
+    # JAX decides once whether its cache is on (compilation_cache.is_cache_used) and ignores later config
+    # changes until reset_cache(): without the reset a program JAX had cached before was read back here,
+    # vetoed, and so never stored (MAP at 50,000 rows traced and lowered in every process, 3-4 s)
     jax.config.update("jax_enable_compilation_cache", False)
+    reset_cache()
     try:
         yield state
     finally:
         jax.config.update("jax_enable_compilation_cache", before)
+        reset_cache()
     state["fresh"] = _CACHE_HITS[0] == hits
 
 
