@@ -6,7 +6,7 @@ sizes, 5.1 of the default report's 8.1 s of figures (measured on the 2-core mach
 processes, so the figures render on every core and beside the building of the next one.
 
 The workers are plain ``python -c`` processes reading pickled figures on stdin and writing PNG bytes on
-stdout (length-prefixed), started once per process and reused by later reports (the test suite writes
+stdout (length-prefixed, `analysis.worker_pipe`), started once per process and reused by later reports (the test suite writes
 dozens). Not ``multiprocessing``: its ``spawn`` start re-runs the user's ``__main__`` script in every
 worker (a script without an ``if __name__ == "__main__"`` guard would run its report again), and
 ``fork`` is unsafe in a process running JAX's threads. A worker exits when its stdin closes, so it never
@@ -22,18 +22,17 @@ import atexit
 import os
 import pickle
 import queue
-import struct
-import subprocess
 import sys
 import threading
 from concurrent.futures import Future
 
 from analysis.html_page import figure_png
+from analysis.worker_pipe import receive, send
+from analysis.worker_pipe import start as start_worker
 
 __all__ = ["render_workers", "start", "submit", "PendingPng", "shutdown"]
 
 MAX_WORKERS = 4
-_HEADER = struct.Struct("<Q")
 _WORKERS: list | None = None
 _LOCK = threading.Lock()
 
@@ -51,25 +50,6 @@ def render_workers() -> int:
     return 0 if cores < 2 else min(cores, MAX_WORKERS)
 
 
-def _read_exact(stream, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = stream.read(size - len(data))
-        if not chunk:
-            raise EOFError("render worker closed its pipe")
-        data += chunk
-    return data
-
-
-def _send(stream, payload: bytes) -> None:
-    stream.write(_HEADER.pack(len(payload)) + payload)
-    stream.flush()
-
-
-def _receive(stream) -> bytes:
-    return _read_exact(stream, _HEADER.unpack(_read_exact(stream, _HEADER.size))[0])
-
-
 def serve() -> None:
     """A worker's loop: a pickled ``(figure, dpi)`` in, ``pickle((ok, png bytes or error text))`` out, until
     stdin closes."""
@@ -84,7 +64,7 @@ def serve() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:
-            job = _receive(stdin)
+            job = receive(stdin)
         except EOFError:
             return
         try:
@@ -92,18 +72,14 @@ def serve() -> None:
             answer = (True, figure_png(fig, dpi))
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which renders the figure itself
             answer = (False, f"{type(exc).__name__}: {exc}")
-        _send(stdout, pickle.dumps(answer))
+        send(stdout, pickle.dumps(answer))
 
 
 class _Worker:
     """One worker process and the thread that feeds it jobs one at a time."""
 
     def __init__(self):
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from analysis.render_pool import serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        self.process = start_worker("analysis.render_pool")
         self.jobs: queue.Queue = queue.Queue()
         self.busy = 0
         threading.Thread(target=self._loop, daemon=True).start()
@@ -115,8 +91,8 @@ class _Worker:
                 return
             blob, future = job
             try:
-                _send(self.process.stdin, blob)
-                ok, value = pickle.loads(_receive(self.process.stdout))
+                send(self.process.stdin, blob)
+                ok, value = pickle.loads(receive(self.process.stdout))
                 if ok:
                     future.set_result(value)
                 else:

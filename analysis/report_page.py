@@ -19,13 +19,6 @@ from analysis.budget import SKIPPED
 from analysis.html_page import fmt, render_html, scrolling, table_html
 from analysis.missing_report import missing_section
 
-
-def loo_max_values() -> int:
-    """``arviz_io.LOO_MAX_VALUES``, imported when a page with LOO is written (arviz_io imports ArviZ)."""
-    from analysis.arviz_io import LOO_MAX_VALUES
-
-    return LOO_MAX_VALUES
-
 __all__ = ["report_page", "FIGURE_HEADINGS"]
 
 # figure name -> section heading, in page order
@@ -369,6 +362,13 @@ def _sampler_html(cards: dict) -> str:
         "<code>nuts.nc</code>'s sample_stats): below 0.3 the momentum resampling explores the energy distribution poorly. "
         "Tree depth d means up to 2^d − 1 leapfrog steps per draw; draws at the cap (<code>max_tree_depth</code>) were "
         "cut short. Step size after warm-up; mean acceptance should be near the target (0.8).</p>")
+
+
+def loo_max_values() -> int:
+    """``arviz_io.LOO_MAX_VALUES``, imported when a page with LOO is written (arviz_io imports ArviZ)."""
+    from analysis.arviz_io import LOO_MAX_VALUES
+
+    return LOO_MAX_VALUES
 
 
 def _diagnostics_section(cards: dict, summaries: dict, compare_df, column_names=None) -> str:

@@ -18,8 +18,8 @@ Everything public is re-exported here: ``from analysis import arviz_io; arviz_io
 from ._stack import ARVIZ_MAJOR, add_groups, arviz_version, group, group_names
 from .convert import ASSIGNMENTS_GROUP, assignment_groups
 from .convert import (ARVIZ_STAT_NAMES, FIT_TRACE_GROUP, FLOAT32_GROUPS, GROUPS, LOGLIK_MAX_VALUES, LOGLIK_MIN_DRAWS,
-                      LOO_MAX_VALUES, PARAM_VARS, drop_loo_draws, thin_log_likelihood, RHAT_METHOD, dim_coords, load_netcdf, loglik_draws_kept, predictive_groups, save_netcdf,
-                      to_inference_data)
+                      LOO_MAX_VALUES, PARAM_VARS, RHAT_METHOD, dim_coords, drop_loo_draws, load_netcdf, loglik_draws_kept,
+                      predictive_groups, save_netcdf, thin_log_likelihood, to_inference_data)
 from .loo_pool import PendingLoo
 from .loo_pool import submit as submit_loo
 from .sampler import BFMI_THRESHOLD, bfmi, energy_densities, rank_histograms, sampler_stats

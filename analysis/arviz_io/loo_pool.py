@@ -9,21 +9,20 @@ comes back pickled, so the engines' LOO run at once while the report writes its 
 the in-process ones (tested). Below ``MIN_VALUES`` pointwise values a worker's start-up (its imports, ~2 s) would
 cost more than it saves: computed here. A worker that cannot start or fails: computed here, the same numbers.
 
-Plain ``python -c`` workers, for the reasons of :mod:`analysis.render_pool` (``spawn`` re-runs the user's
-``__main__``, ``fork`` is unsafe beside JAX's threads).
+Plain ``python -c`` workers started and spoken to as :mod:`analysis.render_pool`'s (:mod:`analysis.worker_pipe`).
 """
 
 from __future__ import annotations
 
-import os
 import pickle
-import struct
-import subprocess
 import sys
 import threading
 
 import numpy as np
 import xarray as xr
+
+from analysis.worker_pipe import receive, send
+from analysis.worker_pipe import start as start_worker
 
 from ._stack import assemble, group
 from .stats import loo_result
@@ -31,7 +30,6 @@ from .stats import loo_result
 __all__ = ["MIN_VALUES", "submit", "PendingLoo", "loo_of_groups"]
 
 MIN_VALUES = 2_000_000
-_HEADER = struct.Struct("<Q")
 
 
 def loo_of_groups(posterior: xr.Dataset, log_likelihood: xr.Dataset):
@@ -39,22 +37,12 @@ def loo_of_groups(posterior: xr.Dataset, log_likelihood: xr.Dataset):
     return loo_result(assemble({"posterior": posterior, "log_likelihood": log_likelihood}))
 
 
-def _read_exact(stream, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = stream.read(size - len(data))
-        if not chunk:
-            raise EOFError("LOO worker pipe closed")
-        data += chunk
-    return bytes(data)
-
-
 def serve() -> None:
     """The worker: a length-prefixed pickle of (posterior Dataset, log_likelihood coords, attrs and shape), then
-    the pointwise matrix's float64 bytes, on stdin; ``pickle((ok, result or error text))`` on stdout."""
+    the pointwise matrix's float64 bytes, on stdin; a message ``pickle((ok, result or error text))`` on stdout."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     try:
-        posterior, coords, attrs, shape = pickle.loads(_read_exact(stdin, _HEADER.unpack(_read_exact(stdin, _HEADER.size))[0]))
+        posterior, coords, attrs, shape = pickle.loads(receive(stdin))
         values = np.empty(shape, np.float64)
         view, done = memoryview(values).cast("B"), 0
         while done < values.nbytes:  # the raw float64 bytes, read in place (no second copy)
@@ -66,8 +54,7 @@ def serve() -> None:
         answer = (True, loo_of_groups(posterior, log_likelihood))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which computes it itself
         answer = (False, f"{type(exc).__name__}: {exc}")
-    stdout.write(pickle.dumps(answer))
-    stdout.flush()
+    send(stdout, pickle.dumps(answer))
 
 
 class PendingLoo:
@@ -85,19 +72,14 @@ class PendingLoo:
 
     def _run(self) -> None:
         posterior, log_likelihood = self._groups
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-                   JAX_PLATFORMS="cpu", XLA_FLAGS="")
         try:
-            process = subprocess.Popen([sys.executable, "-c", "from analysis.arviz_io.loo_pool import serve; serve()"],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+            process = start_worker("analysis.arviz_io.loo_pool", JAX_PLATFORMS="cpu", XLA_FLAGS="")
             values = np.ascontiguousarray(log_likelihood["x"].values, np.float64)
-            head = pickle.dumps((posterior, {k: v.values for k, v in log_likelihood.coords.items()}, dict(log_likelihood.attrs),
-                                 values.shape))
-            process.stdin.write(_HEADER.pack(len(head)) + head)
+            send(process.stdin, pickle.dumps((posterior, {k: v.values for k, v in log_likelihood.coords.items()},
+                                              dict(log_likelihood.attrs), values.shape)))
             process.stdin.write(memoryview(values).cast("B"))
             process.stdin.close()
-            answer = pickle.loads(process.stdout.read())
+            answer = pickle.loads(receive(process.stdout))
             process.wait()
             self._answer = answer
         except Exception as exc:  # noqa: BLE001 - computed here instead
