@@ -1,8 +1,10 @@
 """NUTS on ``models.gmm_model`` with z enumerated out (funsor), started at the MAP point.
 
 The sampler is NumPyro's functional NUTS (``numpyro.infer.hmc.hmc``) on the enumerated model's
-potential energy, driven by our own jitted ``lax.scan`` so that the compiled program is cached
-across fits (``numpyro.infer.MCMC`` re-jits its loop on every ``run``). Chains run sequentially
+potential energy, driven by our own jitted ``lax.scan`` (``inference.nuts_chains``) so that the compiled program is
+cached across fits (``numpyro.infer.MCMC`` re-jits its loop on every ``run``). The metric: the Laplace
+``H^-1`` at the start where the posterior is the Gaussian it assumes (always above 100 parameters; below,
+kept when the chains' warm-ups confirm it), else adapted from draws. Chains run sequentially
 on CPU (``set_host_device_count`` + parallel chains deadlocked on a 2-core host), vectorised or
 pmapped on accelerators. Label switching: every draw is relabelled against a pivot (the MAP
 point, then the aligned mean) with ``models.alignment.relabel_draws``.
@@ -21,15 +23,12 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.flatten_util import ravel_pytree
-from numpyro import handlers
-from numpyro.infer.hmc import hmc
-from numpyro.infer.util import potential_energy
 
 from models.alignment import mean_of_draws, relabel_draws
 from models.density import responsibilities
@@ -40,27 +39,22 @@ from ._numpyro_common import (
     check_float_option,
     check_int_option,
     compiled_call,
-    enumerated,
     key_array,
-    make_model,
     missing_of,
     model_sites,
     params_from_site_draws,
     prior_items,
-    site_supports,
-    to_constrained,
     unconstrain_fn,
     weight_info,
     with_checked_weights,
 )
 from .assignment_draws import assignment_draws as draw_assignments
 from .assignment_draws import posterior_mode
-from .laplace_mass import build_laplace_inverse_mass
-from .numpyro_map import starting_point
 from .diagnostics import convergence_warnings, diagnose, min_ess, split_r_hat, tree_depth
+from .laplace_mass import build_laplace_inverse_mass, laplace_warmup_verdict
+from .numpyro_map import starting_point
+from .nuts_chains import WarmupRejected, kernel_settings, run_chains
 from .result import FitResult
-from .robust_nuts import robust_sample_kernel
-from .step_size_warmup import single_window_step
 from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_choice, check_num_components
 
@@ -72,6 +66,7 @@ CHAIN_METHODS = ("auto", "sequential", "vectorized", "parallel")
 DENSE_MASS_MAX_DIM = 100
 LAPLACE_JITTER_SDS = 4.0  # with a Laplace mass matrix, init_jitter = 0.5 starts the other chains ~2 posterior sds out
 PROGRESS_SEGMENTS = 20
+LAPLACE_TRIAL_MIN_WARMUP = 100  # the trial's verdict reads the warm-up's second half
 R_HAT_KIND = "split R-hat (numpyro.diagnostics.split_gelman_rubin), max over the elements of each field"
 
 NUTS_DEFAULTS = dict(
@@ -107,146 +102,18 @@ def resolve_chain_method(chain_method: str, num_chains: int) -> str:
     return "parallel" if jax.local_device_count() >= num_chains else "vectorized"
 
 
+def tries_laplace_mass(laplace_mass, num_params: int, num_warmup: int) -> bool:
+    """Whether NUTS first tries the Laplace metric and keeps it only if its warm-up looks Gaussian
+    (``inference.laplace_mass.laplace_warmup_verdict``; else the metric is adapted from draws): ``laplace_mass``
+    "auto" at most ``DENSE_MASS_MAX_DIM`` parameters, with a warm-up of at least ``LAPLACE_TRIAL_MIN_WARMUP``."""
+    return isinstance(laplace_mass, str) and num_params <= DENSE_MASS_MAX_DIM and num_warmup >= LAPLACE_TRIAL_MIN_WARMUP
+
+
 def uses_laplace_mass(laplace_mass, num_params: int) -> bool:
     """Whether NUTS fixes its metric at the Laplace ``H^-1``: ``laplace_mass`` "auto" above ``DENSE_MASS_MAX_DIM``
     unconstrained parameters (where a dense matrix from draws is not reliable), else as given. Also the budget's
     rule (``analysis.budget``)."""
     return num_params > DENSE_MASS_MAX_DIM if isinstance(laplace_mass, str) and laplace_mass == "auto" else bool(laplace_mass)
-
-
-def _potential_fn_gen(num_components, prior):
-    model = enumerated(make_model(num_components, prior))
-    # a weighted model has no z to enumerate (models.gmm): its plain log density honours per-row scales
-    return lambda x, w, m: (lambda unconstrained: potential_energy(model, (x, w, m), {}, unconstrained, enum=w is None))
-
-
-def _prior_energy_fn(num_components, prior):
-    """``(unconstrained, x, w, m) -> -(log prior + log |Jacobian|)``: the potential with the data sites hidden; a
-    draw's log-likelihood is then ``prior energy - potential energy`` (to rounding), with no pass over the rows."""
-    model = handlers.block(enumerated(make_model(num_components, prior)), hide=["x", "z"])
-    return lambda unconstrained, x, w, m: potential_energy(model, (x, w, m), {}, unconstrained, enum=False)
-
-
-def _nuts_kernel(num_components, prior):
-    return hmc(potential_fn_gen=_potential_fn_gen(num_components, prior), algo="NUTS")
-
-
-def _kernel_settings(num_warmup, target_accept_prob, max_tree_depth, dense_mass, adapt_mass_matrix=True):
-    return dict(num_warmup=num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
-                dense_mass=dense_mass, adapt_mass_matrix=adapt_mass_matrix)
-
-
-def _hmc_settings(settings):
-    """NumPyro's settings: with a fixed mass matrix its warm-up is ours (``step_size_warmup``), so it gets none."""
-    return dict(settings, num_warmup=0) if not settings["adapt_mass_matrix"] else dict(settings)
-
-
-def _build_chain_init(num_components, prior, settings, vectorized):
-    """``(key, start_unconstrained, inverse_mass, x, sample_weight, missing) -> HMCState`` (vmapped over chains
-    when ``vectorized``; ``inverse_mass`` None (adapted from draws) or the Laplace matrix
-    (``inference.laplace_mass``); ``missing`` None or the holes' patterns, ``inference._numpyro_common.Missing``)."""
-    settings = _hmc_settings(dict(settings))
-
-    def init_chain(key, start, inverse_mass, x, w, m):
-        init_kernel, _ = _nuts_kernel(num_components, prior)
-        return init_kernel(start, model_args=(x, w, m), rng_key=key, inverse_mass_matrix=inverse_mass, **settings)
-
-    return jax.vmap(init_chain, in_axes=(0, 0, None, None, None, None)) if vectorized else init_chain
-
-
-def _build_chain_segment(num_components, num_features, prior, settings, length, vectorized):
-    """``(state, x, sample_weight, missing) -> (state, draws)``: ``length`` NUTS transitions, collecting constrained
-    sites, potential and Hamiltonian energy, step size, divergences, tree sizes, acceptance and the
-    (weighted) log-likelihood."""
-    settings = dict(settings)
-    own_warmup = not settings["adapt_mass_matrix"]
-    supports = site_supports(num_components, num_features, prior)
-    prior_energy = _prior_energy_fn(num_components, prior)
-
-    def segment(state, x, w, m):
-        if own_warmup:  # a fixed metric: our tree (robust U-turn checks) and our single-window step-size warm-up
-            transition = single_window_step(robust_sample_kernel(_potential_fn_gen(num_components, prior), settings["max_tree_depth"]),
-                                            settings["num_warmup"], settings["target_accept_prob"])
-        else:
-            init_kernel, transition = _nuts_kernel(num_components, prior)
-            # hmc() keeps the adaptation schedule and tree depth in closure variables set by
-            # init_kernel; an abstract evaluation sets them without running anything.
-            jax.eval_shape(lambda s, data, wd, md: init_kernel(s.z, model_args=(data, wd, md), rng_key=s.rng_key, **settings),
-                           state, x, w, m)
-
-        def step(state, _):
-            state = transition(state, model_args=(x, w, m))
-            sites = to_constrained(state.z, supports)
-            record = dict(
-                sites=sites,
-                potential_energy=state.potential_energy,
-                energy=state.energy,
-                step_size=state.adapt_state.step_size,
-                diverging=state.diverging,
-                num_steps=state.num_steps,
-                accept_prob=state.accept_prob,
-                # the potential holds it: no pass over the rows (~1/3 of a gradient's work) per iteration
-                log_likelihood=prior_energy(state.z, x, w, m) - state.potential_energy,
-            )
-            return state, record
-
-        return lax.scan(step, state, None, length=length)
-
-    return jax.vmap(segment, in_axes=(0, None, None, None)) if vectorized else segment
-
-
-def _run_chains(keys, starts, data, chain_method, init_static, segment_static, num_segments, progress, mesh=None,
-                inverse_mass=None):
-    """Run every chain; returns (records with leading (chain, step), compile_seconds, run_seconds)."""
-    compile_seconds = run_seconds = 0.0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_segments * segment_static[-2] * keys.shape[0], desc=f"nuts ({chain_method})", leave=False)
-
-    def advance(build, static, *args):
-        nonlocal compile_seconds, run_seconds
-        out, c, r = compiled_call(build, static, *args, mesh=mesh, rows=(len(args) - 3, len(args) - 2))  # x, w of (..., x, w, m)
-        compile_seconds, run_seconds = compile_seconds + c, run_seconds + r
-        return out
-
-    def run_segments(state, chains):
-        step_axis = 0 if chain_method == "sequential" else 1
-        records = []
-        for _ in range(num_segments):
-            state, record = advance(_build_chain_segment, segment_static, state, *data)
-            records.append(record)
-            if bar is not None:
-                bar.update(segment_static[-2] * chains)
-        return jax.tree.map(lambda *r: jnp.concatenate(r, axis=step_axis), *records)
-
-    if chain_method == "vectorized":
-        state = advance(_build_chain_init, init_static + (True,), keys, starts, inverse_mass, *data)
-        records = run_segments(state, keys.shape[0])
-    elif chain_method == "parallel":
-        start = time.perf_counter()
-        init = jax.pmap(_build_chain_init(*init_static, False), in_axes=(0, 0, None, None, None, None))
-        segment = jax.pmap(_build_chain_segment(*segment_static, False), in_axes=(0, None, None, None))
-        state = init(keys, starts, inverse_mass, *data)
-        records = []
-        for _ in range(num_segments):
-            state, record = segment(state, *data)
-            records.append(record)
-            if bar is not None:
-                bar.update(segment_static[-2] * keys.shape[0])
-        records = jax.block_until_ready(jax.tree.map(lambda *r: jnp.concatenate(r, axis=1), *records))
-        run_seconds = time.perf_counter() - start  # pmap compiles inside; not separated
-    else:
-        per_chain = []
-        for chain in range(keys.shape[0]):
-            state = advance(_build_chain_init, init_static + (False,), keys[chain], jax.tree.map(lambda a: a[chain], starts),
-                            inverse_mass, *data)
-            per_chain.append(run_segments(state, 1))
-        records = jax.tree.map(lambda *r: jnp.stack(r), *per_chain)
-    if bar is not None:
-        bar.close()
-    return records, compile_seconds, run_seconds
 
 
 def _dispersed_starts(key, start: dict, num_chains: int, jitter: float, inverse_mass=None) -> dict:
@@ -314,11 +181,15 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     target_accept_prob, max_tree_depth : NUTS settings (0.8, 10).
     dense_mass : "auto" (default: dense up to ``DENSE_MASS_MAX_DIM`` unconstrained parameters, else diagonal),
         True or False; ``info["options"]["dense_mass"]`` says which ran.
-    laplace_mass : "auto" (default: above ``DENSE_MASS_MAX_DIM`` parameters), True or False: the dense inverse
-        mass matrix fixed at the Laplace ``H^-1`` at the start (``inference.laplace_mass``), warm-up adapting
-        the step size only, in one dual-averaging window (``inference.step_size_warmup``), and trees with the
-        robust U-turn checks (``inference.robust_nuts``); where H is not positive definite the mass matrix is
-        adapted from draws by NumPyro's windowed warm-up (the reason in ``info["options"]["laplace_mass"]``).
+    laplace_mass : "auto" (default), True or False: the dense inverse mass matrix fixed at the Laplace ``H^-1`` at
+        the start (``inference.laplace_mass``), warm-up adapting the step size only, in one dual-averaging window
+        (``inference.step_size_warmup``), and trees with the robust U-turn checks (``inference.robust_nuts``).
+        "auto": always above ``DENSE_MASS_MAX_DIM`` parameters; at or below it tried, and kept only if every
+        chain's warm-up looks Gaussian (``laplace_warmup_verdict``: no divergence in its second half, a step size
+        and trees near a Gaussian's); otherwise every chain runs again with the metric adapted from draws, as
+        ``laplace_mass=False`` would (same keys: the same draws), the trial's seconds counted. Where H is not
+        positive definite the mass matrix is adapted from draws. ``info["options"]["laplace_mass"]`` says which
+        ran and why.
     num_assignment_draws : draws of z by ``infer_discrete`` (temperature 1), default 100.
     prior : dict of ``gmm_model`` prior overrides; map_options : options for the MAP start.
     sample_weight : (N,) non-negative row weights (weighted likelihood, as ``fit_map``); assignment draws
@@ -352,39 +223,44 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     num_params = sum(np.size(v) for v in start_unconstrained.values())
     if opts["dense_mass"] == "auto":
         opts["dense_mass"] = num_params <= DENSE_MASS_MAX_DIM
+    adapted_dense, trial = opts["dense_mass"], tries_laplace_mass(opts["laplace_mass"], num_params, num_warmup)
     opts["laplace_mass"] = uses_laplace_mass(opts["laplace_mass"], num_params)
     inverse_mass, laplace_seconds = None, 0.0
-    if opts["laplace_mass"]:
+    if opts["laplace_mass"] or trial:
         (matrix, ok), c, r = compiled_call(build_laplace_inverse_mass, (num_components, prior), start_unconstrained,
                                            jnp.asarray(x), weights, missing_of(x))
         laplace_seconds = c + r
         if bool(ok):
-            inverse_mass, opts["dense_mass"] = jnp.asarray(matrix), True
-        else:
+            inverse_mass, opts["dense_mass"], opts["laplace_mass"] = jnp.asarray(matrix), True, True
+        elif opts["laplace_mass"]:
             opts["laplace_mass"] = "not positive definite at the start: adapted from draws"
+    trial = trial and inverse_mass is not None
 
     total = num_warmup + num_samples
-    length = math.ceil(total / PROGRESS_SEGMENTS) if opts["progress"] else total
-    num_segments = math.ceil(total / length)
-    starts = _dispersed_starts(jitter_key, start_unconstrained, num_chains, opts["init_jitter"], inverse_mass)
-    settings = tuple(sorted(_kernel_settings(num_warmup, opts["target_accept_prob"], opts["max_tree_depth"], opts["dense_mass"],
-                                             adapt_mass_matrix=inverse_mass is None).items()))
+    length = math.ceil(total / PROGRESS_SEGMENTS) if opts["progress"] or trial else total
     vectorized = opts["chain_method"] == "vectorized"
-    dense_dim = num_params if opts["dense_mass"] else 0
-    mesh = row_mesh(opts["devices"], x.shape[0], missing_of(x), opts["chain_method"],
-                    lapack_work(num_components, num_features, num_chains if vectorized else 1, dense_dim))
-    records, compile_seconds, run_seconds = _run_chains(
-        jax.random.split(chain_key, num_chains),
-        starts,
-        (jnp.asarray(x), weights, missing_of(x)),
-        opts["chain_method"],
-        (num_components, prior, settings),
-        (num_components, num_features, prior, settings, length, vectorized),
-        num_segments,
-        opts["progress"],
-        mesh,
-        inverse_mass,
-    )
+
+    def run(inverse_mass, dense_mass, check):
+        settings = tuple(sorted(kernel_settings(num_warmup, opts["target_accept_prob"], opts["max_tree_depth"], dense_mass,
+                                                adapt_mass_matrix=inverse_mass is None).items()))
+        mesh = row_mesh(opts["devices"], x.shape[0], missing_of(x), opts["chain_method"],
+                        lapack_work(num_components, num_features, num_chains if vectorized else 1, num_params if dense_mass else 0))
+        out = run_chains(jax.random.split(chain_key, num_chains),
+                         _dispersed_starts(jitter_key, start_unconstrained, num_chains, opts["init_jitter"], inverse_mass),
+                         (jnp.asarray(x), weights, missing_of(x)), opts["chain_method"], (num_components, prior, settings),
+                         (num_components, num_features, prior, settings, length, vectorized), math.ceil(total / length),
+                         opts["progress"], mesh, inverse_mass, warmup_check=check, num_warmup=num_warmup)
+        return out, mesh
+
+    trial_seconds = 0.0
+    try:
+        (records, compile_seconds, run_seconds), mesh = run(inverse_mass, opts["dense_mass"],
+                                                       partial(laplace_warmup_verdict, num_params=num_params) if trial else None)
+    except WarmupRejected as rejected:  # the Laplace metric did not fit this posterior: the adapted metric, as without it
+        trial_seconds = rejected.compile_seconds + rejected.run_seconds
+        opts["laplace_mass"], opts["dense_mass"] = f"tried; adapted from draws instead: {rejected.reason}", adapted_dense
+        (records, compile_seconds, run_seconds), mesh = run(None, adapted_dense, None)
+        compile_seconds, run_seconds = compile_seconds + rejected.compile_seconds, run_seconds + rejected.run_seconds
     sampling_seconds, kept = run_seconds, slice(num_warmup, total)
     warmup_steps = int(np.asarray(records["num_steps"])[:, :num_warmup].sum())
     records = jax.tree.map(lambda a: np.asarray(a)[:, kept], records)
@@ -445,5 +321,6 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
             warmup_leapfrog_steps=warmup_steps,  # every chain's, with trace["num_steps"] the run's gradients
             start_seconds=start_compile + start_run,
             laplace_mass_seconds=laplace_seconds,
+            laplace_trial_seconds=trial_seconds,  # the rejected trial's chain under the Laplace metric (in run_seconds)
         ),
     )
