@@ -1,7 +1,7 @@
 """The Bayesian engines' cost where it is spent (issue 24): the potential's gradient inside a compiled loop, and
 NUTS's gradients per effective draw.
 
-Run: ``python benchmarks/bench_bayes.py [--grad-only | --nuts-only | --sharded] [--repeats R]`` (prints one line per
+Run: ``python benchmarks/bench_bayes.py [--grad-only | --nuts-only | --sharded | --peers PYTHON] [--repeats R]`` (prints one line per
 measurement and the load average; a benchmark, not a test: ratios from one run on a shared machine).
 
 1. ms per gradient of NumPyro's potential (``models.gmm_model``, z enumerated, standardised data, float64) inside
@@ -15,6 +15,9 @@ measurement and the load average; a benchmark, not a test: ratios from one run o
    otherwise): ms per gradient with the rows on one device against split over every device
    (``inference.sharded_potential``), interleaved; NUTS's sampling seconds at (5,000, 5, 3), and short MAP and NUTS
    runs at (50,000, 8, 4), on 1 and all devices.
+4. ``--peers PYTHON`` (alone): our NUTS (defaults, and ``laplace_mass=False``) against PyMC's NUTS and nutpie on the
+   same standardised rows, model and priors, from the same fitted point (``peer_samplers.py``, run by PYTHON, a
+   Python with ``pymc`` and ``nutpie``, one BLAS thread); min bulk ESS per second, and our ratio to each.
 """
 
 from __future__ import annotations
@@ -173,6 +176,55 @@ def nuts(repeats: int, settings=NUTS_SETTINGS, shape=(5_000, 5, 3)):
                   f"converged {result.converged}  [{load()}]", flush=True)
 
 
+def peers(python: str, shape=(5_000, 5, 3)):
+    """Ours against PyMC's NUTS and nutpie (``peer_samplers.py``, run by ``python``, which has them) on one posterior:
+    the rows of ``problem(*shape)`` standardised (so every sampler's priors are the same in the same units), every
+    sampler started at EM's fit, 2 chains x (500 + 1,000); min bulk ESS (ArviZ, after relabelling every draw against
+    that start, ``models.alignment.relabel_draws``) per second of warm-up and draws, compile excluded."""
+    import json
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from inference import fit
+    from models.alignment import relabel_draws
+
+    x, _ = problem(*shape)
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    start = fit("em", jax.random.PRNGKey(0), x, shape[2]).params
+    folder = Path(tempfile.mkdtemp(prefix="peers-"))
+    np.save(folder / "data.npy", x)
+    np.savez(folder / "start.npz", **{name: np.asarray(v) for name, v in start._asdict().items()})
+    rates = {}
+    for name, options in (("this project, defaults", {}), ("this project, laplace_mass=False", {"laplace_mass": False})):
+        result = fit("nuts", jax.random.PRNGKey(0), x, shape[2], progress=False, num_assignment_draws=0, **options)
+        ess, run = min_bulk_ess(result.samples), result.info["sampling_seconds"]
+        rates[name] = ess / run
+        print(f"peers {shape} {name}: sampling+warm-up {run:.1f} s, leapfrog/draw {np.mean(result.trace['num_steps']):.1f}, "
+              f"min bulk ESS {ess:.0f}, ESS/s {ess / run:.1f}, divergences {result.info['num_divergences']}, "
+              f"metric {str(result.info['options']['laplace_mass'])[:60]}, converged {result.converged}  [{load()}]", flush=True)
+    threads = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    done = subprocess.run([python, str(Path(__file__).with_name("peer_samplers.py")), str(folder)], capture_output=True, text=True,
+                          env=dict(os.environ, **threads))
+    if done.returncode:
+        print(f"peers: {python} failed: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+        return
+    for line in done.stdout.splitlines():
+        if not line.startswith("{"):
+            continue
+        peer = json.loads(line)
+        draws = dict(np.load(folder / f"{peer['sampler']}.npz"))
+        aligned, _ = relabel_draws(models.GMMParams(**draws), start)
+        ess = min_bulk_ess(aligned)
+        rates[peer["sampler"]] = ess / peer["seconds"]
+        print(f"peers {shape} {peer['sampler']} {peer['version']}: sampling+warm-up {peer['seconds']:.1f} s, leapfrog/draw "
+              f"{peer['leapfrog_per_draw']:.1f}, min bulk ESS {ess:.0f}, ESS/s {ess / peer['seconds']:.1f}, divergences "
+              f"{peer['divergences']}  [{load()}]", flush=True)
+    ours = rates["this project, defaults"]
+    print("peers: our defaults' ESS/s over " + ", ".join(f"{name} {ours / rate:.2f}x" for name, rate in rates.items() if name != "this project, defaults"),
+          flush=True)
+
+
 def sharded_gradient_ms(x, num_components: int, mesh, iterations: int, repeats: int) -> float:
     """ms per ``value_and_grad`` of the enumerated potential with the rows split over ``mesh`` (None: one device), the
     rows split once at the program's entry as the engines do (``inference.sharded_potential.rows_on_mesh``)."""
@@ -242,10 +294,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nuts-shape", default="5000,5,3", help="N,D,K of the NUTS comparison (default 5000,5,3)")
     parser.add_argument("--settings", default=None, help="comma-separated indices into NUTS_SETTINGS (default: all)")
+    parser.add_argument("--peers", metavar="PYTHON", default=None,
+                        help="alone: ours against PyMC and nutpie at --nuts-shape, run by PYTHON (which has pymc and nutpie)")
     args = parser.parse_args()
     print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} cores, {load()}", flush=True)
     if args.sharded:
         sharded(args.repeats, nuts_too=not args.no_nuts)
+        return
+    if args.peers:
+        peers(args.peers, tuple(int(v) for v in args.nuts_shape.split(",")))
         return
     if not args.nuts_only:
         gradients(args.repeats)
