@@ -176,11 +176,12 @@ def nuts(repeats: int, settings=NUTS_SETTINGS, shape=(5_000, 5, 3)):
                   f"converged {result.converged}  [{load()}]", flush=True)
 
 
-def peers(python: str, shape=(5_000, 5, 3)):
+def peers(python: str, shape=(5_000, 5, 3), samplers="nutpie,pymc"):
     """Ours against PyMC's NUTS and nutpie (``peer_samplers.py``, run by ``python``, which has them) on one posterior:
     the rows of ``problem(*shape)`` standardised (so every sampler's priors are the same in the same units), every
     sampler started at EM's fit, 2 chains x (500 + 1,000); min bulk ESS (ArviZ, after relabelling every draw against
-    that start, ``models.alignment.relabel_draws``) per second of warm-up and draws, compile excluded."""
+    that start, ``models.alignment.relabel_draws``) per second of warm-up and draws, compile excluded. Ours also with
+    ``laplace_mass=False`` (its fallback) where the model has at most 100 parameters."""
     import json
     import subprocess
     import tempfile
@@ -196,7 +197,13 @@ def peers(python: str, shape=(5_000, 5, 3)):
     np.save(folder / "data.npy", x)
     np.savez(folder / "start.npz", **{name: np.asarray(v) for name, v in start._asdict().items()})
     rates = {}
-    for name, options in (("this project, defaults", {}), ("this project, laplace_mass=False", {"laplace_mass": False})):
+    from inference.numpyro_nuts import DENSE_MASS_MAX_DIM
+    from models.criteria import num_parameters
+
+    ours = [("this project, defaults", {})]
+    if num_parameters(shape[2], shape[1], "full") <= DENSE_MASS_MAX_DIM:
+        ours.append(("this project, laplace_mass=False", {"laplace_mass": False}))
+    for name, options in ours:
         result = fit("nuts", jax.random.PRNGKey(0), x, shape[2], progress=False, num_assignment_draws=0, **options)
         ess, run = min_bulk_ess(result.samples), result.info["sampling_seconds"]
         rates[name] = ess / run
@@ -204,7 +211,8 @@ def peers(python: str, shape=(5_000, 5, 3)):
               f"min bulk ESS {ess:.0f}, ESS/s {ess / run:.1f}, divergences {result.info['num_divergences']}, "
               f"metric {str(result.info['options']['laplace_mass'])[:60]}, converged {result.converged}  [{load()}]", flush=True)
     threads = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    done = subprocess.run([python, str(Path(__file__).with_name("peer_samplers.py")), str(folder)], capture_output=True, text=True,
+    done = subprocess.run([python, str(Path(__file__).with_name("peer_samplers.py")), str(folder), "--samplers", samplers],
+                          capture_output=True, text=True,
                           env=dict(os.environ, **threads))
     if done.returncode:
         print(f"peers: {python} failed: {done.stderr.strip().splitlines()[-1:]}", flush=True)
@@ -296,13 +304,14 @@ def main():
     parser.add_argument("--settings", default=None, help="comma-separated indices into NUTS_SETTINGS (default: all)")
     parser.add_argument("--peers", metavar="PYTHON", default=None,
                         help="alone: ours against PyMC and nutpie at --nuts-shape, run by PYTHON (which has pymc and nutpie)")
+    parser.add_argument("--peer-samplers", default="nutpie,pymc", help="with --peers: which (PyMC did not finish (50,000, 8, 4) in 21 min)")
     args = parser.parse_args()
     print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} cores, {load()}", flush=True)
     if args.sharded:
         sharded(args.repeats, nuts_too=not args.no_nuts)
         return
     if args.peers:
-        peers(args.peers, tuple(int(v) for v in args.nuts_shape.split(",")))
+        peers(args.peers, tuple(int(v) for v in args.nuts_shape.split(",")), args.peer_samplers)
         return
     if not args.nuts_only:
         gradients(args.repeats)
