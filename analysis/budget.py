@@ -40,9 +40,13 @@ N=60, K=2, D=50, 0.44 ms at N=2000, K=4, D=20, 1.3 ms at N=20000, K=2, D=10. The
 its options:
 
 * EM / hard EM: compile 1.5 s + ``n_init x max_iters x t`` (the iteration cap: an upper bound);
-* MAP: compile 6 s + ``n_init x num_steps x 4 t`` (cap);
-* SVI: compile 8 s + ``num_steps x num_particles x 4 t`` (cap), plus MAP's cost when it cannot start
-  from this report's MAP point;
+* MAP: compile 6 s + ``n_init x num_steps x s`` (cap), ``s = 40 us + (t - 10 us)`` a step of one restart: a
+  gradient's work plus ~4x a gradient's fixed cost (the enumerated ELBO and Adam; measured 50 us per restart-step
+  on the seed problem, 3.8 ms at (50,000, 8, 4) where ``s`` is 5.8 ms; until session 9 the estimate was ``4 t``,
+  which charged MAP 283 s and SVI 377 s there and skipped SVI under the default budget, for a MAP that took 4.7 s
+  and an SVI that took 10.4 s);
+* SVI: compile 8 s + ``num_steps x num_particles x s`` (cap; measured 62 us per particle-step on the seed problem,
+  2.3 ms at (50,000, 8, 4)), plus MAP's cost when it cannot start from this report's MAP point;
 * NUTS: compile 8 s + ``num_chains x (num_warmup + num_samples) x L x t`` (+ MAP as for SVI) with
   ``L = 8 p^(1/4)`` gradient evaluations per iteration (p free parameters; trajectories grow like
   d^(1/4) on well-conditioned posteriors; measured L ~ 20 at the seed problem and at K=3, D=5),
@@ -68,8 +72,8 @@ from dataclasses import dataclass, field
 
 from analysis.errors import ReportError
 
-__all__ = ["plan_engines", "Plan", "estimate_seconds", "gradient_seconds", "points_per_component", "identifiable",
-           "DEFAULT_DATA_MAX_SECONDS", "SKIPPED"]
+__all__ = ["plan_engines", "Plan", "estimate_seconds", "gradient_seconds", "step_seconds", "points_per_component",
+           "identifiable", "DEFAULT_DATA_MAX_SECONDS", "SKIPPED"]
 
 DEFAULT_DATA_MAX_SECONDS = 600.0
 SKIPPED = "skipped: "  # prefix of a skipped engine's entry in metrics.json "failed"
@@ -96,6 +100,12 @@ def gradient_seconds(n: int, k: int, d: int, covariance_type: str = "full") -> f
     """Seconds of one log-likelihood + gradient evaluation at N rows, K components, D columns."""
     per_row = d * d + 4 * d if covariance_type in ("full", "tied") else 6 * d
     return 1e-5 + 3e-10 * n * k * per_row
+
+
+def step_seconds(n: int, k: int, d: int) -> float:
+    """Seconds of one MAP restart-step or SVI particle-step (module docstring): one gradient's work, and ~4x its
+    fixed cost."""
+    return 4e-5 + (gradient_seconds(n, k, d) - 1e-5)
 
 
 def _option(options: dict, method: str, key: str):
@@ -126,9 +136,9 @@ def estimate_seconds(method: str, n: int, k: int, d: int, options: dict, *, map_
     t = gradient_seconds(n, k, d)
     start = 0.0 if map_point or options.get("init", "map") != "map" else estimate_seconds("map", n, k, d, options.get("map_options") or {})
     if method == "map":
-        return _COMPILE_SECONDS["map"] + o("n_init") * o("num_steps") * 4 * t
+        return _COMPILE_SECONDS["map"] + o("n_init") * o("num_steps") * step_seconds(n, k, d)
     if method == "svi":
-        return _COMPILE_SECONDS["svi"] + o("num_steps") * o("num_particles") * 4 * t + start
+        return _COMPILE_SECONDS["svi"] + o("num_steps") * o("num_particles") * step_seconds(n, k, d) + start
     if method == "nuts":
         from inference.numpyro_nuts import uses_laplace_mass
 
