@@ -188,7 +188,9 @@ def peers(python: str, shape=(5_000, 5, 3), samplers="nutpie,pymc"):
     from pathlib import Path
 
     from inference import fit
+    from inference.numpyro_nuts import DENSE_MASS_MAX_DIM
     from models.alignment import relabel_draws
+    from models.criteria import num_parameters
 
     x, _ = problem(*shape)
     x = (x - x.mean(axis=0)) / x.std(axis=0)
@@ -197,9 +199,6 @@ def peers(python: str, shape=(5_000, 5, 3), samplers="nutpie,pymc"):
     np.save(folder / "data.npy", x)
     np.savez(folder / "start.npz", **{name: np.asarray(v) for name, v in start._asdict().items()})
     rates = {}
-    from inference.numpyro_nuts import DENSE_MASS_MAX_DIM
-    from models.criteria import num_parameters
-
     ours = [("this project, defaults", {})]
     if num_parameters(shape[2], shape[1], "full") <= DENSE_MASS_MAX_DIM:
         ours.append(("this project, laplace_mass=False", {"laplace_mass": False}))
@@ -212,8 +211,7 @@ def peers(python: str, shape=(5_000, 5, 3), samplers="nutpie,pymc"):
               f"metric {str(result.info['options']['laplace_mass'])[:60]}, converged {result.converged}  [{load()}]", flush=True)
     threads = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     done = subprocess.run([python, str(Path(__file__).with_name("peer_samplers.py")), str(folder), "--samplers", samplers],
-                          capture_output=True, text=True,
-                          env=dict(os.environ, **threads))
+                          capture_output=True, text=True, env=dict(os.environ, **threads))
     if done.returncode:
         print(f"peers: {python} failed: {done.stderr.strip().splitlines()[-1:]}", flush=True)
         return
@@ -228,9 +226,9 @@ def peers(python: str, shape=(5_000, 5, 3), samplers="nutpie,pymc"):
         print(f"peers {shape} {peer['sampler']} {peer['version']}: sampling+warm-up {peer['seconds']:.1f} s, leapfrog/draw "
               f"{peer['leapfrog_per_draw']:.1f}, min bulk ESS {ess:.0f}, ESS/s {ess / peer['seconds']:.1f}, divergences "
               f"{peer['divergences']}  [{load()}]", flush=True)
-    ours = rates["this project, defaults"]
-    print("peers: our defaults' ESS/s over " + ", ".join(f"{name} {ours / rate:.2f}x" for name, rate in rates.items() if name != "this project, defaults"),
-          flush=True)
+    our_rate = rates["this project, defaults"]
+    print("peers: our defaults' ESS/s over " + ", ".join(f"{name} {our_rate / rate:.2f}x" for name, rate in rates.items()
+                                                       if name != "this project, defaults"), flush=True)
 
 
 def sharded_gradient_ms(x, num_components: int, mesh, iterations: int, repeats: int) -> float:

@@ -85,15 +85,13 @@ def main():
             began = time.perf_counter()
             idata = nutpie.sample(compiled, draws=args.draws, tune=args.tune, chains=2, seed=0, progress_bar=False)
             seconds = time.perf_counter() - began
-            steps = np.asarray(idata.sample_stats["n_steps"])
-            divergences = int(np.asarray(idata.sample_stats["diverging"]).sum())
         else:
             with model:
                 idata = pm.sample(draws=args.draws, tune=args.tune, chains=2, cores=2, initvals=initvals, init="adapt_diag",
                                   random_seed=0, progressbar=False, compute_convergence_checks=False)
             seconds = float(idata.sample_stats.attrs["sampling_time"])
-            steps = np.asarray(idata.sample_stats["n_steps"])
-            divergences = int(np.asarray(idata.sample_stats["diverging"]).sum())
+        steps = np.asarray(idata.sample_stats["n_steps"])
+        divergences = int(np.asarray(idata.sample_stats["diverging"]).sum())
         np.savez(args.folder / f"{sampler}.npz", **draws_of(idata.posterior, num_components))
         print(json.dumps(dict(sampler=sampler, version=(nutpie.__version__ if sampler == "nutpie" else pm.__version__),
                               seconds=seconds, leapfrog_per_draw=float(steps.mean()), divergences=divergences)), flush=True)

@@ -105,10 +105,14 @@ def _build_map_runner(num_components, prior, num_steps, learning_rate, final_lea
     def run(keys, starts, assign_key, x, sample_weight, missing):
         margs = () if missing is None else (missing,)
 
-        def pieces(start_sites, sample_weight):
-            """This restart's SVI and guide, the guide set up (an init whose values XLA drops: nothing runs)."""
+        def pieces(start_sites):
+            """This restart's SVI and guide."""
             guide = AutoDelta(handlers.block(model, hide=["z"]), init_loc_fn=init_to_value(values=start_sites))
-            svi = SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), elbo_for(sample_weight))
+            return SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), elbo_for(sample_weight)), guide
+
+        def set_up(start_sites):
+            """:func:`pieces` with the guide set up by an init whose values XLA drops (nothing runs)."""
+            svi, guide = pieces(start_sites)
             svi.init(jax.random.PRNGKey(0), x, sample_weight, *margs)
             return svi, guide
 
@@ -116,11 +120,11 @@ def _build_map_runner(num_components, prior, num_steps, learning_rate, final_lea
                       sample_weight=sample_weight, missing=missing)
 
         def begin(key, start_sites):  # the initial carry: nothing run yet
-            svi, guide = pieces(start_sites, sample_weight)
+            svi, guide = pieces(start_sites)
             return train_in_chunks(svi, guide, svi.init(key, x, sample_weight, *margs), x, stop=0, **common)
 
         def advance(carry, start_sites):  # one more chunk, unless this restart is done
-            svi, guide = pieces(start_sites, sample_weight)
+            svi, guide = set_up(start_sites)
             return train_in_chunks(svi, guide, None, x, carry=carry, stop=carry[1] + 1, **common)
 
         def status(carry):
@@ -133,8 +137,9 @@ def _build_map_runner(num_components, prior, num_steps, learning_rate, final_lea
         carry = lax.while_loop(keep_going, lambda c: jax.vmap(advance)(c, starts), jax.vmap(begin)(keys, starts))
         state, chunks, loss, converged, losses, log_liks = carry
         running, _ = status(carry)
+
         def median(state, start_sites):
-            svi, guide = pieces(start_sites, sample_weight)
+            svi, guide = set_up(start_sites)
             return guide.median(svi.get_params(state))
 
         sites = jax.vmap(median)(state, starts)
