@@ -49,6 +49,7 @@ import numpy as np
 
 from models.params import GMMParams, to_numpy
 
+from . import executable_store
 from .compiled_cache import remember_compiled
 from .em_loop import em_program
 from .em_rows import COMPUTE_DTYPE, in_memory_rows, is_streamed, streamed_rows, streams_from_memory
@@ -92,20 +93,39 @@ def component_slots(num_components: int, x, pad_components: bool = True) -> int:
     return slots
 
 
-def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, num_active, **static):
-    """Ahead-of-time compiled EM program, cached per (shapes, dtype, shardings, static options).
+def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, num_active, *, storable=False, **static):
+    """Ahead-of-time compiled EM program, cached per (shapes, dtype, shardings, static options); with ``storable``
+    (data in memory: no host reads inside the program) also kept on disk across processes
+    (``inference.executable_store``: a new process then neither traces nor lowers it, ~1 s per program).
 
-    Returns the executable and the seconds spent compiling it (0.0 on a cache hit).
+    Returns the executable and the seconds spent compiling (or loading) it (0.0 on a cache hit).
     """
+    args = (keys, given_init, data, total_weight, tol, reg_covar, num_active)
     shapes = jax.tree.map(lambda a: (a.shape, str(a.dtype)), (keys, given_init, data))
     cache_key = (tuple(sorted(static.items())), str(shapes))
     if cache_key in _COMPILED:
         return _COMPILED[cache_key], 0.0
     start = time.perf_counter()
-    compiled = jax.jit(functools.partial(em_program, **static)).lower(
-        keys, given_init, data, total_weight, tol, reg_covar, num_active).compile()
+    devices = _devices_of(data) if storable else None
+    store_key = None
+    if devices is not None:  # the shardings name the mesh's axes; the device ids are added (a Mesh's repr has none)
+        store_key = ("inference.em.em_program", cache_key, str(jax.tree.map(lambda a: getattr(a, "sharding", None), args)),
+                     tuple(int(d.id) for d in devices))
+    compiled = None if store_key is None else executable_store.load(store_key, devices)
+    if compiled is None:
+        with executable_store.fresh_compile() as fresh:  # only fresh compiles are stored (see there)
+            compiled = jax.jit(functools.partial(em_program, **static)).lower(*args).compile()
+        if store_key is not None and fresh["fresh"]:
+            executable_store.save(store_key, compiled)
     remember_compiled(_COMPILED, cache_key, compiled)
     return compiled, time.perf_counter() - start
+
+
+def _devices_of(data):
+    """The devices of the one mesh the row arrays of ``data`` are split over, in its order, or None."""
+    meshes = {(m.axis_names, tuple(int(d.id) for d in np.asarray(m.devices).ravel())): m
+              for m in (getattr(getattr(a, "sharding", None), "mesh", None) for a in jax.tree.leaves(data)) if m is not None}
+    return list(np.asarray(next(iter(meshes.values())).devices).ravel()) if len(meshes) == 1 else None
 
 
 def _given_init(init, num_features, num_components, n_init, center, dtype):
@@ -166,7 +186,7 @@ def _fit(
     compiled, compile_seconds = _compiled_program(
         keys, given, rows.data, total_arr, tol_arr, reg_arr, active_arr, layout=layout, num_components=num_slots,
         init="params" if given is not None else init, hard=hard, covariance_type=covariance_type,
-        max_iters=int(max_iters), dtype=str(compute),
+        max_iters=int(max_iters), dtype=str(compute), storable=rows.reader is None,
     )
     run_start = time.perf_counter()
     if rows.reader is not None:

@@ -233,18 +233,23 @@ def posterior_kinds(idata) -> tuple[dict, str]:
 PPC_MAX_DIMS = 16  # columns of a predictive check figure (more: the caller picks which, and says so)
 
 
-def kde(values) -> tuple[np.ndarray, np.ndarray]:
-    """ArviZ's kernel density estimate of 1-D ``values`` (its default bandwidth, linear grid): ``(grid, pdf)``."""
+def kde(values, bw=None, return_bw: bool = False):
+    """ArviZ's kernel density estimate of 1-D ``values`` on a linear grid: ``(grid, pdf)``, and the bandwidth
+    (data units) with ``return_bw``. ``bw`` None: ArviZ's default rule (its "experimental"/ISJ bandwidth, a
+    root search costing ~4 ms per call); a positive number: that bandwidth, no search."""
     values = np.asarray(values, np.float64).ravel()
+    options = {} if bw is None else {"bw": float(bw)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if ARVIZ_MAJOR >= 1:
             from arviz_stats.base import array_stats
 
-            grid, pdf, _ = array_stats.kde(values)
+            estimate = array_stats.kde(values, **options)
         else:
-            grid, pdf = az.kde(values)
-    return np.asarray(grid, np.float64), np.asarray(pdf, np.float64)
+            estimate = az.kde(values, bw_return=True, **options)
+    grid, pdf = np.asarray(estimate[0], np.float64), np.asarray(estimate[1], np.float64)
+    used = estimate[2] if len(estimate) > 2 else np.nan  # ArviZ 0.x returns no bandwidth for a constant sample
+    return (grid, pdf, float(np.asarray(used))) if return_bw else (grid, pdf)
 
 
 def ppc_densities(idata, group_name: str = "posterior_predictive", num_draws: int = 50,
@@ -253,6 +258,10 @@ def ppc_densities(idata, group_name: str = "posterior_predictive", num_draws: in
     ``max_dims``) the ArviZ KDE (:func:`kde`) of the observed column, of each of the first ``num_draws`` replicated
     data sets stored in ``group_name`` ("posterior_predictive" or "prior_predictive"), and of all those replicates
     pooled; the observed column's range and the pooled replicates' 5% and 95% quantiles (a sensible axis range).
+    Every curve of a column uses the bandwidth ArviZ's rule picks for the observed column: the check compares
+    the data and the replicates through one smoother (a per-replicate rule would smooth a bad replicate and the
+    data differently), and one bandwidth search per column instead of ~50 (the default report's figures: 3.1 s
+    of ISJ searches -> 0.1 s).
     Data with holes: each column's observed cells only, and the same cells of every replicate.
     ``[{"dim", "observed": (grid, pdf), "replicated": [(grid, pdf), ...], "pooled": (grid, pdf),
     "observed_range": (min, max), "replicated_quantiles": (q5, q95)}]``."""
@@ -264,9 +273,12 @@ def ppc_densities(idata, group_name: str = "posterior_predictive", num_draws: in
     for j in dims:
         seen = ~np.isnan(observed[:, j])  # data with holes: the observed cells, and the same cells of each replicate
         pooled = replicated[:, seen, j]
-        out.append({"dim": j, "observed": kde(observed[seen, j]),
-                    "replicated": [kde(rep[seen, j]) for rep in replicated],
-                    "pooled": kde(pooled),
+        grid, pdf, bw = kde(observed[seen, j], return_bw=True)
+        if not bw > 0:  # a constant column: ArviZ's rule gives no usable width; each curve then picks its own
+            bw = None
+        out.append({"dim": j, "observed": (grid, pdf),
+                    "replicated": [kde(rep[seen, j], bw) for rep in replicated],
+                    "pooled": kde(pooled, bw),
                     "observed_range": (float(observed[seen, j].min()), float(observed[seen, j].max())),
                     "replicated_quantiles": tuple(float(q) for q in np.quantile(pooled, [0.05, 0.95]))})
     return out
