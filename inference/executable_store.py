@@ -1,8 +1,9 @@
-"""Compiled NumPyro-engine programs kept on disk, so that a new process neither traces nor compiles them again.
+"""Compiled NumPyro-engine and EM programs kept on disk, so that a new process neither traces nor compiles them again.
 
 JAX's persistent compilation cache skips XLA's compile in a new process, but not the tracing and lowering
 that come first: for the enumerated NumPyro model that is most of the cost (measured on the seed problem,
-warm cache: SVI 5.3 s of tracing + lowering against 1.05 s of cached compiles; MAP 2.2 s against 0.2 s).
+warm cache: SVI 5.3 s of tracing + lowering against 1.05 s of cached compiles; MAP 2.2 s against 0.2 s; EM and
+hard EM's in-memory programs 2.9 / 3.0 s -> 0.33 / 0.11 s loaded from here, ``inference.em``).
 Here a compiled program is serialised (``jax.experimental.serialize_executable``) beside JAX's own cache,
 under a key of: the builder, its static options, the arguments' tree and shapes, the versions of
 jax / jaxlib / numpyro / funsor / numpy, the device kind and count, x64, ``XLA_FLAGS``, and a hash of every source file of

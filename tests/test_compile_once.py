@@ -199,3 +199,24 @@ def test_a_new_process_neither_traces_nor_compiles_svi_again(tmp_path):
     for method in ("em", "hard_em"):
         assert warm[f"{method}_compile"] < 0.3 * cold[f"{method}_compile"], (method, cold[f"{method}_compile"], warm[f"{method}_compile"])
         assert warm[f"{method}_means"] == cold[f"{method}_means"] and warm[f"{method}_ll"] == cold[f"{method}_ll"]
+
+
+def test_the_fast_compile_flags_start_jax_on_the_installed_jaxlib():
+    """``gmm-report`` on a small simulated problem sets ``analysis.cli.fast_compile_flags()`` (with one host device
+    per core) before JAX starts. XLA ends the process on a flag it does not know (jaxlib 0.12 dropped
+    ``--xla_cpu_use_fusion_emitters``): the flags must start JAX on whatever jaxlib is installed, and the emitter
+    switch is there exactly on jaxlib 0.10.x (where it halves the NumPyro engines' cold compiles)."""
+    import os
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    from analysis.cli import NO_FUSION_EMITTERS_FLAG, fast_compile_flags
+
+    flags = fast_compile_flags()
+    assert (NO_FUSION_EMITTERS_FLAG in flags) == version("jaxlib").startswith("0.10.")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=2"}
+    out = subprocess.run([sys.executable, "-c", "import jax, jax.numpy as jnp; print(len(jax.devices()), float(jnp.ones(3).sum()))"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "3.0"]
