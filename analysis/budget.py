@@ -93,19 +93,20 @@ _DEFAULTS = {
     "nuts": dict(num_chains=2, num_warmup=500, num_samples=1000, max_tree_depth=10),
 }
 LAPLACE_STEPS = 16  # NUTS's leapfrog steps per iteration assumed under the Laplace metric (module docstring)
+_GRADIENT_FIXED_SECONDS = 1e-5  # a gradient's cost that does not grow with the rows (gradient_seconds)
 _COMPILE_SECONDS = {"em": 1.5, "hard_em": 1.5, "map": 6.0, "svi": 8.0, "nuts": 8.0}
 
 
 def gradient_seconds(n: int, k: int, d: int, covariance_type: str = "full") -> float:
     """Seconds of one log-likelihood + gradient evaluation at N rows, K components, D columns."""
     per_row = d * d + 4 * d if covariance_type in ("full", "tied") else 6 * d
-    return 1e-5 + 3e-10 * n * k * per_row
+    return _GRADIENT_FIXED_SECONDS + 3e-10 * n * k * per_row
 
 
 def step_seconds(n: int, k: int, d: int) -> float:
     """Seconds of one MAP restart-step or SVI particle-step (module docstring): one gradient's work, and ~4x its
     fixed cost."""
-    return 4e-5 + (gradient_seconds(n, k, d) - 1e-5)
+    return 4e-5 + (gradient_seconds(n, k, d) - _GRADIENT_FIXED_SECONDS)
 
 
 def _option(options: dict, method: str, key: str):

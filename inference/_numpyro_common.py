@@ -375,15 +375,17 @@ def compiled_call(build, static: tuple, *args, mesh=None, rows: tuple = ()):
     compile_seconds = 0.0
     if executable is None:
         start = time.perf_counter()
-        executable = executable_store.load(key, None if mesh is None else mesh.devices.flat)  # a new process: no tracing either
-        if executable is None:
-            with executable_store.fresh_compile() as compiled:  # only fresh compiles are stored (see there)
-                program = build(*static) if mesh is None else rows_on_mesh(build(*static), mesh, rows)
-                executable, args = compile_on_mesh(program, mesh, args)
-            if compiled["fresh"]:
-                executable_store.save(key, executable)
-        else:
-            args = place(args, mesh)
+        placed = []
+
+        def compile_program():
+            program = build(*static) if mesh is None else rows_on_mesh(build(*static), mesh, rows)
+            executable, on_mesh = compile_on_mesh(program, mesh, args)
+            placed.append(on_mesh)
+            return executable
+
+        # a new process: no tracing either
+        executable, _ = executable_store.load_or_compile(key, compile_program, None if mesh is None else mesh.devices.flat)
+        args = placed[0] if placed else place(args, mesh)
         remember_compiled(_COMPILED, key, executable)
         compile_seconds = time.perf_counter() - start
     else:

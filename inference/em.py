@@ -93,10 +93,10 @@ def component_slots(num_components: int, x, pad_components: bool = True) -> int:
     return slots
 
 
-def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, num_active, *, storable=False, **static):
-    """Ahead-of-time compiled EM program, cached per (shapes, dtype, shardings, static options); with ``storable``
-    (data in memory: no host reads inside the program) also kept on disk across processes
-    (``inference.executable_store``: a new process then neither traces nor lowers it, ~1 s per program).
+def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, num_active, *, store_mesh=None, **static):
+    """Ahead-of-time compiled EM program, cached per (shapes, dtype, shardings, static options); with ``store_mesh``
+    (the mesh the rows are on; given for data in memory: no host reads inside the program) also kept on disk across
+    processes (``inference.executable_store``: a new process then neither traces nor lowers it, ~1 s per program).
 
     Returns the executable and the seconds spent compiling (or loading) it (0.0 on a cache hit).
     """
@@ -106,26 +106,15 @@ def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, num_
     if cache_key in _COMPILED:
         return _COMPILED[cache_key], 0.0
     start = time.perf_counter()
-    devices = _devices_of(data) if storable else None
-    store_key = None
-    if devices is not None:  # the shardings name the mesh's axes; the device ids are added (a Mesh's repr has none)
+    devices = store_key = None
+    if store_mesh is not None:  # the shardings name the mesh's axes; the device ids are added (a Mesh's repr has none)
+        devices = list(np.asarray(store_mesh.devices).ravel())
         store_key = ("inference.em.em_program", cache_key, str(jax.tree.map(lambda a: getattr(a, "sharding", None), args)),
                      tuple(int(d.id) for d in devices))
-    compiled = None if store_key is None else executable_store.load(store_key, devices)
-    if compiled is None:
-        with executable_store.fresh_compile() as fresh:  # only fresh compiles are stored (see there)
-            compiled = jax.jit(functools.partial(em_program, **static)).lower(*args).compile()
-        if store_key is not None and fresh["fresh"]:
-            executable_store.save(store_key, compiled)
+    compiled, _ = executable_store.load_or_compile(
+        store_key, lambda: jax.jit(functools.partial(em_program, **static)).lower(*args).compile(), devices)
     remember_compiled(_COMPILED, cache_key, compiled)
     return compiled, time.perf_counter() - start
-
-
-def _devices_of(data):
-    """The devices of the one mesh the row arrays of ``data`` are split over, in its order, or None."""
-    meshes = {(m.axis_names, tuple(int(d.id) for d in np.asarray(m.devices).ravel())): m
-              for m in (getattr(getattr(a, "sharding", None), "mesh", None) for a in jax.tree.leaves(data)) if m is not None}
-    return list(np.asarray(next(iter(meshes.values())).devices).ravel()) if len(meshes) == 1 else None
 
 
 def _given_init(init, num_features, num_components, n_init, center, dtype):
@@ -186,7 +175,7 @@ def _fit(
     compiled, compile_seconds = _compiled_program(
         keys, given, rows.data, total_arr, tol_arr, reg_arr, active_arr, layout=layout, num_components=num_slots,
         init="params" if given is not None else init, hard=hard, covariance_type=covariance_type,
-        max_iters=int(max_iters), dtype=str(compute), storable=rows.reader is None,
+        max_iters=int(max_iters), dtype=str(compute), store_mesh=device_mesh if rows.reader is None else None,
     )
     run_start = time.perf_counter()
     if rows.reader is not None:

@@ -165,4 +165,20 @@ def save(key, executable) -> None:
         return
 
 
-__all__ = ["SUBDIR", "store_dir", "load", "fresh_compile", "save"]
+def load_or_compile(key, compile, devices=None):
+    """``(executable, loaded)``: the stored executable for ``key`` (``loaded`` True), else ``compile()`` (a
+    ``jax.stages.Compiled``), stored when it was a fresh compile. ``key`` None: ``compile()``, nothing read or kept
+    (JAX's own persistent cache stays on for it). ``devices`` as in :func:`load`."""
+    if key is None:
+        return compile(), False
+    executable = load(key, devices)
+    if executable is not None:
+        return executable, True
+    with fresh_compile() as compiled:  # only fresh compiles are stored (see there)
+        executable = compile()
+    if compiled["fresh"]:
+        save(key, executable)
+    return executable, False
+
+
+__all__ = ["SUBDIR", "store_dir", "load", "fresh_compile", "save", "load_or_compile"]
