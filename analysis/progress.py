@@ -22,11 +22,12 @@ REPORT_STAGES = (
     "responsibilities",  # every engine's per-row responsibilities and classification uncertainty
     "scoring",  # (if streamed) the full-data scores, one more pass over the file
     "imputing",  # (if the data have missing values) every engine's imputations
+    "drawing figure",  # once per figure of the fits alone: "drawing figure i/n: <name>", rendered while the next stages run
     "predictive checks",  # once per engine: replicated data sets and test statistics; then its prior predictive
     "InferenceData",  # once per engine: its InferenceData and <engine>.nc
     "az.summary and LOO",  # (if svi / nuts ran) once per engine with draws
     "az.compare",  # (if two engines have draws)
-    "figure",  # once per figure: "figure i/n: <name>", drawn and rendered (PNG) before the next
+    "figure",  # once per other figure: "figure i/n: <name>", drawn, then rendered (PNG) while the next is drawn
     "writing",  # assignments.csv, manifest.json; then metrics.json and report.html
 )
 

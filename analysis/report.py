@@ -17,7 +17,8 @@ The pipeline carries two objects: the :class:`analysis.problem.Problem` (the dat
 memory or streamed from disk --, the truth or none, K, the seed, the columns' names) and a :class:`Run`
 (the engines planned, their results and failures, the aligned fits and scorecards, the InferenceData,
 figures and notes). Each stage is a function of the two with one job, in this order: :func:`fit_engines`,
-:func:`align_and_score`, :func:`predictive_checks`, :func:`build_inference_data`, the figures
+:func:`align_and_score`, the figures of the fits (:func:`analysis.report_figures.start_figures`: rendered in worker
+processes while the next stages run), :func:`predictive_checks`, :func:`build_inference_data`, the other figures
 (:mod:`analysis.report_figures`) and :func:`write_outputs`. What differs between data sources (a streamed
 file's subsample, its extra pass for full-data scores) is the source's own method, not a branch here.
 
@@ -128,14 +129,20 @@ def run_report(args, argv=None) -> dict:
     plan = plan_report(args, methods, options, problem.data, problem.num_components, progress)
     run = Run(plan.methods, plan.options, progress, list(argv) if argv is not None else sys.argv[1:], t_start,
               failed=dict(plan.skipped), notes=list(plan.notes), model_choice=choice)
-    if choice is None:
-        problem.data.prepare(problem.seed, progress)  # after the cheap refusals: sample, or one pass over the file
-    else:
-        run.notes.insert(0, f"K = {choice.k} chosen by BIC over K = 1..{choice.max_k} and four covariance types "
-                            f"(--num-components not given): {fitted_text(choice, run.methods)}")
-    with atomic_output_dir(args.out, args.force) as tmp:
-        run.out_dir = tmp
-        metrics = _run_stages(problem, run)
+    # the model's samplers (the simulated data, the predictive checks) through the executable store: a warm run
+    # neither traces nor compiles them (inference.executable_store; a plain call where the store is off)
+    from inference.executable_store import stored_call
+    from models.predictive import programs_called_by
+
+    with programs_called_by(stored_call):
+        if choice is None:
+            problem.data.prepare(problem.seed, progress)  # after the cheap refusals: sample, or one pass over the file
+        else:
+            run.notes.insert(0, f"K = {choice.k} chosen by BIC over K = 1..{choice.max_k} and four covariance types "
+                                f"(--num-components not given): {fitted_text(choice, run.methods)}")
+        with atomic_output_dir(args.out, args.force) as tmp:
+            run.out_dir = tmp
+            metrics = _run_stages(problem, run)
     progress(f"report written to {Path(args.out) / 'report.html'}")
     return metrics
 
@@ -173,7 +180,7 @@ def _run_stages(problem: Problem, run: Run) -> dict:
 
     matplotlib.use("Agg", force=True)
     from analysis import render_pool
-    from analysis.report_figures import draw_figures
+    from analysis.report_figures import draw_figures, start_figures
 
     render_pool.start()  # the figures' render workers import matplotlib while the engines fit
     with warnings.catch_warnings(record=True) as caught:
@@ -181,9 +188,10 @@ def _run_stages(problem: Problem, run: Run) -> dict:
         fit_engines(problem, run)
         align_and_score(problem, run)
         impute_stage(problem, run)
+        started = start_figures(problem, run, run.out_dir / "figures")  # rendered while the ArviZ stages run
         predictive_checks(problem, run)
         build_inference_data(problem, run)
-        run.figures, fig_html = draw_figures(problem, run, run.out_dir / "figures")
+        run.figures, fig_html = draw_figures(problem, run, run.out_dir / "figures", started)
         run.progress("writing assignments.csv and manifest.json")
         metrics = write_outputs(problem, run)
     metrics["notes"] = run.notes + [n for n in _warning_notes(caught) if n not in run.notes]

@@ -2,7 +2,9 @@
 
 :func:`draw_figures` turns a :class:`analysis.problem.Problem` and its :class:`analysis.report.Run` into
 the figures in page order, drawing each once (a progress line per figure) and rendering it once as PNG in a worker
-process (:mod:`analysis.render_pool`) while the next is drawn; the PNG files and the page's HTML follow in page order. The statistics some figures show (HDIs, draws per parameter kind, kernel densities) are asked
+process (:mod:`analysis.render_pool`) while the next is drawn; the PNG files and the page's HTML follow in page order.
+The figures of the fits alone (``FROM_FITS``) are drawn first (:func:`start_figures`), before the ArviZ stages, so that
+the workers render them meanwhile; the rest after (:func:`draw_figures`). The statistics some figures show (HDIs, draws per parameter kind, kernel densities) are asked
 from ``analysis.arviz_io`` here and handed to ``analysis.plots`` as numbers. A figure that cannot be drawn
 is a note, never a failed report. Captions say what the labels were aligned to; every figure drawn from
 rows ends with the data source's caption note (a streamed file's subsample).
@@ -22,17 +24,64 @@ from analysis.missing_report import completed_rows
 from analysis.plots.selection import plot_model_selection
 from analysis.plots.uncertainty import plot_uncertainty
 
-__all__ = ["draw_figures", "FROM_ROWS"]
+__all__ = ["start_figures", "draw_figures", "FROM_ROWS", "FROM_FITS"]
 
 FROM_ROWS = ("data", "components", "assignments", "uncertainty", "em_snapshots")  # drawn from the rows (+ every ppc_*)
+# drawn as soon as the fits are aligned and scored (start_figures): rendered while the ArviZ stages run
+FROM_FITS = ("model_selection", "data", "components", "assignments", "uncertainty", "traces", "em_snapshots")
 
 
-def draw_figures(problem, run, fig_dir: Path) -> tuple[list, dict]:
-    """Draw and render the report's figures one at a time, in page order (a progress line each, the figure closed
-    once rendered): ``([(name, caption)], {name: <figure> html})``, ``fig_dir/<name>.png``; figures that cannot be
+def start_figures(problem, run, fig_dir: Path) -> list:
+    """Draw the figures that need the fits alone (``FROM_FITS``), a progress line ``drawing figure i/n: <name>`` each,
+    and hand them to the render workers, which render them while the predictive checks, InferenceData and LOO are
+    computed here (on 2 cores the workers idled through those stages); returns what :func:`draw_figures` collects."""
+    fig_dir.mkdir()
+    return _draw([spec for spec in _specs(problem, run) if spec[0] in FROM_FITS], run, "drawing figure")
+
+
+def draw_figures(problem, run, fig_dir: Path, started: list | None = None) -> tuple[list, dict]:
+    """Draw and render the report's other figures one at a time, in page order (a progress line ``figure i/n: <name>``
+    each, the figure closed once handed to a render worker), then collect every PNG, those :func:`start_figures`
+    ``started`` first: ``([(name, caption)], {name: <figure> html})``, ``fig_dir/<name>.png``; figures that cannot be
     drawn become ``run.notes``."""
+    fig_dir.mkdir(exist_ok=True)
+    done = () if started is None else FROM_FITS  # a figure of the fits that failed there is not drawn again
+    pending = list(started or []) + _draw([spec for spec in _specs(problem, run) if spec[0] not in done], run, "figure")
+    figures, fig_html = [], {}
+    for name, caption, png in pending:
+        try:
+            png = png.result()
+        except Exception as exc:  # noqa: BLE001 - a figure is never worth the report
+            run.notes.append(f"figure {name!r} could not be rendered: {one_line(exc)}")
+            continue
+        (fig_dir / f"{name}.png").write_bytes(png)
+        fig_html[name] = figure_html(None, caption, name, png=png)
+        figures.append((name, caption))
+    return figures, fig_html
+
+
+def _draw(specs: list, run, label: str) -> list:
+    """Draw each ``(name, caption, draw)`` and submit it to the render workers: ``[(name, caption, pending PNG)]``."""
     import matplotlib.pyplot as plt
 
+    pending = []
+    for i, (name, caption, draw) in enumerate(specs):
+        run.progress(f"{label} {i + 1}/{len(specs)}: {name}")
+        try:
+            fig = draw()
+        except Exception as exc:  # noqa: BLE001 - a figure is never worth the report
+            run.notes.append(f"figure {name!r} could not be drawn: {one_line(exc)}")
+            continue
+        if fig is None:
+            continue
+        pending.append((name, caption, render_pool.submit(fig)))  # rendered by a worker while the next is built
+        plt.close(fig)
+    return pending
+
+
+def _specs(problem, run) -> list:
+    """``[(name, caption, draw)]`` of the run's figures in page order (``draw()`` makes the Figure); those that need
+    the ArviZ stages' results only once ``run.idatas`` holds them."""
     z, truth, columns = problem.labels, problem.truth, problem.column_names
     aligned, idatas, reference_label = run.aligned, run.idatas, run.reference_label
     x, imputed = completed_rows(problem.x, run.reference)  # missing cells at the reference's conditional expectation
@@ -111,30 +160,7 @@ def draw_figures(problem, run, fig_dir: Path) -> tuple[list, dict]:
                 specs[i] = (name, caption + filled + (", hollow." if name == "components" else ", not marked."), draw)
     specs = [(name, caption + (note if name in FROM_ROWS or name.startswith("ppc_") else ""), draw)
              for name, caption, draw in specs]
-    fig_dir.mkdir()
-    pending = []
-    for i, (name, caption, draw) in enumerate(specs):
-        run.progress(f"figure {i + 1}/{len(specs)}: {name}")
-        try:
-            fig = draw()
-        except Exception as exc:  # noqa: BLE001 - a figure is never worth the report
-            run.notes.append(f"figure {name!r} could not be drawn: {one_line(exc)}")
-            continue
-        if fig is None:
-            continue
-        pending.append((name, caption, render_pool.submit(fig)))  # rendered by a worker while the next is built
-        plt.close(fig)
-    figures, fig_html = [], {}
-    for name, caption, png in pending:
-        try:
-            png = png.result()
-        except Exception as exc:  # noqa: BLE001 - a figure is never worth the report
-            run.notes.append(f"figure {name!r} could not be rendered: {one_line(exc)}")
-            continue
-        (fig_dir / f"{name}.png").write_bytes(png)
-        fig_html[name] = figure_html(None, caption, name, png=png)
-        figures.append((name, caption))
-    return figures, fig_html
+    return specs
 
 
 def _nuts_specs(idata, result, columns, against: str, in_forest) -> list:

@@ -30,6 +30,8 @@ import tempfile
 
 import jax
 
+from inference.compiled_cache import remember_compiled
+
 SUBDIR = "gmm-executables"
 
 
@@ -181,4 +183,33 @@ def load_or_compile(key, compile, devices=None):
     return executable, False
 
 
-__all__ = ["SUBDIR", "store_dir", "load", "fresh_compile", "save", "load_or_compile"]
+_PROGRAMS: dict = {}  # stored_call's executables in this process, by signature
+
+
+def stored_call(program, static_argnums: tuple, *args):
+    """``program(*args)`` for a ``jax.jit`` function ``program`` with these ``static_argnums``, its executable read
+    from the store (or compiled and kept) once per static values and argument shapes, and kept for the process.
+
+    The caller for ``models.predictive.programs_called_by``: the report's simulated data and predictive draws. With
+    the store off (:func:`store_dir` None) it is ``program(*args)``."""
+    if store_dir() is None:
+        return program(*args)
+    dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
+    leaves, tree = jax.tree.flatten(dynamic)
+    signature = (getattr(program, "__module__", ""), getattr(program, "__qualname__", repr(program)),
+                 tuple(args[i] for i in static_argnums), str(tree),
+                 tuple((tuple(leaf.shape), str(leaf.dtype)) if hasattr(leaf, "dtype") else (type(leaf).__name__,)
+                       for leaf in leaves))
+    executable = _PROGRAMS.get(signature)
+    if executable is None:
+        executable, _ = load_or_compile(("stored_call",) + signature, lambda: program.lower(*args).compile())
+        remember_compiled(_PROGRAMS, signature, executable)
+    return executable(*dynamic)
+
+
+def clear_programs() -> None:
+    """Forget :func:`stored_call`'s executables of this process (tests)."""
+    _PROGRAMS.clear()
+
+
+__all__ = ["SUBDIR", "store_dir", "load", "fresh_compile", "save", "load_or_compile", "stored_call", "clear_programs"]

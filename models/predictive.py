@@ -5,12 +5,16 @@
 
 ``sample_prior`` runs ``gmm_model`` forward from its prior: parameters AND data (x, z) per draw.
 ``sample_posterior_predictive`` runs it forward with the parameters fixed at each posterior draw (or
-at a point estimate, once per replicate): replicated data (x, z) per draw. Both are jitted once per
-shape (the draw count, N, D, K and the prior are static).
+at a point estimate, once per replicate): replicated data (x, z) per draw. Each is one jitted program per
+shape (the draw count, N, D, K and the prior are static), host arrays going in as they are (no eager ``jnp`` call
+before it: each would compile a small program of its own). Within :func:`programs_called_by` the programs run
+through a caller instead, e.g. ``inference.executable_store.stored_call``, which keeps them compiled on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 
 import jax
@@ -21,7 +25,31 @@ from numpyro.infer import Predictive
 from .gmm import gmm_model, params_from_sites, sites_from_params
 from .params import GMMParams
 
-__all__ = ["sample", "sample_prior", "sample_posterior_predictive"]
+__all__ = ["sample", "sample_prior", "sample_posterior_predictive", "programs_called_by"]
+
+_CALLER = contextvars.ContextVar("models_predictive_caller", default=None)
+
+
+@contextlib.contextmanager
+def programs_called_by(caller):
+    """Within this block (this thread / context), the samplers run their jitted program as
+    ``caller(program, static_argnums, *args)`` instead of ``program(*args)``; ``caller`` must return what the
+    program returns (e.g. ``inference.executable_store.stored_call``)."""
+    token = _CALLER.set(caller)
+    try:
+        yield
+    finally:
+        _CALLER.reset(token)
+
+
+def _run(program, static_argnums: tuple, *args):
+    caller = _CALLER.get()
+    return program(*args) if caller is None else caller(program, static_argnums, *args)
+
+
+def _host_or_device(a):
+    """``a`` as it is when it is a JAX array (or tracer), else a numpy array: no eager ``jnp.asarray``."""
+    return a if isinstance(a, jax.Array) else np.asarray(a)
 
 
 def _prior_items(prior: dict) -> tuple:
@@ -58,16 +86,21 @@ def sample_prior(key, num_draws: int, num_samples: int, num_features: int, num_c
                         ("num_components", num_components)):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    return _prior_jit(key, int(num_draws), int(num_samples), int(num_features), int(num_components), _prior_items(prior))
+    return _run(_prior_jit, (1, 2, 3, 4, 5), key, int(num_draws), int(num_samples), int(num_features),
+                int(num_components), _prior_items(prior))
 
 
-@functools.partial(jax.jit, static_argnums=(2,))
-def _posterior_predictive_jit(key, flat: GMMParams, num_samples: int):
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _posterior_predictive_jit(key, samples: GMMParams, num_samples: int, num_replicates: int | None):
+    if samples.weights.ndim == 1:  # a point estimate, repeated
+        samples = GMMParams(*(jnp.broadcast_to(a, (num_replicates,) + a.shape) for a in samples))
+    leading = samples.weights.shape[:-1]
+    flat = GMMParams(*(a.reshape((-1,) + a.shape[len(leading):]) for a in samples))
     num_components, num_features = flat.means.shape[-2:]
     sites = sites_from_params(flat)
     predictive = Predictive(gmm_model, posterior_samples=sites, return_sites=["x", "z"])
     draws = predictive(key, num_components=num_components, num_features=num_features, num_samples=num_samples)
-    return draws["x"], draws["z"]
+    return draws["x"].reshape(leading + draws["x"].shape[1:]), draws["z"].reshape(leading + draws["z"].shape[1:])
 
 
 def sample_posterior_predictive(key, samples: GMMParams, num_samples: int, num_replicates: int | None = None):
@@ -87,14 +120,9 @@ def sample_posterior_predictive(key, samples: GMMParams, num_samples: int, num_r
     """
     if int(num_samples) < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    samples = GMMParams(*(jnp.asarray(a) for a in samples))
-    if samples.weights.ndim == 1:
-        reps = 1 if num_replicates is None else int(num_replicates)
-        samples = GMMParams(*(jnp.broadcast_to(a, (reps,) + a.shape) for a in samples))
-    leading = samples.weights.shape[:-1]
-    flat = GMMParams(*(a.reshape((-1,) + a.shape[len(leading):]) for a in samples))
-    x, z = _posterior_predictive_jit(key, flat, int(num_samples))
-    return x.reshape(leading + x.shape[1:]), z.reshape(leading + z.shape[1:])
+    samples = GMMParams(*(_host_or_device(a) for a in samples))
+    reps = (1 if num_replicates is None else int(num_replicates)) if samples.weights.ndim == 1 else None
+    return _run(_posterior_predictive_jit, (2, 3), key, samples, int(num_samples), reps)
 
 
 def sample(key, params: GMMParams, num_samples: int):

@@ -47,11 +47,12 @@ def _release_compiled_programs():
     yield
     import gc
 
-    from inference import _numpyro_common, em
+    from inference import _numpyro_common, em, executable_store
 
     _numpyro_common.clear_compiled_cache()
     for cached in (_numpyro_common.make_model, _numpyro_common.site_supports, _numpyro_common.unconstrain_fn):
         cached.cache_clear()
     em._COMPILED.clear()
+    executable_store.clear_programs()
     jax.clear_caches()
     gc.collect()

@@ -53,9 +53,10 @@ def test_report_em_hard_em_end_to_end(tmp_path, capsys):
     assert [REPORT_STAGES.index(s) for s in stages] == sorted(REPORT_STAGES.index(s) for s in stages)
     assert stages.count("fitting") == stages.count("aligning labels and scoring") == stages.count("InferenceData") == 2
     assert set(stages) == {"sampling", "fitting", "aligning labels and scoring", "responsibilities", "predictive checks",
-                           "InferenceData", "figure", "writing"}
+                           "drawing figure", "InferenceData", "figure", "writing"}
     metrics, manifest, page = _check_output(out, ["em", "hard_em"])
-    assert stages.count("figure") == len(list((out / "figures").glob("*.png")))
+    assert stages.count("figure") + stages.count("drawing figure") == len(list((out / "figures").glob("*.png")))
+    assert stages.count("drawing figure") == 6  # data, components, assignments, uncertainty, traces, em_snapshots
     assert metrics["problem"]["source"] == "seed_problem" and metrics["problem"]["num_samples"] == 150
     for card in metrics["engines"].values():
         assert card["ari"] > 0.5 and card["summary"]["mean_l2_error_max"] < 0.6

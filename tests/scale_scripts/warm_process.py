@@ -8,7 +8,7 @@ import sys
 import jax
 
 jax.config.update("jax_compilation_cache_dir", sys.argv[1])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # as analysis.cli.enable_compilation_cache
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import numpy as np  # noqa: E402

@@ -1,0 +1,89 @@
+"""The model's samplers through the executable store (issue 23): the report's simulated data and predictive draws
+are read back compiled in a new process instead of traced again, and are the same draws as the plain call."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import models
+from inference import executable_store
+from models import predictive
+
+
+@pytest.fixture
+def store(tmp_path):
+    """JAX's cache directory (and so the executable store) in ``tmp_path`` for one test, then as it was."""
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+    executable_store.clear_programs()
+    try:
+        yield tmp_path / executable_store.SUBDIR
+    finally:
+        from jax.experimental.compilation_cache.compilation_cache import reset_cache
+
+        jax.config.update("jax_compilation_cache_dir", before)
+        reset_cache()  # JAX reads the restored config again: later tests in this process do not write here
+        executable_store.clear_programs()
+
+
+TRACES = []
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _scaled(x, factor):
+    TRACES.append(factor)  # runs only while tracing
+    return jnp.cumsum(x) * factor
+
+
+def test_stored_call_reads_the_program_back_without_tracing(store):
+    x = np.arange(5.0)
+    TRACES.clear()
+    first = executable_store.stored_call(_scaled, (1,), x, 3)
+    assert TRACES == [3] and len(list(store.glob("*.pkl"))) == 1
+    executable_store.clear_programs()  # as a new process: only the file is left
+    again = executable_store.stored_call(_scaled, (1,), x, 3)
+    assert TRACES == [3]  # read back, not traced
+    np.testing.assert_array_equal(np.asarray(again), np.cumsum(x) * 3)
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    executable_store.stored_call(_scaled, (1,), x, 4)  # another static value: another program
+    assert TRACES == [3, 4] and len(list(store.glob("*.pkl"))) == 2
+
+
+def test_stored_call_is_the_plain_call_where_the_store_is_off(monkeypatch):
+    monkeypatch.setattr(executable_store, "store_dir", lambda: None)
+    TRACES.clear()
+    np.testing.assert_array_equal(np.asarray(executable_store.stored_call(_scaled, (1,), np.ones(3), 2)), [2.0, 4.0, 6.0])
+    assert executable_store._PROGRAMS == {}
+
+
+def test_samplers_draw_the_same_through_the_store(store):
+    truth = models.seed_problem()
+    key = jax.random.PRNGKey(7)
+    draws = models.GMMParams(*(np.stack([np.asarray(a)] * 3) for a in truth))  # (3,) leading: three draws
+    plain = (models.sample(key, truth, 40), models.sample_posterior_predictive(key, draws, 30),
+             models.sample_posterior_predictive(key, truth, 30, num_replicates=4),
+             models.sample_prior(key, 5, 20, 2, 3, concentration=2.0))
+    seen = []
+
+    def caller(program, static_argnums, *args):
+        seen.append(program)
+        return executable_store.stored_call(program, static_argnums, *args)
+
+    for _ in range(2):  # compiled and kept, then read back from the files
+        executable_store.clear_programs()
+        with predictive.programs_called_by(caller):
+            stored = (models.sample(key, truth, 40), models.sample_posterior_predictive(key, draws, 30),
+                      models.sample_posterior_predictive(key, truth, 30, num_replicates=4),
+                      models.sample_prior(key, 5, 20, 2, 3, concentration=2.0))
+        for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(stored)):
+            assert a.shape == b.shape
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(seen) == 8 and len(list(store.glob("*.pkl"))) == 4
+    assert plain[2][0].shape == (4, 30, 2) and plain[1][0].shape == (3, 30, 2)
+    # outside the block the plain jitted call again
+    seen.clear()
+    models.sample(key, truth, 40)
+    assert seen == []
