@@ -131,9 +131,10 @@ def run_report(args, argv=None) -> dict:
               failed=dict(plan.skipped), notes=list(plan.notes), model_choice=choice)
     # the model's samplers (the simulated data, the predictive checks) through the executable store: a warm run
     # neither traces nor compiles them (inference.executable_store; a plain call where the store is off)
-    from inference.executable_store import stored_call
+    from inference.executable_store import prefetch_recent, remember_recent, stored_call
     from models.predictive import programs_called_by
 
+    prefetch_recent()  # the last run's stored programs deserialised on a background thread meanwhile
     with programs_called_by(stored_call):
         if choice is None:
             problem.data.prepare(problem.seed, progress)  # after the cheap refusals: sample, or one pass over the file
@@ -143,6 +144,7 @@ def run_report(args, argv=None) -> dict:
         with atomic_output_dir(args.out, args.force) as tmp:
             run.out_dir = tmp
             metrics = _run_stages(problem, run)
+    remember_recent()  # what to prefetch next time
     progress(f"report written to {Path(args.out) / 'report.html'}")
     return metrics
 

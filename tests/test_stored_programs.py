@@ -87,3 +87,25 @@ def test_samplers_draw_the_same_through_the_store(store):
     seen.clear()
     models.sample(key, truth, 40)
     assert seen == []
+
+
+def test_the_last_runs_programs_are_prefetched_and_used(store):
+    x = np.arange(4.0)
+    TRACES.clear()
+    executable_store._USED.clear()
+    executable_store.stored_call(_scaled, (1,), x, 5)  # compiled and kept: recorded
+    executable_store.remember_recent()
+    record = store / executable_store.RECENT_FILE
+    assert record.exists()
+    executable_store.clear_programs()  # as a new process
+    assert executable_store.prefetch_recent() == 1 and len(executable_store._PREFETCHED) == 1
+    again = executable_store.stored_call(_scaled, (1,), x, 5)
+    assert TRACES == [5] and executable_store._PREFETCHED == {}  # the prefetched program was taken, nothing traced
+    np.testing.assert_array_equal(np.asarray(again), np.cumsum(x) * 5)
+    # a record written under another environment (sources, versions, devices, flags) is not read
+    text = record.read_text()
+    record.write_text(text.replace(executable_store._environment_digest(), "0" * 64))
+    executable_store.clear_programs()
+    assert executable_store.prefetch_recent() == 0
+    record.write_text("not json")
+    assert executable_store.prefetch_recent() == 0
