@@ -353,11 +353,6 @@ def _build_initializer(num_components: int, method: str):
 _COMPILED: dict = {}
 
 
-def _signature(args) -> tuple:
-    leaves, tree = jax.tree.flatten(args)
-    return (tree, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves))
-
-
 def compiled_call(build, static: tuple, *args, mesh=None, rows: tuple = ()):
     """Run ``jax.jit(build(*static))(*args)``, compiling ahead of time once per static options and shapes.
 
@@ -369,7 +364,7 @@ def compiled_call(build, static: tuple, *args, mesh=None, rows: tuple = ()):
     (outputs, compile_seconds, run_seconds); ``compile_seconds`` is 0.0 on a cache hit, so a
     second fit with the same shapes and options compiles nothing.
     """
-    key = (build.__module__, build.__qualname__, static, _signature(args)) + (
+    key = (build.__module__, build.__qualname__, static, executable_store.signature(args)) + (
         (mesh, rows, tuple(int(d.id) for d in mesh.devices.flat)) if mesh is not None else ())  # a Mesh's repr has no device ids
     executable = _COMPILED.get(key)
     compile_seconds = 0.0

@@ -92,6 +92,15 @@ def _lapack_ready() -> None:
     jax.jit(jnp.linalg.cholesky).lower(jnp.eye(2))
 
 
+def signature(args) -> tuple:
+    """The tree and every leaf's shape and dtype of ``args``: with the static options, what a program is compiled for
+    (a repr-stable part of a store key; ``inference._numpyro_common.compiled_call`` and :func:`stored_call`)."""
+    import jax.numpy as jnp
+
+    leaves, tree = jax.tree.flatten(args)
+    return (tree, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves))
+
+
 def _device_ids(devices) -> tuple:
     return tuple(int(d.id) for d in (jax.devices()[:1] if devices is None else devices))
 
@@ -175,12 +184,16 @@ def prefetch_recent() -> int:
     return len(entries)
 
 
-def remember_recent() -> None:
-    """Record the programs this process loaded or kept (the last ``RECENT_MAX``) for the next :func:`prefetch_recent`,
-    and drop prefetched programs nobody asked for. Failures are ignored."""
+def _drop_prefetched() -> None:
     for future in _PREFETCHED.values():
         future.cancel()
     _PREFETCHED.clear()
+
+
+def remember_recent() -> None:
+    """Record the programs this process loaded or kept (the last ``RECENT_MAX``) for the next :func:`prefetch_recent`,
+    and drop prefetched programs nobody asked for. Failures are ignored."""
+    _drop_prefetched()
     where = store_dir()
     if where is None or not _USED:
         return
@@ -239,11 +252,12 @@ def fresh_compile():
     state["fresh"] = _CACHE_HITS[0] == hits
 
 
-def save(key, executable) -> None:
-    """Keep ``executable`` (a ``jax.stages.Compiled``) for ``key``; failures are ignored."""
+def save(key, executable) -> str | None:
+    """Keep ``executable`` (a ``jax.stages.Compiled``) for ``key``: the file written, or None (store off, or a failure,
+    which is ignored)."""
     path = _path(key)
     if path is None:
-        return
+        return None
     try:
         from jax.experimental.serialize_executable import serialize
 
@@ -254,7 +268,8 @@ def save(key, executable) -> None:
             f.write(blob)
         os.replace(tmp, path)
     except Exception:
-        return
+        return None
+    return path
 
 
 def load_or_compile(key, compile, devices=None):
@@ -268,11 +283,9 @@ def load_or_compile(key, compile, devices=None):
         return executable, True
     with fresh_compile() as compiled:  # only fresh compiles are stored (see there)
         executable = compile()
-    if compiled["fresh"]:
-        save(key, executable)
-        path = _path(key)
-        if path is not None and os.path.exists(path):
-            _USED.append((os.path.basename(path), _device_ids(devices)))
+    path = save(key, executable) if compiled["fresh"] else None
+    if path is not None:
+        _USED.append((os.path.basename(path), _device_ids(devices)))
     return executable, False
 
 
@@ -288,25 +301,20 @@ def stored_call(program, static_argnums: tuple, *args):
     if store_dir() is None:
         return program(*args)
     dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
-    leaves, tree = jax.tree.flatten(dynamic)
-    signature = (getattr(program, "__module__", ""), getattr(program, "__qualname__", repr(program)),
-                 tuple(args[i] for i in static_argnums), str(tree),
-                 tuple((tuple(leaf.shape), str(leaf.dtype)) if hasattr(leaf, "dtype") else (type(leaf).__name__,)
-                       for leaf in leaves))
-    executable = _PROGRAMS.get(signature)
+    key = (getattr(program, "__module__", ""), getattr(program, "__qualname__", repr(program)),
+           tuple(args[i] for i in static_argnums), signature(dynamic))
+    executable = _PROGRAMS.get(key)
     if executable is None:
-        executable, _ = load_or_compile(("stored_call",) + signature, lambda: program.lower(*args).compile())
-        remember_compiled(_PROGRAMS, signature, executable)
+        executable, _ = load_or_compile(("stored_call",) + key, lambda: program.lower(*args).compile())
+        remember_compiled(_PROGRAMS, key, executable)
     return executable(*dynamic)
 
 
 def clear_programs() -> None:
     """Forget :func:`stored_call`'s executables and the prefetched ones of this process (tests)."""
     _PROGRAMS.clear()
-    for future in _PREFETCHED.values():
-        future.cancel()
-    _PREFETCHED.clear()
+    _drop_prefetched()
 
 
-__all__ = ["SUBDIR", "store_dir", "load", "fresh_compile", "save", "load_or_compile", "stored_call", "clear_programs",
+__all__ = ["SUBDIR", "store_dir", "signature", "load", "fresh_compile", "save", "load_or_compile", "stored_call", "clear_programs",
            "prefetch_recent", "remember_recent", "RECENT_FILE"]
