@@ -109,7 +109,7 @@ METRICS_SCHEMA: dict = {
             "loo": "engines with draws: {elpd_loo, se, p_loo, pareto_k_max, warning, draws} from az.loo (draws: the "
                    "posterior draws it used, every draw up to arviz_io.LOO_MAX_VALUES pointwise values, evenly "
                    "spaced ones above), else null",
-            "netcdf": "file name of the engine's InferenceData",
+            "netcdf": "file name of the engine's InferenceData, null when it could not be written (a note says why)",
             "warnings": "one-line warnings of the engine (FitResult.info['warnings']: failed NUTS convergence conditions, degenerate components), [] when none",
             "degenerate_components": "FitResult.info['degenerate_components']: [{component, reasons, ...}], [] when none",
             "prior": "the prior actually used, in the data's units ({description, ...}; NumPyro engines), null for em / hard_em",

@@ -14,6 +14,11 @@ outlives the report's process. Anything that goes wrong on the way (a figure tha
 worker that cannot start or dies) renders that figure here instead, so the PNG is the same bytes either
 way (tested); ``GMM_RENDER_WORKERS=0`` renders everything here. A worker imports matplotlib and
 :mod:`analysis.html_page` only (no JAX).
+
+A job is a call: a pickled ``(function, args)`` that the worker runs, its result pickled back (a figure's job is
+:func:`analysis.html_page.figure_png`). :func:`submit_call` hands the workers other work of the same kind, slow
+Python the report would otherwise do on its own thread (its NetCDF files: :mod:`analysis.netcdf_file`); the
+function's module is imported by the worker when the job arrives, so it should import little.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from analysis.html_page import figure_png
 from analysis.worker_pipe import receive, send
 from analysis.worker_pipe import start as start_worker
 
-__all__ = ["render_workers", "start", "submit", "PendingPng", "shutdown"]
+__all__ = ["render_workers", "start", "submit", "submit_call", "PendingCall", "PendingPng", "shutdown"]
 
 MAX_WORKERS = 4
 _WORKERS: list | None = None
@@ -51,8 +56,8 @@ def render_workers() -> int:
 
 
 def serve() -> None:
-    """A worker's loop: a pickled ``(figure, dpi)`` in, ``pickle((ok, png bytes or error text))`` out, until
-    stdin closes."""
+    """A worker's loop: a pickled ``(function, args)`` in (a figure's: ``(figure_png, (figure, dpi))``),
+    ``pickle((ok, function(*args) or error text))`` out, until stdin closes."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -68,8 +73,8 @@ def serve() -> None:
         except EOFError:
             return
         try:
-            fig, dpi = pickle.loads(job)
-            answer = (True, figure_png(fig, dpi))
+            function, args = pickle.loads(job)
+            answer = (True, function(*args))
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which renders the figure itself
             answer = (False, f"{type(exc).__name__}: {exc}")
         send(stdout, pickle.dumps(answer))
@@ -147,31 +152,55 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-class PendingPng:
-    """A figure's PNG bytes, rendered by a worker or here; :meth:`result` waits for them."""
+class PendingCall:
+    """The result of ``function(*args)``, computed by a worker or here; :meth:`result` waits for it."""
 
-    def __init__(self, fig, dpi: int, future: Future | None):
-        self._fig, self._dpi, self._future = fig, dpi, future
+    def __init__(self, function, args: tuple, future: Future | None):
+        self._function, self._args, self._future = function, args, future
 
-    def result(self) -> bytes:
-        """The PNG bytes; if the worker failed, the figure is rendered here instead."""
+    def done(self) -> bool:
+        """Whether :meth:`result` returns without waiting on a worker."""
+        return self._future is None or self._future.done()
+
+    def result(self):
+        """The function's result; if no worker could run it (none started, the job did not pickle, the worker
+        failed or died), it runs here, so the result is the same either way."""
         if self._future is not None:
             try:
                 return self._future.result()
-            except Exception:  # noqa: BLE001 - the same bytes from this process
+            except Exception:  # noqa: BLE001 - the same result from this process
                 pass
-        return figure_png(self._fig, self._dpi)
+        return self._function(*self._args)
+
+
+class PendingPng(PendingCall):
+    """A figure's PNG bytes, rendered by a worker or here; :meth:`result` waits for them."""
+
+    def __init__(self, fig, dpi: int, future: Future | None):
+        super().__init__(figure_png, (fig, dpi), future)
+        self._fig, self._dpi = fig, dpi
+
+
+def submit_call(function, *args) -> PendingCall:
+    """Start ``function(*args)`` in the least busy worker (``function`` a module-level function, ``args`` and
+    its result picklable); the arguments are kept until :meth:`PendingCall.result`, which runs it here if no
+    worker can."""
+    return PendingCall(function, args, _submit(function, args))
 
 
 def submit(fig, dpi: int = 100) -> PendingPng:
     """Start rendering ``fig`` (a matplotlib Figure) as PNG at ``dpi`` in the least busy worker; the figure
     itself is kept until :meth:`PendingPng.result` (it renders here if no worker can)."""
+    return PendingPng(fig, dpi, _submit(figure_png, (fig, dpi)))
+
+
+def _submit(function, args: tuple) -> Future | None:
     workers = _workers()
     if not workers:
-        return PendingPng(fig, dpi, None)
+        return None
     try:
-        blob = pickle.dumps((fig, dpi))
-    except Exception:  # noqa: BLE001 - an unpicklable figure: render here
-        return PendingPng(fig, dpi, None)
+        blob = pickle.dumps((function, args))
+    except Exception:  # noqa: BLE001 - an unpicklable job: run here
+        return None
     worker = min(workers, key=lambda w: w.busy)
-    return PendingPng(fig, dpi, worker.submit(blob))
+    return worker.submit(blob)

@@ -70,7 +70,8 @@ class Run:
     ``[(name, caption)]`` of the figures drawn; ``notes``: lines for metrics.json and the page; ``responsibilities``: ``{method:
     (N, K)}`` of the aligned point estimates (``analysis.assignments``: assignments.csv, the NetCDF files' group);
     ``model_choice``: how K was chosen without ``--num-components`` (``analysis.model_choice``), or None;
-    ``imputations``: ``{method: (rows, columns, mean, lower, upper)}`` of the missing cells (``analysis.missing_report``)."""
+    ``imputations``: ``{method: (rows, columns, mean, lower, upper)}`` of the missing cells (``analysis.missing_report``);
+    ``writes``: ``{method: PendingCall}`` of the NetCDF files being written (:func:`finish_writes`)."""
 
     methods: list
     options: dict
@@ -94,6 +95,7 @@ class Run:
     responsibilities: dict = dataclasses.field(default_factory=dict)
     model_choice: object = None
     imputations: dict = dataclasses.field(default_factory=dict)
+    writes: dict = dataclasses.field(default_factory=dict)
 
     @property
     def reference_label(self) -> str:
@@ -194,6 +196,7 @@ def _run_stages(problem: Problem, run: Run) -> dict:
         predictive_checks(problem, run)
         build_inference_data(problem, run)
         run.figures, fig_html = draw_figures(problem, run, run.out_dir / "figures", started)
+        finish_writes(run)
         run.progress("writing assignments.csv and manifest.json")
         metrics = write_outputs(problem, run)
     metrics["notes"] = run.notes + [n for n in _warning_notes(caught) if n not in run.notes]
@@ -315,8 +318,8 @@ def build_inference_data(problem: Problem, run: Run) -> None:
     LOO and compare are diagnostics: their failures are progress lines, never fatal.
     """
     from analysis import arviz_io
-
-    from analysis.render_pool import render_workers
+    from analysis.netcdf_file import write_groups_caught
+    from analysis.render_pool import render_workers, submit_call
 
     progress, cards, pending_loo = run.progress, run.cards, {}
     for m, r in run.aligned.items():
@@ -327,7 +330,8 @@ def build_inference_data(problem: Problem, run: Run) -> None:
             if run.predictive.get(m):
                 arviz_io.add_groups(idata, arviz_io.predictive_groups(**run.predictive[m], column_names=problem.column_names))
             arviz_io.add_groups(idata, arviz_io.assignment_groups(run.responsibilities[m], problem.data.row_index()))
-            arviz_io.save_netcdf(idata, run.out_dir / name)
+            # written by a render worker while the report goes on (here when none runs); waited for by finish_writes
+            run.writes[m] = submit_call(write_groups_caught, run.out_dir / name, *arviz_io.netcdf_groups(idata))
         except Exception as exc:  # noqa: BLE001
             run.failed[m] = "InferenceData: " + one_line(exc)
             progress(f"    {m} failed: {run.failed[m]}")
@@ -367,6 +371,25 @@ def build_inference_data(problem: Problem, run: Run) -> None:
         cards.pop(m)
     if not run.aligned:
         raise run.every_engine_failed()
+
+
+def finish_writes(run: Run) -> None:
+    """Wait for the engines' NetCDF files (:func:`build_inference_data` started them in the render workers) and raise
+    the warnings caught while writing them here, where the report records them. A file that could not be written is
+    removed, its card's ``netcdf`` set to None and a note says why."""
+    import warnings
+
+    for m, pending in run.writes.items():
+        try:
+            for message, category, filename, lineno in pending.result():
+                warnings.warn_explicit(message, category, filename, lineno)
+        except Exception as exc:  # noqa: BLE001 - the fit and its figures stand; the file is missing, and said so
+            (run.out_dir / f"{m}.nc").unlink(missing_ok=True)
+            if m in run.cards:
+                run.cards[m]["netcdf"] = None
+            run.notes.append(f"{m}.nc could not be written: {one_line(exc)}")
+            run.progress(f"    {m}.nc could not be written: {one_line(exc)}")
+    run.writes.clear()
 
 
 def write_outputs(problem: Problem, run: Run) -> dict:

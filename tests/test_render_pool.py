@@ -69,3 +69,44 @@ def test_no_workers_when_asked_and_none_left_after_shutdown(monkeypatch, two_wor
     pending = render_pool.submit(fig)
     assert pending._future is None and render_pool._WORKERS == []
     assert pending.result() == figure_png(fig)
+
+
+def test_a_call_runs_in_a_worker_and_a_failing_one_runs_here(two_workers, tmp_path):
+    """``submit_call``: the worker's result is the function's; a job the worker cannot run (here: a directory that
+    does not exist in its view either) is run here, and its own error is what the caller sees."""
+    import math
+
+    pending = render_pool.submit_call(math.comb, 40, 20)
+    assert pending._future is not None and pending.result() == 137846528820
+    from analysis.netcdf_file import write_groups
+
+    missing = tmp_path / "no" / "such" / "dir" / "f.nc"
+    failing = render_pool.submit_call(write_groups, missing, {}, [])
+    with pytest.raises(Exception):  # noqa: B017 - the error of the here-run, whatever h5py calls it
+        failing.result()
+    assert not missing.exists()
+
+
+def test_a_netcdf_file_written_by_a_worker_is_the_one_written_here(two_workers, tmp_path):
+    """The report's NetCDF files are written by a render worker (``netcdf_groups`` pickled, ``write_groups`` there):
+    reloaded, every group, variable, dtype (float32 groups included) and attribute equals ``save_netcdf``'s."""
+    import jax
+
+    import models
+    from analysis import arviz_io
+    from analysis.netcdf_file import write_groups
+    from inference import fit
+
+    truth = models.seed_problem()
+    x, _ = models.sample(jax.random.PRNGKey(0), truth, 200)
+    idata = arviz_io.to_inference_data(fit("em", jax.random.PRNGKey(1), x, 2), x)
+    here = arviz_io.save_netcdf(idata, tmp_path / "here.nc")
+    pending = render_pool.submit_call(write_groups, tmp_path / "worker.nc", *arviz_io.netcdf_groups(idata))
+    assert pending._future is not None
+    there = pending.result()
+    a, b = arviz_io.load_netcdf(here), arviz_io.load_netcdf(there)
+    assert arviz_io.group_names(a) == arviz_io.group_names(b) and len(arviz_io.group_names(a)) >= 4
+    for name in arviz_io.group_names(a):
+        ga, gb = arviz_io.group(a, name), arviz_io.group(b, name)
+        assert ga.identical(gb), name
+        assert {v: ga[v].dtype for v in ga.variables} == {v: gb[v].dtype for v in gb.variables}

@@ -155,6 +155,42 @@ def test_a_figure_that_fails_is_a_note(tmp_path, monkeypatch):
     assert not (out / "figures" / "assignments.png").exists() and (out / "figures" / "components.png").exists()
 
 
+def test_a_netcdf_file_that_cannot_be_written_is_a_note(tmp_path, monkeypatch):
+    """The engines' NetCDF files are written beside the report (a render worker): one that fails is removed, its
+    card's ``netcdf`` is null and a note says why; the report and its other files stand."""
+    import analysis.netcdf_file
+    from analysis.metrics import validate_metrics
+
+    def full(path, attrs, groups):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(analysis.netcdf_file, "write_groups_caught", full)
+    data = _csv(tmp_path / "d.csv", _faithful_like(), ["a", "b"])
+    out = tmp_path / "r"
+    assert main(["--data", data, "-k", "2", "--methods", "em", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    validate_metrics(metrics)
+    assert "em.nc could not be written: OSError: disk full" in metrics["notes"]
+    assert metrics["engines"]["em"]["netcdf"] is None and not (out / "em.nc").exists()
+    assert (out / "report.html").exists() and (out / "figures" / "components.png").exists()
+
+
+def test_warnings_of_a_worker_written_file_are_raised_in_the_report(tmp_path):
+    """``finish_writes`` raises the warnings a worker caught while writing (``write_groups_caught``) in the report's
+    process, where its ``catch_warnings`` turns them into notes."""
+    from analysis.progress import Progress
+    from analysis.render_pool import PendingCall
+    from analysis.report import Run, finish_writes
+
+    run = Run(["em"], {}, Progress(False, "gmm-report"), out_dir=tmp_path)
+    run.writes["em"] = PendingCall(lambda: [("float32 rounding", RuntimeWarning, "netcdf_file.py", 7)], (), None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        finish_writes(run)
+    assert [(str(w.message), w.category, w.lineno) for w in caught] == [("float32 rounding", RuntimeWarning, 7)]
+    assert run.writes == {} and run.notes == []
+
+
 def test_help_is_printed_once(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out

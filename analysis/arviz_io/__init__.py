@@ -15,11 +15,11 @@ not depend on either converter. It returns numbers and data, never figures (``an
 Everything public is re-exported here: ``from analysis import arviz_io; arviz_io.to_inference_data(...)``.
 """
 
-from ._stack import ARVIZ_MAJOR, add_groups, arviz_version, group, group_names
+from ._stack import ARVIZ_MAJOR, add_groups, arviz_version, group, group_names, select_groups
 from .convert import ASSIGNMENTS_GROUP, assignment_groups
 from .convert import (ARVIZ_STAT_NAMES, FIT_TRACE_GROUP, FLOAT32_GROUPS, GROUPS, LOGLIK_MAX_VALUES, LOGLIK_MIN_DRAWS,
                       LOO_MAX_VALUES, PARAM_VARS, RHAT_METHOD, dim_coords, drop_loo_draws, load_netcdf, loglik_draws_kept,
-                      predictive_groups, save_netcdf, thin_log_likelihood, to_inference_data)
+                      netcdf_groups, predictive_groups, save_netcdf, thin_log_likelihood, to_inference_data)
 from .loo_pool import PendingLoo
 from .loo_pool import submit as submit_loo
 from .sampler import BFMI_THRESHOLD, bfmi, energy_densities, rank_histograms, sampler_stats
@@ -60,6 +60,8 @@ __all__ = [
     "assignment_groups",
     "ASSIGNMENTS_GROUP",
     "save_netcdf",
+    "select_groups",
+    "netcdf_groups",
     "load_netcdf",
     "loglik_draws_kept",
     "rhat_of_samples",

@@ -43,11 +43,13 @@ from models.density import draws_pointwise_log_likelihood
 from models.missing import observed_pointwise_log_likelihood
 from models.params import GMMParams, covariances, to_numpy
 
+from analysis.netcdf_file import write_groups
+
 from ._stack import ARVIZ_MAJOR, assemble, az, group, group_names, replace_group
 
 __all__ = ["RHAT_METHOD", "PARAM_VARS", "FIT_TRACE_GROUP", "GROUPS", "FLOAT32_GROUPS", "LOGLIK_MAX_VALUES",
            "LOGLIK_MIN_DRAWS", "LOO_MAX_VALUES", "thin_log_likelihood", "drop_loo_draws", "ARVIZ_STAT_NAMES", "dim_coords", "to_inference_data", "posterior_dataset", "group_datasets", "loglik_draws_kept",
-           "save_netcdf", "load_netcdf", "predictive_groups", "assignment_groups", "ASSIGNMENTS_GROUP"]
+           "save_netcdf", "netcdf_groups", "load_netcdf", "predictive_groups", "assignment_groups", "ASSIGNMENTS_GROUP"]
 
 RHAT_METHOD = "rank"
 PARAM_VARS = ("weights", "means", "covariances")
@@ -251,10 +253,15 @@ def save_netcdf(idata, path, complevel: int = 4) -> str:
     """Write ``idata`` to ``path``: NetCDF4 through h5netcdf, one HDF5 group per InferenceData group (the
     layout both ArviZ stacks read), every variable zlib-compressed and the pointwise log-likelihood stored
     and the predictive replicates as float32 (``FLOAT32_GROUPS``; LOO / WAIC from it agree with float64 to
-    ~1e-6 of their standard error)."""
-    path = str(path)
-    root_attrs = dict(idata.attrs or {})
-    xr.Dataset(attrs=root_attrs).to_netcdf(path, mode="w", engine="h5netcdf")
+    ~1e-6 of their standard error). The same as ``analysis.netcdf_file.write_groups(path, *netcdf_groups(idata))``."""
+    return write_groups(path, *netcdf_groups(idata, complevel))
+
+
+def netcdf_groups(idata, complevel: int = 4) -> tuple[dict, list]:
+    """What :func:`save_netcdf` writes, as plain xarray: ``(root attrs, [(group name, Dataset, encoding)])``, the
+    log_likelihood group thinned (:func:`thin_log_likelihood`); picklable, so a worker process can write it
+    (:func:`analysis.netcdf_file.write_groups`)."""
+    groups = []
     for name in group_names(idata):
         ds = group(idata, name)
         if name == "log_likelihood":
@@ -265,8 +272,8 @@ def save_netcdf(idata, path, complevel: int = 4) -> str:
             if (name in FLOAT32_GROUPS and var in ds.data_vars and values.dtype == np.float64):
                 enc["dtype"] = "float32"
             encoding[var] = enc
-        ds.to_netcdf(path, mode="a", group=name, engine="h5netcdf", encoding=encoding)
-    return path
+        groups.append((name, ds, encoding))
+    return dict(idata.attrs or {}), groups
 
 
 def thin_log_likelihood(ds: xr.Dataset, max_values: int | None = None) -> xr.Dataset:
