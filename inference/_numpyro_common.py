@@ -311,6 +311,8 @@ def train_in_chunks(svi, guide, state, x, *, num_checks: int, check_every: int, 
     keep_going = lambda carry: (carry[1] < last) & ((carry[1] < min_checks) | ~carry[3])
     first = jnp.asarray(jnp.inf, x.dtype) if initial_summary is None else initial_summary
     init = (state, jnp.asarray(0, jnp.int32), first, jnp.asarray(False), losses, log_liks) if carry is None else carry
+    if isinstance(stop, int) and stop <= 0 and carry is None:
+        return init  # the first carry alone: the loop would run no chunk, so it is not traced (compile time)
     return lax.while_loop(keep_going, run_chunk, init)
 
 

@@ -110,11 +110,12 @@ def _build_map_runner(num_components, prior, num_steps, learning_rate, final_lea
             guide = AutoDelta(handlers.block(model, hide=["z"]), init_loc_fn=init_to_value(values=start_sites))
             return SVI(model, guide, adam_with_decay(learning_rate, final_learning_rate, num_steps), elbo_for(sample_weight)), guide
 
-        def set_up(start_sites):
-            """:func:`pieces` with the guide set up by an init whose values XLA drops (nothing runs)."""
-            svi, guide = pieces(start_sites)
-            svi.init(jax.random.PRNGKey(0), x, sample_weight, *margs)
-            return svi, guide
+        # The SVI and guide that advance the restarts and read their medians, set up once by an init whose values XLA
+        # drops (nothing runs): their steps read the parameters from each restart's carry, never the init values, so
+        # one set-up (restart 0's start) serves every restart and both uses (tracing NumPyro's init is most of the
+        # compile time; set up per use, it was traced twice more).
+        shared = pieces(jax.tree.map(lambda a: a[0], starts))
+        shared[0].init(jax.random.PRNGKey(0), x, sample_weight, *margs)
 
         common = dict(num_checks=num_checks, check_every=check_every, chunk_converged=chunk_converged,
                       sample_weight=sample_weight, missing=missing)
@@ -124,7 +125,7 @@ def _build_map_runner(num_components, prior, num_steps, learning_rate, final_lea
             return train_in_chunks(svi, guide, svi.init(key, x, sample_weight, *margs), x, stop=0, **common)
 
         def advance(carry, start_sites):  # one more chunk, unless this restart is done
-            svi, guide = set_up(start_sites)
+            svi, guide = shared
             return train_in_chunks(svi, guide, None, x, carry=carry, stop=carry[1] + 1, **common)
 
         def status(carry):
@@ -139,7 +140,7 @@ def _build_map_runner(num_components, prior, num_steps, learning_rate, final_lea
         running, _ = status(carry)
 
         def median(state, start_sites):
-            svi, guide = set_up(start_sites)
+            svi, guide = shared
             return guide.median(svi.get_params(state))
 
         sites = jax.vmap(median)(state, starts)
