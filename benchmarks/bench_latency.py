@@ -13,6 +13,7 @@ Three measurements, each in a fresh Python process so that nothing compiled earl
    ``GMM_REFERENCE_CACHE``) and warm (the same directory, second run): wall time, and SVI's compile seconds
    on the warm run from ``metrics.json``.
 3. EM over 20 sample sizes (100 .. 10,000 rows, K = 2, D = 2): the number of compiled EM programs.
+Before these: the import of numpy, ml_dtypes and JAX in a fresh process (best of 3): every report and worker pays it.
 
 Targets (issue 23): GridSearchCV cold <= 50x sklearn, warm <= 3x; report warm <= 0.35x cold and <= 12 s on a
 quiet machine, cold <= 30 s, SVI compile on a warm run <= 1 s; the size sweep <= 5 programs. The load average
@@ -72,6 +73,19 @@ print(json.dumps(dict(sizes=len(sizes), programs=len(em._COMPILED), seconds=time
 """
 
 
+IMPORTS = r"""
+import json, time
+t0 = time.perf_counter()
+import numpy
+t1 = time.perf_counter()
+import ml_dtypes
+t2 = time.perf_counter()
+import jax
+t3 = time.perf_counter()
+print(json.dumps(dict(numpy=t1 - t0, ml_dtypes=t2 - t1, jax=t3 - t2, versions=[numpy.__version__, ml_dtypes.__version__])))
+"""
+
+
 def _python(code: str) -> dict:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -93,6 +107,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     results = {"load_before": os.getloadavg(), "cpus": os.cpu_count()}
+    imports = min((_python(IMPORTS) for _ in range(3)), key=lambda r: r["ml_dtypes"])
+    results["imports"] = imports
+    print(f"imports in a fresh process (best of 3): numpy {imports['numpy']:.2f} s, ml_dtypes {imports['ml_dtypes']:.2f} s, "
+          f"the rest of jax {imports['jax']:.2f} s (numpy {imports['versions'][0]}, ml_dtypes {imports['versions'][1]}; "
+          "ml_dtypes 0.7.0 with numpy 2.4 took ~1 s: pyproject.toml leaves it out on Python 3.11)")
     grid = _python(GRID)
     results["grid"] = grid
     print(f"GridSearchCV (500 x 2, K = 1..5, cv = 3, n_init = 2): cold {grid['cold']:.2f} s, warm {grid['warm']:.3f} s, "
