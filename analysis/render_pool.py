@@ -158,10 +158,6 @@ class PendingCall:
     def __init__(self, function, args: tuple, future: Future | None):
         self._function, self._args, self._future = function, args, future
 
-    def done(self) -> bool:
-        """Whether :meth:`result` returns without waiting on a worker."""
-        return self._future is None or self._future.done()
-
     def result(self):
         """The function's result; if no worker could run it (none started, the job did not pickle, the worker
         failed or died), it runs here, so the result is the same either way."""
@@ -178,7 +174,6 @@ class PendingPng(PendingCall):
 
     def __init__(self, fig, dpi: int, future: Future | None):
         super().__init__(figure_png, (fig, dpi), future)
-        self._fig, self._dpi = fig, dpi
 
 
 def submit_call(function, *args) -> PendingCall:

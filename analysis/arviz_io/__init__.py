@@ -15,7 +15,7 @@ not depend on either converter. It returns numbers and data, never figures (``an
 Everything public is re-exported here: ``from analysis import arviz_io; arviz_io.to_inference_data(...)``.
 """
 
-from ._stack import ARVIZ_MAJOR, add_groups, arviz_version, group, group_names, select_groups
+from ._stack import ARVIZ_MAJOR, add_groups, arviz_version, group, group_names
 from .convert import ASSIGNMENTS_GROUP, assignment_groups
 from .convert import (ARVIZ_STAT_NAMES, FIT_TRACE_GROUP, FLOAT32_GROUPS, GROUPS, LOGLIK_MAX_VALUES, LOGLIK_MIN_DRAWS,
                       LOO_MAX_VALUES, PARAM_VARS, RHAT_METHOD, dim_coords, drop_loo_draws, load_netcdf, loglik_draws_kept,
@@ -60,7 +60,6 @@ __all__ = [
     "assignment_groups",
     "ASSIGNMENTS_GROUP",
     "save_netcdf",
-    "select_groups",
     "netcdf_groups",
     "load_netcdf",
     "loglik_draws_kept",

@@ -33,7 +33,7 @@ for _name in ("arviz", "arviz_base", "arviz_stats", "arviz_plots"):
 if ARVIZ_MAJOR < 1 and isinstance(getattr(az, "_log", None), logging.Logger):  # 0.x: Logger("arviz")
     az._log.setLevel(logging.ERROR)
 
-__all__ = ["ARVIZ_MAJOR", "az", "azs", "arviz_version", "assemble", "group", "group_names", "add_groups", "select_groups"]
+__all__ = ["ARVIZ_MAJOR", "az", "azs", "arviz_version", "assemble", "group", "group_names", "add_groups"]
 
 
 def arviz_version() -> str:
@@ -50,12 +50,6 @@ def assemble(groups: dict, attrs: dict | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "fit_trace group is not defined in the schema"
         return az.InferenceData(**groups, attrs=attrs) if attrs else az.InferenceData(**groups)
-
-
-def select_groups(idata, names):
-    """A new InferenceData / DataTree holding only the groups of ``names`` that ``idata`` has (its attrs kept): what a
-    worker process needs of it, pickled small."""
-    return assemble({n: group(idata, n) for n in names if n in group_names(idata)}, dict(idata.attrs or {}))
 
 
 def group(idata, name: str) -> xr.Dataset:
