@@ -374,9 +374,9 @@ def compiled_call(build, static: tuple, *args, mesh=None, rows: tuple = ()):
         start = time.perf_counter()
         placed = []
 
-        def compile_program():
+        def compile_program(options):
             program = build(*static) if mesh is None else rows_on_mesh(build(*static), mesh, rows)
-            executable, on_mesh = compile_on_mesh(program, mesh, args)
+            executable, on_mesh = compile_on_mesh(program, mesh, args, options)
             placed.append(on_mesh)
             return executable
 

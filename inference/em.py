@@ -112,7 +112,8 @@ def _compiled_program(keys, given_init, data, total_weight, tol, reg_covar, num_
         store_key = ("inference.em.em_program", cache_key, str(jax.tree.map(lambda a: getattr(a, "sharding", None), args)),
                      tuple(int(d.id) for d in devices))
     compiled, _ = executable_store.load_or_compile(
-        store_key, lambda: jax.jit(functools.partial(em_program, **static)).lower(*args).compile(), devices)
+        store_key, lambda options: jax.jit(functools.partial(em_program, **static)).lower(*args).compile(
+            compiler_options=options or None), devices)
     remember_compiled(_COMPILED, cache_key, compiled)
     return compiled, time.perf_counter() - start
 

@@ -229,9 +229,11 @@ def fresh_compile():
     (a later process failed with ``NOT_FOUND: Function iota_convert_fusion not found``; reproduced on jax 0.10
     and 0.12), so only fresh compiles may be stored: JAX's cache is switched off meanwhile (config, then
     ``reset_cache`` so that JAX reads the config again; both again on exit), and a cache hit seen by
-    ``jax.monitoring`` still vetoes the store."""
-    state = {"fresh": False}
-    if store_dir() is None:
+    ``jax.monitoring`` still vetoes the store. The compile inside must also pass :data:`FRESH_OPTIONS` (as
+    :func:`load_or_compile` does): JAX's in-memory compile cache would otherwise hand back a program compiled
+    earlier in this process, perhaps read from the persistent cache then."""
+    state = {"fresh": False, "options": False}
+    if store_dir() is None or not _fresh_options_accepted():
         yield state
         return
     from jax.experimental.compilation_cache.compilation_cache import reset_cache
@@ -244,12 +246,32 @@ def fresh_compile():
     # vetoed, and so never stored (MAP at 50,000 rows traced and lowered in every process, 3-4 s)
     jax.config.update("jax_enable_compilation_cache", False)
     reset_cache()
+    state["options"] = True
     try:
         yield state
     finally:
         jax.config.update("jax_enable_compilation_cache", before)
         reset_cache()
     state["fresh"] = _CACHE_HITS[0] == hits
+
+
+# An XLA option at its default value: no effect on the program, but a key that no compile outside fresh_compile
+# uses. JAX's in-memory compile cache (pxla._cached_compilation, keyed by the lowered module, which the tracing and
+# lowering caches share between calls, and by the compiler options) then compiles afresh. Without it a jitted
+# sampler called plainly in a process whose persistent cache held it, then through stored_call, was stored
+# kernel-less; the next read-back failed at dispatch ("Function slice_bitcast_fusion.6 not found", jax 0.12.0.1;
+# CI's "wrapped_reduce-window not found").
+FRESH_OPTIONS = {"xla_embed_ir_in_executable": False}
+
+
+@functools.lru_cache(maxsize=1)
+def _fresh_options_accepted() -> bool:
+    """Whether this jaxlib compiles with :data:`FRESH_OPTIONS` (if not, nothing is stored: freshness unknown)."""
+    try:
+        jax.jit(lambda a: a + 1).lower(jax.numpy.zeros(2)).compile(compiler_options=dict(FRESH_OPTIONS))
+        return True
+    except Exception:  # noqa: BLE001 - any refusal: store nothing
+        return False
 
 
 def save(key, executable) -> str | None:
@@ -273,16 +295,17 @@ def save(key, executable) -> str | None:
 
 
 def load_or_compile(key, compile, devices=None):
-    """``(executable, loaded)``: the stored executable for ``key`` (``loaded`` True), else ``compile()`` (a
-    ``jax.stages.Compiled``), stored when it was a fresh compile. ``key`` None: ``compile()``, nothing read or kept
-    (JAX's own persistent cache stays on for it). ``devices`` as in :func:`load`."""
+    """``(executable, loaded)``: the stored executable for ``key`` (``loaded`` True), else ``compile(options)`` (a
+    ``jax.stages.Compiled``; ``options``: XLA options to add to the program's own), stored when it was a fresh
+    compile. ``key`` None: ``compile({})``, nothing read or kept (JAX's own persistent cache stays on for it).
+    ``devices`` as in :func:`load`."""
     if key is None:
-        return compile(), False
+        return compile({}), False
     executable = load(key, devices)
     if executable is not None:
         return executable, True
     with fresh_compile() as compiled:  # only fresh compiles are stored (see there)
-        executable = compile()
+        executable = compile(dict(FRESH_OPTIONS) if compiled["options"] else {})
     path = save(key, executable) if compiled["fresh"] else None
     if path is not None:
         _USED.append((os.path.basename(path), _device_ids(devices)))
@@ -305,7 +328,7 @@ def stored_call(program, static_argnums: tuple, *args):
            tuple(args[i] for i in static_argnums), signature(dynamic))
     executable = _PROGRAMS.get(key)
     if executable is None:
-        executable, _ = load_or_compile(("stored_call",) + key, lambda: program.lower(*args).compile())
+        executable, _ = load_or_compile(("stored_call",) + key, lambda options: program.lower(*args).compile(compiler_options=options or None))
         remember_compiled(_PROGRAMS, key, executable)
     return executable(*dynamic)
 
@@ -316,5 +339,5 @@ def clear_programs() -> None:
     _drop_prefetched()
 
 
-__all__ = ["SUBDIR", "store_dir", "signature", "load", "fresh_compile", "save", "load_or_compile", "stored_call", "clear_programs",
+__all__ = ["SUBDIR", "store_dir", "signature", "load", "fresh_compile", "save", "load_or_compile", "FRESH_OPTIONS", "stored_call", "clear_programs",
            "prefetch_recent", "remember_recent", "RECENT_FILE"]

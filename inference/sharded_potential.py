@@ -127,10 +127,11 @@ def compiler_options(args) -> dict | None:
     return dict(_NO_YNN)
 
 
-def compile_on_mesh(fn, mesh, args):
+def compile_on_mesh(fn, mesh, args, extra_options=None):
     """``jax.jit(fn)`` compiled for ``args`` placed replicated on ``mesh`` (outputs replicated), with
-    :func:`compiler_options`; returns (executable, placed args). ``mesh`` None: compiled for ``args`` as they are."""
-    options = compiler_options(args)
+    :func:`compiler_options` and ``extra_options`` (a dict, e.g. ``inference.executable_store.FRESH_OPTIONS``);
+    returns (executable, placed args). ``mesh`` None: compiled for ``args`` as they are."""
+    options = {**(compiler_options(args) or {}), **(extra_options or {})} or None
     if mesh is None:
         return jax.jit(fn).lower(*args).compile(compiler_options=options), args
     replicated = NamedSharding(mesh, P())

@@ -16,14 +16,15 @@ from models import predictive
 @pytest.fixture
 def store(tmp_path):
     """JAX's cache directory (and so the executable store) in ``tmp_path`` for one test, then as it was."""
+    from jax.experimental.compilation_cache.compilation_cache import reset_cache
+
     before = jax.config.jax_compilation_cache_dir
     jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+    reset_cache()  # JAX reads the directory again: an earlier test's cache is not used here
     executable_store.clear_programs()
     try:
         yield tmp_path / executable_store.SUBDIR
     finally:
-        from jax.experimental.compilation_cache.compilation_cache import reset_cache
-
         jax.config.update("jax_compilation_cache_dir", before)
         reset_cache()  # JAX reads the restored config again: later tests in this process do not write here
         executable_store.clear_programs()
@@ -109,3 +110,28 @@ def test_the_last_runs_programs_are_prefetched_and_used(store):
     assert executable_store.prefetch_recent() == 0
     record.write_text("not json")
     assert executable_store.prefetch_recent() == 0
+
+
+def test_a_program_jax_read_from_its_cache_is_compiled_afresh_before_it_is_stored(tmp_path):
+    """CI, session 13 (jax 0.12.0.1): a sampler called plainly in a process whose persistent cache held it came back
+    from JAX's in-memory compile cache when ``stored_call`` compiled it, kernel-less; the file then failed at dispatch
+    ("Function wrapped_reduce-window not found"; reproduced on jax 0.10.2 too). ``load_or_compile`` compiles with
+    ``FRESH_OPTIONS``: the program read back runs and draws what the plain call drew."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "tests", "scale_scripts", "plain_then_stored.py")
+
+    def run(mode):
+        out = subprocess.run([sys.executable, script, str(tmp_path), mode], capture_output=True, text=True, cwd=root,
+                             timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run("plain")  # writes JAX's persistent cache
+    second = run("stored")  # reads it back, then keeps the program and reads that back
+    assert second["files"] == 1
+    assert first["plain"] == second["plain"] == second["kept"] == second["read_back"]
