@@ -108,13 +108,12 @@ class SimulatedData(DataSource):
         return (self.num_samples, 2)
 
     def prepare(self, seed: int, progress) -> None:
-        import jax
-
         import models
+        from inference.random_keys import seed_key
 
         self.truth = models.to_numpy(models.seed_problem())
         progress(f"sampling N={self.num_samples} points from the seed problem (seed {seed})")
-        xs, zs = models.sample(jax.random.fold_in(jax.random.PRNGKey(seed), 0), self.truth, self.num_samples)
+        xs, zs = models.sample(seed_key(seed), self.truth, self.num_samples)
         self.rows, self.labels = np.asarray(xs, dtype=np.float64), np.asarray(zs)
 
 

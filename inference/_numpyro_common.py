@@ -38,6 +38,7 @@ from .compiled_cache import remember_compiled
 from .init import INIT_METHODS, stack_given_init
 from .sharded_potential import compile_on_mesh, place, rows_on_mesh
 from .validate import check_choice, check_data, check_positive
+from .random_keys import split_key
 
 FIRST_ENUM_DIM = -2  # max_plate_nesting = 1: z lives in the "data" plate only
 PRIOR_KEYS = ("concentration", "mean_loc", "mean_scale", "scale_loc", "scale_log_sd", "lkj_concentration")
@@ -335,7 +336,7 @@ def initial_params(key, x, num_components: int, init, n_init: int, sample_weight
         return stack_given_init(init, x, num_components, n_init), 0.0
     check_choice("init", init, INIT_METHODS)
     x = mean_completed(np.asarray(x))
-    keys = jax.random.split(key, n_init)
+    keys = split_key(key, n_init)
     starts, compile_seconds, _ = compiled_call(_build_initializer, (num_components, init), keys, x, sample_weight)
     return starts, compile_seconds
 

@@ -12,6 +12,7 @@ from models.gmm import params_from_sites
 from models.params import GMMParams
 
 from ._numpyro_common import compiled_call, data_component_log_prob, discrete_assignments, make_model, missing_of, model_sites
+from .random_keys import split_key
 
 __all__ = ["assignment_draws", "posterior_mode"]
 
@@ -39,7 +40,7 @@ def assignment_draws(key, aligned: GMMParams, x, num_components, prior, num_draw
     index = np.linspace(0, flat.weights.shape[0] - 1, min(num_draws, flat.weights.shape[0])).round().astype(int)
     sites = model_sites(GMMParams(*(a[index] for a in flat)), x.dtype)
     build, static = (_build_bayes_draws, ()) if weighted else (_build_assignment_draws, (num_components, prior))
-    z, c, r = compiled_call(build, static, jax.random.split(key, index.size), sites, jnp.asarray(x), missing_of(x))
+    z, c, r = compiled_call(build, static, split_key(key, index.size), sites, jnp.asarray(x), missing_of(x))
     return np.asarray(z), c, r
 
 

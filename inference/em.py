@@ -59,6 +59,7 @@ from .prediction import _pad_components, component_bucket
 from .rows import make_mesh, row_bucket
 from .stats import COVARIANCE_TYPES
 from .validate import check_choice, check_positive
+from .random_keys import split_key
 
 __all__ = ["fit_em", "fit_hard_em", "component_slots", "HOST_STREAM_BYTES", "NUM_SNAPSHOTS", "PAD_MAX_WORK"]
 
@@ -170,7 +171,7 @@ def _fit(
     given = _given_init(init, layout.num_features, num_components, n_init, center_np, compute)
     if given is not None and num_slots > num_components:  # user starts padded like the program's slots
         given = _pad_components(given, compute, num_slots)
-    keys = jax.random.split(key, n_init)
+    keys = split_key(key, n_init)
     tol_arr, reg_arr, total_arr = (jnp.asarray(v, compute) for v in (tol, reg_covar, rows.total_weight))
     active_arr = np.int32(num_components)
     compiled, compile_seconds = _compiled_program(

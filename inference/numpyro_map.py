@@ -41,6 +41,7 @@ from ._numpyro_common import (
 from .result import FitResult
 from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_num_components
+from .random_keys import split_key
 
 TRAIL_LOOKBACK = 4  # chunks a trailing restart's rate is measured over
 TRAIL_MARGIN = 4.0  # ... and how much faster it may still improve without being stopped
@@ -185,7 +186,7 @@ def map_point(key, x: np.ndarray, num_components: int, **options):
     tol = float(check_float_option("tol", opts["tol"]) if opts["tol"] != 0 else 0.0)
     prior = prior_items(opts["prior"])
     weights = opts["sample_weight"]
-    init_key, run_key, assign_key = jax.random.split(key_array(key), 3)
+    init_key, run_key, assign_key = split_key(key_array(key), 3)
     starts, init_compile = initial_params(init_key, x, num_components, opts["init"], n_init, weights)
     start_sites = model_sites(GMMParams(*starts), x.dtype)
     if not isinstance(opts["stop_trailing"], (bool, np.bool_)):
@@ -194,7 +195,7 @@ def map_point(key, x: np.ndarray, num_components: int, **options):
     missing = missing_of(x)
     mesh = row_mesh(opts["devices"], x.shape[0], missing, work=lapack_work(num_components, x.shape[1], n_init))
     out, compile_seconds, run_seconds = compiled_call(
-        _build_map_runner, static, jax.random.split(run_key, n_init), start_sites, assign_key, jnp.asarray(x),
+        _build_map_runner, static, split_key(run_key, n_init), start_sites, assign_key, jnp.asarray(x),
         None if weights is None else jnp.asarray(weights, x.dtype), missing, mesh=mesh, rows=(3, 4),
     )
     used = dict(opts, n_init=n_init, num_steps=num_steps, check_every=check_every, prior=dict(prior), devices=devices_used(mesh))

@@ -57,6 +57,7 @@ from .nuts_chains import WarmupRejected, kernel_settings, run_chains
 from .result import FitResult
 from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_choice, check_num_components
+from .random_keys import split_key
 
 CHAIN_METHODS = ("auto", "sequential", "vectorized", "parallel")
 # dense_mass="auto": a dense mass matrix up to this many unconstrained parameters. Measured at (5,000, 5, 3), 62
@@ -117,9 +118,15 @@ def uses_laplace_mass(laplace_mass, num_params: int) -> bool:
 
 
 def _dispersed_starts(key, start: dict, num_chains: int, jitter: float, inverse_mass=None) -> dict:
-    """Unconstrained starts (chain, ...): chain 0 at ``start``, the others at ``start + N(0, jitter)``, or with a
-    Laplace matrix at ``start + N(0, (LAPLACE_JITTER_SDS * jitter)^2 H^-1)``: overdispersed by a few posterior sds
-    whatever N (a fixed unconstrained jitter is ~100 posterior sds at N = 50,000)."""
+    """Unconstrained starts (chain, ...) as host arrays: chain 0 at ``start``, the others at ``start + N(0, jitter)``,
+    or with a Laplace matrix at ``start + N(0, (LAPLACE_JITTER_SDS * jitter)^2 H^-1)``: overdispersed by a few
+    posterior sds whatever N (a fixed unconstrained jitter is ~100 posterior sds at N = 50,000). One compiled
+    program (as ~20 eager operations it cost ~0.15 s of small compiles in every new process)."""
+    return jax.device_get(_dispersed_starts_program(key, start, int(num_chains), float(jitter), inverse_mass))
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _dispersed_starts_program(key, start: dict, num_chains: int, jitter: float, inverse_mass) -> dict:
     if inverse_mass is not None:
         flat, unravel = ravel_pytree(start)
         noise = jax.random.normal(key, (num_chains, flat.size), flat.dtype) @ jnp.linalg.cholesky(inverse_mass).T
@@ -216,7 +223,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
     prior = prior_items(opts["prior"])
     num_features = x.shape[1]
 
-    map_key, chain_key, assign_key, jitter_key = jax.random.split(key_array(key), 4)
+    map_key, chain_key, assign_key, jitter_key = split_key(key_array(key), 4)
     start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"],
                                                          opts["sample_weight"], opts["devices"])
     start_unconstrained = unconstrain_fn(num_components, num_features, prior)(model_sites(start_params, x.dtype))
@@ -245,7 +252,7 @@ def fit_nuts(key, x, num_components: int, **options) -> FitResult:
                                                 adapt_mass_matrix=inverse_mass is None).items()))
         mesh = row_mesh(opts["devices"], x.shape[0], missing_of(x), opts["chain_method"],
                         lapack_work(num_components, num_features, num_chains if vectorized else 1, num_params if dense_mass else 0))
-        out = run_chains(jax.random.split(chain_key, num_chains),
+        out = run_chains(split_key(chain_key, num_chains),
                          _dispersed_starts(jitter_key, start_unconstrained, num_chains, opts["init_jitter"], inverse_mass),
                          (jnp.asarray(x), weights, missing_of(x)), opts["chain_method"], (num_components, prior, settings),
                          (num_components, num_features, prior, settings, length, vectorized), math.ceil(total / length),

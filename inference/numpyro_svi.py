@@ -67,6 +67,7 @@ from .numpyro_map import adam_with_decay, starting_point
 from .result import FitResult
 from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_num_components
+from .random_keys import split_key
 
 PROGRESS_SEGMENTS = 20  # host calls of the training loop (the bar advances between them)
 
@@ -368,7 +369,7 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
         check_every,
         check_int_option("num_draws", opts["num_draws"]),
     )
-    map_key, svi_key = jax.random.split(key_array(key))
+    map_key, svi_key = split_key(key_array(key))
     start_params, start_compile, start_run = starting_point(map_key, x, num_components, opts["init"], opts["prior"], opts["map_options"],
                                                          opts["sample_weight"], opts["devices"])
     missing = missing_of(x)
@@ -378,7 +379,7 @@ def fit_svi(key, x, num_components: int, **options) -> FitResult:
         raise ValueError(f"progress must be True or False, got {opts['progress']!r}")
     with ChunkProgress.shown(bool(opts["progress"]), num_steps, "svi (steps, stops early when converged)"):
         weights = None if opts["sample_weight"] is None else jnp.asarray(opts["sample_weight"])
-        out, compile_seconds, run_seconds = _train(static, check_every, num_steps, jax.random.split(svi_key),
+        out, compile_seconds, run_seconds = _train(static, check_every, num_steps, split_key(svi_key),
                                                    model_sites(start_params, x.dtype), jnp.asarray(x), weights, missing, mesh)
 
     pivot = params_from_site_draws(out["median"])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from numpyro import handlers
@@ -163,7 +162,7 @@ def run_chains(keys, starts, data, chain_method, init_static, segment_static, nu
             if not checked and (index + 1) * length >= num_warmup:
                 check(records, step_axis)
                 checked = True
-        return jax.tree.map(lambda *r: jnp.concatenate(r, axis=step_axis), *records)
+        return jax.tree.map(lambda *r: np.concatenate([np.asarray(a) for a in r], axis=step_axis), *records)
 
     if chain_method == "vectorized":
         state = advance(_build_chain_init, init_static + (True,), keys, starts, inverse_mass, *data)
@@ -185,7 +184,7 @@ def run_chains(keys, starts, data, chain_method, init_static, segment_static, nu
             state = advance(_build_chain_init, init_static + (False,), keys[chain], jax.tree.map(lambda a: a[chain], starts),
                             inverse_mass, *data)
             per_chain.append(run_segments(state, 1))
-        records = jax.tree.map(lambda *r: jnp.stack(r), *per_chain)
+        records = jax.tree.map(lambda *r: np.stack(r), *per_chain)
     if bar is not None:
         bar.close()
     return records, compile_seconds, run_seconds

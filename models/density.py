@@ -16,6 +16,7 @@ from jax.scipy.special import logsumexp
 from . import missing as _missing
 from .linalg import inverse_lower, solve_lower
 from .params import GMMParams
+from .program_caller import run_program
 from .quadratic import log_prob_coefficients, quadratic_features
 
 
@@ -146,6 +147,13 @@ def _draws_quadratic(params: GMMParams, features, feature_max, center):
     return logsumexp(table, axis=-1).T, jnp.where(jnp.all(jnp.isfinite(coef), axis=(1, 2)), bound, jnp.inf)
 
 
+@jax.jit
+def _centred_features(x, center):
+    """The rows' quadratic features about ``center`` (N, F) and each feature's largest magnitude (F,): one program."""
+    features = quadratic_features(x - center, True)
+    return features, jnp.max(jnp.abs(features), axis=0)
+
+
 def draws_pointwise_log_likelihood(params: GMMParams, x, max_values: int = 25_000_000):
     """Yield ``(start, (B, N) log p(x_n | draw))`` over the S draws of ``params`` (batched: weights (S, K), means
     (S, K, D), scale_tril (S, K, D, D)) for complete rows ``x`` (N, D), in blocks of B draws whose (N, B K) table
@@ -165,18 +173,15 @@ def draws_pointwise_log_likelihood(params: GMMParams, x, max_values: int = 25_00
     weights, means, scale_tril = (np.asarray(a, np.float64) for a in params)
     total, num_components = weights.shape
     center = x.mean(axis=0)
-    center_jax = jnp.asarray(center)
-    features = quadratic_features(jnp.asarray(x - center), True)
-    feature_max = jnp.max(jnp.abs(features), axis=0)
-    rows = jnp.asarray(x)
+    features, feature_max = run_program(_centred_features, (), x, center)
     block = int(max(1, min(total, max_values // max(1, x.shape[0] * num_components))))
     for start in range(0, total, block):
         take = np.minimum(np.arange(start, start + block), total - 1)  # the last block padded with its last draw
         chunk = GMMParams(weights[take], means[take], scale_tril[take])
-        values, bound = _draws_quadratic(chunk, features, feature_max, center_jax)
+        values, bound = run_program(_draws_quadratic, (), chunk, features, feature_max, center)
         values, bound = np.array(values), np.asarray(bound)
         redo = np.flatnonzero(~(bound <= QUADRATIC_MAX_ERROR))
         for i in redo:  # one draw at a time: the whitened (N, K, D) stays small
-            values[i] = np.asarray(_pointwise_log_likelihood(GMMParams(*(a[i] for a in chunk)), rows))
+            values[i] = np.asarray(_pointwise_log_likelihood(GMMParams(*(a[i] for a in chunk)), x))
         count = min(block, total - start)
         yield start, values[:count]

@@ -7,14 +7,12 @@
 ``sample_posterior_predictive`` runs it forward with the parameters fixed at each posterior draw (or
 at a point estimate, once per replicate): replicated data (x, z) per draw. Each is one jitted program per
 shape (the draw count, N, D, K and the prior are static), host arrays going in as they are (no eager ``jnp`` call
-before it: each would compile a small program of its own). Within :func:`programs_called_by` the programs run
+before it: each would compile a small program of its own). Within :func:`programs_called_by` (``models.program_caller``) the programs run
 through a caller instead, e.g. ``inference.executable_store.stored_call``, which keeps them compiled on disk.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 
 import jax
@@ -24,28 +22,9 @@ from numpyro.infer import Predictive
 
 from .gmm import gmm_model, params_from_sites, sites_from_params
 from .params import GMMParams
+from .program_caller import programs_called_by, run_program
 
 __all__ = ["sample", "sample_prior", "sample_posterior_predictive", "programs_called_by"]
-
-_CALLER = contextvars.ContextVar("models_predictive_caller", default=None)
-
-
-@contextlib.contextmanager
-def programs_called_by(caller):
-    """Within this block (this thread / context), the samplers run their jitted program as
-    ``caller(program, static_argnums, *args)`` instead of ``program(*args)``; ``caller`` must return what the
-    program returns (e.g. ``inference.executable_store.stored_call``)."""
-    token = _CALLER.set(caller)
-    try:
-        yield
-    finally:
-        _CALLER.reset(token)
-
-
-def _run(program, static_argnums: tuple, *args):
-    caller = _CALLER.get()
-    return program(*args) if caller is None else caller(program, static_argnums, *args)
-
 
 def _host_or_device(a):
     """``a`` as it is when it is a JAX array (or tracer), else a numpy array: no eager ``jnp.asarray``."""
@@ -86,7 +65,7 @@ def sample_prior(key, num_draws: int, num_samples: int, num_features: int, num_c
                         ("num_components", num_components)):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    return _run(_prior_jit, (1, 2, 3, 4, 5), key, int(num_draws), int(num_samples), int(num_features),
+    return run_program(_prior_jit, (1, 2, 3, 4, 5), key, int(num_draws), int(num_samples), int(num_features),
                 int(num_components), _prior_items(prior))
 
 
@@ -122,7 +101,7 @@ def sample_posterior_predictive(key, samples: GMMParams, num_samples: int, num_r
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     samples = GMMParams(*(_host_or_device(a) for a in samples))
     reps = (1 if num_replicates is None else int(num_replicates)) if samples.weights.ndim == 1 else None
-    return _run(_posterior_predictive_jit, (2, 3), key, samples, int(num_samples), reps)
+    return run_program(_posterior_predictive_jit, (2, 3), key, samples, int(num_samples), reps)
 
 
 def sample(key, params: GMMParams, num_samples: int):

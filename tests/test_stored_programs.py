@@ -135,3 +135,37 @@ def test_a_program_jax_read_from_its_cache_is_compiled_afresh_before_it_is_store
     second = run("stored")  # reads it back, then keeps the program and reads that back
     assert second["files"] == 1
     assert first["plain"] == second["plain"] == second["kept"] == second["read_back"]
+
+
+def test_keys_and_pointwise_log_likelihood_through_the_store_are_the_plain_calls(store):
+    """inference.random_keys: ``split_key`` / ``seed_key`` are ``jax.random.split`` / ``fold_in(PRNGKey(seed), 0)``
+    bit for bit, compiled and kept, then read back; the draws' pointwise log-likelihood within
+    ``programs_called_by(stored_call)`` is the plain call's, bit for bit (a narrow component far from the rows
+    takes the exact path)."""
+    from inference.random_keys import seed_key, split_key
+    from models.density import draws_pointwise_log_likelihood
+    from models.program_caller import programs_called_by
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 3)) * 2.0 + 1e3
+    weights = rng.dirichlet(np.ones(2), size=5)
+    means = rng.normal(size=(5, 2, 3)) + 1e3
+    scale_tril = np.tril(rng.normal(size=(5, 2, 3, 3)), -1) * 0.3 + np.eye(3) * rng.uniform(0.5, 1.5, size=(5, 2, 1, 1))
+    means[1, 0] += 1e4
+    scale_tril[1, 0] = np.eye(3) * 1e-3
+    draws = models.GMMParams(weights, means, scale_tril)
+    plain = np.concatenate([v for _, v in draws_pointwise_log_likelihood(draws, x, max_values=300)])
+    assert np.isfinite(plain).all()
+    for _ in range(2):  # compiled and kept, then read back from the files
+        executable_store.clear_programs()
+        for seed in (0, 7, 2**32 + 5):
+            key = jax.random.PRNGKey(seed)
+            np.testing.assert_array_equal(np.asarray(seed_key(seed)), np.asarray(jax.random.fold_in(key, 0)))
+            for num in (2, 3):
+                np.testing.assert_array_equal(np.asarray(split_key(key, num)), np.asarray(jax.random.split(key, num)))
+        with programs_called_by(executable_store.stored_call):
+            stored = np.concatenate([v for _, v in draws_pointwise_log_likelihood(draws, x, max_values=300)])
+        np.testing.assert_array_equal(stored, plain)
+    assert len(list(store.glob("*.pkl"))) == 5  # seed_key, split by 2 and by 3, the features, the table
+    typed = jax.random.key(1)  # a typed key is split as JAX splits it
+    assert jnp.issubdtype(split_key(typed, 2).dtype, jax.dtypes.prng_key)
