@@ -215,15 +215,14 @@ def fit_engines(problem: Problem, run: Run) -> None:
     engine fails it is a ReportError with their reasons. SVI and NUTS start from this report's MAP point when
     MAP ran first.
     """
-    import jax
-
     from inference import fit
+    from inference.random_keys import seed_key
 
-    root, k, progress = jax.random.PRNGKey(problem.seed), problem.num_components, run.progress
+    k, progress = problem.num_components, run.progress
     n, d = problem.data.shape
     for i, method in enumerate(run.methods):
         progress(f"[{i + 1}/{len(run.methods)}] fitting {method} (K={k}, N={n}, D={d}{problem.data.fit_note})")
-        key = jax.random.fold_in(root, 1 + ALL_METHODS.index(method))
+        key = seed_key(problem.seed, 1 + ALL_METHODS.index(method))  # fold_in(PRNGKey(seed), ...) as one stored program
         engine_options = dict(run.options[method])
         choice = run.model_choice
         if method == "em" and choice is not None and choice.params is not None and "init" not in engine_options \
