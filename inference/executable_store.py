@@ -16,7 +16,8 @@ At (50,000, 8, 4) on 2 host devices MAP's compile went from 10.8 s to 0.6 s in a
 LAPACK function pointers lazily, when a program using them is first lowered: a deserialised program that
 calls them before that crashes the process (segmentation fault, seen), so :func:`load` lowers a small
 Cholesky first. A file that cannot be read
-or loaded is ignored (the program is compiled as usual); writes are atomic (a temporary file, renamed).
+or loaded is ignored (the program is compiled as usual), one that loads but fails on its first run is removed and
+the program compiled again (``_FirstRunChecked``); writes are atomic (a temporary file, renamed).
 
 Loading is itself ~0.18 s a program at optimisation level 0 (the default report loads 14): :func:`remember_recent`
 records which programs a run used (``recent-programs.json``, with the environment's digest) and the next run's
@@ -303,13 +304,49 @@ def load_or_compile(key, compile, devices=None):
         return compile({}), False
     executable = load(key, devices)
     if executable is not None:
-        return executable, True
+        return _FirstRunChecked(executable, key, compile, devices), True
+    return _compile_and_save(key, compile, devices), False
+
+
+def _compile_and_save(key, compile, devices):
     with fresh_compile() as compiled:  # only fresh compiles are stored (see there)
         executable = compile(dict(FRESH_OPTIONS) if compiled["options"] else {})
     path = save(key, executable) if compiled["fresh"] else None
     if path is not None:
         _USED.append((os.path.basename(path), _device_ids(devices)))
-    return executable, False
+    return executable
+
+
+class _FirstRunChecked:
+    """A program read from the store whose first run is waited for: one that loads but cannot run (a file written
+    without its kernels fails only at dispatch, "Function ... not found": session 13's CI) is removed from the store
+    and compiled afresh, and the call runs again, once (the programs are pure: nothing is donated). Later calls go
+    straight to the program."""
+
+    def __init__(self, executable, key, compile, devices):
+        self._executable, self._retry = executable, (key, compile, devices)
+
+    def __call__(self, *args):
+        if self._retry is None:
+            return self._executable(*args)
+        key, compile, devices = self._retry
+        try:
+            out = jax.block_until_ready(self._executable(*args))
+        except jax.errors.JaxRuntimeError as error:
+            path = _path(key)
+            try:
+                if path is not None:
+                    os.remove(path)
+            except OSError:
+                pass
+            import warnings
+
+            warnings.warn(f"a stored program could not run ({' '.join(str(error).split())[:160]}); it was removed and "
+                          "compiled again", RuntimeWarning, stacklevel=2)
+            self._executable = _compile_and_save(key, compile, devices)
+            out = self._executable(*args)
+        self._retry = None
+        return out
 
 
 _PROGRAMS: dict = {}  # stored_call's executables in this process, by signature

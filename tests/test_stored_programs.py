@@ -137,6 +137,33 @@ def test_a_program_jax_read_from_its_cache_is_compiled_afresh_before_it_is_store
     assert first["plain"] == second["plain"] == second["kept"] == second["read_back"]
 
 
+def test_a_stored_program_that_cannot_run_is_compiled_again(tmp_path):
+    """A file that loads but fails at dispatch (kept without its kernels, as the code before FRESH_OPTIONS kept it:
+    "Function ... not found") is removed and compiled afresh on its first run, with a RuntimeWarning (a note in the
+    report); the draws are the plain call's, and the next process reads the new file."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "tests", "scale_scripts", "plain_then_stored.py")
+
+    def run(mode):
+        out = subprocess.run([sys.executable, script, str(tmp_path), mode], capture_output=True, text=True, cwd=root,
+                             timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run("plain")
+    poisoned = run("poisoned")
+    assert poisoned["healed"] == first["plain"]
+    assert len(poisoned["warnings"]) == 1 and "could not run" in poisoned["warnings"][0], poisoned["warnings"]
+    assert poisoned["kept"] == poisoned["read_back"] == first["plain"] and poisoned["files"] == 1
+    again = run("stored")
+    assert again["kept"] == again["read_back"] == first["plain"]
+
+
 def test_keys_and_pointwise_log_likelihood_through_the_store_are_the_plain_calls(store):
     """inference.random_keys: ``split_key`` / ``seed_key`` are ``jax.random.split`` / ``fold_in(PRNGKey(seed), 0)``
     bit for bit, compiled and kept, then read back; the draws' pointwise log-likelihood within
