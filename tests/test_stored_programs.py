@@ -112,11 +112,8 @@ def test_the_last_runs_programs_are_prefetched_and_used(store):
     assert executable_store.prefetch_recent() == 0
 
 
-def test_a_program_jax_read_from_its_cache_is_compiled_afresh_before_it_is_stored(tmp_path):
-    """CI, session 13 (jax 0.12.0.1): a sampler called plainly in a process whose persistent cache held it came back
-    from JAX's in-memory compile cache when ``stored_call`` compiled it, kernel-less; the file then failed at dispatch
-    ("Function wrapped_reduce-window not found"; reproduced on jax 0.10.2 too). ``load_or_compile`` compiles with
-    ``FRESH_OPTIONS``: the program read back runs and draws what the plain call drew."""
+def _plain_then_stored(cache, mode: str) -> dict:
+    """``tests/scale_scripts/plain_then_stored.py`` in a new process with ``cache`` as JAX's cache directory: its JSON."""
     import json
     import os
     import subprocess
@@ -124,12 +121,18 @@ def test_a_program_jax_read_from_its_cache_is_compiled_afresh_before_it_is_store
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = os.path.join(root, "tests", "scale_scripts", "plain_then_stored.py")
+    out = subprocess.run([sys.executable, script, str(cache), mode], capture_output=True, text=True, cwd=root,
+                         timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
-    def run(mode):
-        out = subprocess.run([sys.executable, script, str(tmp_path), mode], capture_output=True, text=True, cwd=root,
-                             timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-        assert out.returncode == 0, out.stderr[-3000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])
+
+def test_a_program_jax_read_from_its_cache_is_compiled_afresh_before_it_is_stored(tmp_path):
+    """CI, session 13 (jax 0.12.0.1): a sampler called plainly in a process whose persistent cache held it came back
+    from JAX's in-memory compile cache when ``stored_call`` compiled it, kernel-less; the file then failed at dispatch
+    ("Function wrapped_reduce-window not found"; reproduced on jax 0.10.2 too). ``load_or_compile`` compiles with
+    ``FRESH_OPTIONS``: the program read back runs and draws what the plain call drew."""
+    run = functools.partial(_plain_then_stored, tmp_path)
 
     first = run("plain")  # writes JAX's persistent cache
     second = run("stored")  # reads it back, then keeps the program and reads that back
@@ -141,19 +144,7 @@ def test_a_stored_program_that_cannot_run_is_compiled_again(tmp_path):
     """A file that loads but fails at dispatch (kept without its kernels, as the code before FRESH_OPTIONS kept it:
     "Function ... not found") is removed and compiled afresh on its first run, with a RuntimeWarning (a note in the
     report); the draws are the plain call's, and the next process reads the new file."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = os.path.join(root, "tests", "scale_scripts", "plain_then_stored.py")
-
-    def run(mode):
-        out = subprocess.run([sys.executable, script, str(tmp_path), mode], capture_output=True, text=True, cwd=root,
-                             timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-        assert out.returncode == 0, out.stderr[-3000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])
+    run = functools.partial(_plain_then_stored, tmp_path)
 
     first = run("plain")
     poisoned = run("poisoned")
