@@ -36,9 +36,9 @@ from models.params import GMMParams
 from . import executable_store
 from .compiled_cache import remember_compiled
 from .init import INIT_METHODS, stack_given_init
+from .random_keys import split_key
 from .sharded_potential import compile_on_mesh, place, rows_on_mesh
 from .validate import check_choice, check_data, check_positive
-from .random_keys import split_key
 
 FIRST_ENUM_DIM = -2  # max_plate_nesting = 1: z lives in the "data" plate only
 PRIOR_KEYS = ("concentration", "mean_loc", "mean_scale", "scale_loc", "scale_log_sd", "lkj_concentration")

@@ -54,12 +54,12 @@ from .compiled_cache import remember_compiled
 from .em_loop import em_program
 from .em_rows import COMPUTE_DTYPE, in_memory_rows, is_streamed, streamed_rows, streams_from_memory
 from .init import INIT_METHODS, stack_given_init
+from .random_keys import split_key
 from .result import FitResult
 from .prediction import _pad_components, component_bucket
 from .rows import make_mesh, row_bucket
 from .stats import COVARIANCE_TYPES
 from .validate import check_choice, check_positive
-from .random_keys import split_key
 
 __all__ = ["fit_em", "fit_hard_em", "component_slots", "HOST_STREAM_BYTES", "NUM_SNAPSHOTS", "PAD_MAX_WORK"]
 

@@ -224,7 +224,8 @@ def _listening() -> None:
 
 @contextlib.contextmanager
 def fresh_compile():
-    """Around the compile of a program that will be stored; yields ``{"fresh": bool}``, set on exit.
+    """Around the compile of a program that will be stored; yields ``{"fresh": bool, "options": dict}``, "fresh" set
+    on exit.
 
     An executable that JAX itself read back from its persistent cache serialises without its compiled kernels
     (a later process failed with ``NOT_FOUND: Function iota_convert_fusion not found``; reproduced on jax 0.10
@@ -233,7 +234,7 @@ def fresh_compile():
     ``jax.monitoring`` still vetoes the store. The compile inside must also pass :data:`FRESH_OPTIONS` (as
     :func:`load_or_compile` does): JAX's in-memory compile cache would otherwise hand back a program compiled
     earlier in this process, perhaps read from the persistent cache then."""
-    state = {"fresh": False, "options": False}
+    state = {"fresh": False, "options": {}}  # options: what the compile inside must add (FRESH_OPTIONS when storing)
     if store_dir() is None or not _fresh_options_accepted():
         yield state
         return
@@ -247,7 +248,7 @@ def fresh_compile():
     # vetoed, and so never stored (MAP at 50,000 rows traced and lowered in every process, 3-4 s)
     jax.config.update("jax_enable_compilation_cache", False)
     reset_cache()
-    state["options"] = True
+    state["options"] = dict(FRESH_OPTIONS)
     try:
         yield state
     finally:
@@ -310,7 +311,7 @@ def load_or_compile(key, compile, devices=None):
 
 def _compile_and_save(key, compile, devices):
     with fresh_compile() as compiled:  # only fresh compiles are stored (see there)
-        executable = compile(dict(FRESH_OPTIONS) if compiled["options"] else {})
+        executable = compile(compiled["options"])
     path = save(key, executable) if compiled["fresh"] else None
     if path is not None:
         _USED.append((os.path.basename(path), _device_ids(devices)))

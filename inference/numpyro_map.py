@@ -38,10 +38,10 @@ from ._numpyro_common import (
     weight_info,
     with_checked_weights,
 )
+from .random_keys import split_key
 from .result import FitResult
 from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_num_components
-from .random_keys import split_key
 
 TRAIL_LOOKBACK = 4  # chunks a trailing restart's rate is measured over
 TRAIL_MARGIN = 4.0  # ... and how much faster it may still improve without being stopped

@@ -54,10 +54,10 @@ from .diagnostics import convergence_warnings, diagnose, min_ess, split_r_hat, t
 from .laplace_mass import build_laplace_inverse_mass, laplace_warmup_verdict
 from .numpyro_map import starting_point
 from .nuts_chains import WarmupRejected, kernel_settings, run_chains
+from .random_keys import split_key
 from .result import FitResult
 from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_choice, check_num_components
-from .random_keys import split_key
 
 CHAIN_METHODS = ("auto", "sequential", "vectorized", "parallel")
 # dense_mass="auto": a dense mass matrix up to this many unconstrained parameters. Measured at (5,000, 5, 3), 62

@@ -64,10 +64,10 @@ from ._numpyro_common import (
 )
 from .laplace_mass import basis_hvps
 from .numpyro_map import adam_with_decay, starting_point
+from .random_keys import split_key
 from .result import FitResult
 from .sharded_potential import devices_used, lapack_work, row_mesh
 from .validate import check_num_components
-from .random_keys import split_key
 
 PROGRESS_SEGMENTS = 20  # host calls of the training loop (the bar advances between them)
 
