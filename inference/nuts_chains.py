@@ -135,7 +135,8 @@ def run_chains(keys, starts, data, chain_method, init_static, segment_static, nu
 
     def advance(build, static, *args):
         nonlocal compile_seconds, run_seconds
-        out, c, r = compiled_call(build, static, *args, mesh=mesh, rows=(len(args) - 3, len(args) - 2))  # x, w of (..., x, w, m)
+        out, c, r = compiled_call(build, static, *args, mesh=mesh, rows=(len(args) - 3, len(args) - 2),  # x, w of (..., x, w, m)
+                                  optimized=build is _build_chain_segment)  # thousands of steps: worth XLA's optimisation
         compile_seconds, run_seconds = compile_seconds + c, run_seconds + r
         return out
 

@@ -220,3 +220,33 @@ def test_the_fast_compile_flags_start_jax_on_the_installed_jaxlib():
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["2", "3.0"]
+
+
+def test_nuts_segment_alone_is_compiled_with_full_optimisation(monkeypatch):
+    """The report's small problems compile at XLA optimisation level 0 (``analysis.cli.FAST_COMPILE_FLAG``); NUTS's
+    segment, which runs thousands of steps, asks ``compiled_call`` for level 3 and its start does not; the option
+    reaches the compiler (``compile_on_mesh``'s extra options) and keys a program of its own."""
+    from inference import _numpyro_common, nuts_chains
+
+    asked, compiled = [], []
+    original_call, original_compile = _numpyro_common.compiled_call, _numpyro_common.compile_on_mesh
+
+    def recording_call(build, static, *args, optimized=False, **kwargs):
+        asked.append((build.__name__, optimized))
+        return original_call(build, static, *args, optimized=optimized, **kwargs)
+
+    def recording_compile(fn, mesh, args, extra_options=None):
+        compiled.append(dict(extra_options or {}))
+        return original_compile(fn, mesh, args, extra_options)
+
+    monkeypatch.setattr(nuts_chains, "compiled_call", recording_call)
+    monkeypatch.setattr(_numpyro_common, "compile_on_mesh", recording_compile)
+    monkeypatch.setenv("GMM_EXECUTABLE_STORE", "0")
+    _numpyro_common.clear_compiled_cache()
+    x = _data(60, seed=6)
+    fit("nuts", jax.random.PRNGKey(0), x, 2, num_warmup=20, num_samples=20, num_chains=1, laplace_mass=False)
+    assert set(asked) == {("_build_chain_init", False), ("_build_chain_segment", True)}
+    level = _numpyro_common.OPTIMIZED_OPTIONS["xla_backend_optimization_level"]
+    assert sum(o.get("xla_backend_optimization_level") == level for o in compiled) == 1  # the segment, compiled once
+    keys = [k for k in _numpyro_common._COMPILED if k[1].endswith("_build_chain_segment")]
+    assert len(keys) == 1 and keys[0][-1] == "optimized"
