@@ -234,7 +234,11 @@ def _warnings(converged: bool, num_steps: int, last: dict | None, param_tol: flo
         why.append("its loss still changed by more than two standard errors")
     return [f"minibatch SVI (batches of {batch_size} rows) did not converge in {num_steps} steps: "
             + "; ".join(why or [f"the rule did not hold for {PATIENCE} chunks in a row"])
-            + ", so its posterior means, sd and intervals are not to be trusted (raise num_steps or batch_size)"]
+            + ", so its posterior means, sd and intervals are not to be trusted ("
+            + ("raise num_steps or batch_size" if last["rows_seen"] < num_rows else
+               f"it saw every row; at N / batch_size = {num_rows / batch_size:,.0f} the step size (learning_rate -> "
+               "final_learning_rate) can be the limit: on 25,000,000 rows neither 10,000 steps nor batches of 32,768 "
+               "converged, README") + ")"]
 
 
 def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:

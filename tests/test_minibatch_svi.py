@@ -118,3 +118,19 @@ def test_minibatch_svi_takes_missing_values_from_a_streamed_file(tmp_path):
         bad = x.copy()
         bad[7, 0] = np.inf
         fit_minibatch_svi(jax.random.PRNGKey(0), bad, 2, batch_size=256, num_steps=10, progress=False)
+
+
+def test_the_warning_advises_more_steps_only_while_rows_are_unseen():
+    """A guide that did not converge before seeing N rows is told to raise num_steps or batch_size; one that saw every
+    row and still moved is not (on 25,000,000 rows neither helped: README), and both name the failed conditions."""
+    from inference.numpyro_minibatch import _warnings
+
+    chunk = dict(rows_seen=16_384_000, gradient_z=9.2, location_drift=0.73, scale_drift=0.14, loss_steady=True)
+    unseen = _warnings(False, 4000, chunk, 0.25, 4096, 25_000_000)
+    seen = _warnings(False, 10_000, dict(chunk, rows_seen=40_960_000), 0.25, 4096, 25_000_000)
+    assert len(unseen) == len(seen) == 1
+    assert "raise num_steps or batch_size" in unseen[0] and "16,384,000 rows of 25,000,000" in unseen[0]
+    assert "raise num_steps" not in seen[0] and "it saw every row" in seen[0] and "N / batch_size = 6,104" in seen[0]
+    for text in (unseen[0], seen[0]):
+        assert "9.2 standard errors" in text and "0.73 of their posterior sd" in text
+    assert _warnings(True, 4000, chunk, 0.25, 4096, 25_000_000) == []
