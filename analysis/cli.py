@@ -249,15 +249,18 @@ def use_every_core() -> bool:
 # --------------------------------------------------------------------------- gmm-report
 
 
-def main(argv=None) -> int:
+def main(argv=None, *, own_process: bool = False) -> int:
     """Entry point of ``gmm-report``; returns the exit code (0 ok, 3 = ``EXIT_PARTIAL`` a report written
     with some engine failed, 2 user error, 1 failure, 130 interrupted).
 
     ``gmm-report <subcommand> ...`` runs ``SUBCOMMANDS[subcommand](argv)``; otherwise the report.
     With ``argv`` None (the command: ``gmm-report``, ``python -m analysis``) the work runs in a child
     process that Ctrl-C stops at once (:mod:`analysis.interrupt`); with a list (tests, notebooks), or
-    with ``GMM_REPORT_IN_PROCESS=1``, in this process.
+    with ``GMM_REPORT_IN_PROCESS=1``, in this process. ``own_process`` (the command's child, or ``argv`` None):
+    the process is the report's alone, so its garbage collector may be tuned (``run_report(freeze_gc=True)``);
+    never for a caller's process.
     """
+    own_process = own_process or argv is None
     if argv is None:
         from analysis.interrupt import run_supervised, supervision_wanted
 
@@ -283,7 +286,7 @@ def main(argv=None) -> int:
     from analysis.report import run_report  # after the XLA flags: the report starts JAX
 
     done = {}
-    code = run_guarded(lambda: done.update(metrics=run_report(args, argv=argv)))
+    code = run_guarded(lambda: done.update(metrics=run_report(args, argv=argv, freeze_gc=own_process)))
     failed = {m: why for m, why in ((done.get("metrics") or {}).get("failed") or {}).items()
               if not str(why).startswith("skipped: ")}  # an engine skipped before fitting (analysis.budget) is no failure
     if code == 0 and failed:

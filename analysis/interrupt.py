@@ -57,7 +57,8 @@ INTERRUPTED_MESSAGE = "interrupted; nothing written"
 CACHE_SCRUB_SECONDS = 3.0
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-_CHILD_CODE = ("import sys; sys.path[0] = {root!r}; from analysis.cli import main; sys.exit(main(sys.argv[1:]))")
+_CHILD_CODE = ("import sys; sys.path[0] = {root!r}; from analysis.cli import main; "
+               "sys.exit(main(sys.argv[1:], own_process=True))")
 
 
 def supervision_wanted() -> bool:
