@@ -249,6 +249,12 @@ def use_every_core() -> bool:
 # --------------------------------------------------------------------------- gmm-report
 
 
+# the command's own process (``main(own_process=True)``): Python's default is (700, 10, 10). Measured on the warm default
+# report with the freeze of ``run_report(freeze_gc=True)``: collections 0.50 -> 0.24 s, no full collection left, the
+# same peak memory (README, "Latency")
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
 def main(argv=None, *, own_process: bool = False) -> int:
     """Entry point of ``gmm-report``; returns the exit code (0 ok, 3 = ``EXIT_PARTIAL`` a report written
     with some engine failed, 2 user error, 1 failure, 130 interrupted).
@@ -261,6 +267,10 @@ def main(argv=None, *, own_process: bool = False) -> int:
     never for a caller's process.
     """
     own_process = own_process or argv is None
+    if own_process:  # the report allocates millions of short-lived objects: collect the young ones 14x less often
+        import gc
+
+        gc.set_threshold(*GC_THRESHOLDS)
     if argv is None:
         from analysis.interrupt import run_supervised, supervision_wanted
 

@@ -279,23 +279,26 @@ def test_posterior_section_shows_mcmc_diagnostics_for_nuts_only_and_the_svi_cave
 
 
 def test_only_the_commands_own_process_freezes_its_garbage_collector(tmp_path):
-    """``gc.freeze()`` (the warm report's full collections 0.8 -> 0.3 s) happens in the command's child process and
-    never in a caller's: ``main(argv)`` from a notebook or a test leaves the caller's collector as it was. Run in
-    subprocesses, so that this test's own process is not frozen either way."""
+    """``gc.freeze()`` (the warm report's full collections 0.8 -> 0.3 s) and the larger collection thresholds happen in
+    the command's child process and never in a caller's: ``main(argv)`` from a notebook or a test leaves the caller's
+    collector as it was. Run in subprocesses, so that this test's own process is not changed either way."""
+    import gc
     import subprocess
     import sys
 
+    from analysis.cli import GC_THRESHOLDS
     from analysis.interrupt import _CHILD_CODE
 
     code = ("import gc, sys; from analysis.cli import main; "
             "code = main(['--methods', 'em', '--out', sys.argv[1], '--num-samples', '150', '--quiet'], own_process={own}); "
-            "print(code, gc.get_freeze_count())")
+            "print(code, gc.get_freeze_count(), *gc.get_threshold())")
     counts = {}
     for own in (False, True):
         out = subprocess.run([sys.executable, "-c", code.format(own=own), str(tmp_path / f"r{own}")], capture_output=True,
                              text=True, check=True)
-        exit_code, frozen = out.stdout.split()[-2:]
+        exit_code, frozen, *threshold = out.stdout.split()[-5:]
         assert exit_code == "0"
-        counts[own] = int(frozen)
-    assert counts[False] == 0 and counts[True] > 10_000  # every module object of JAX, NumPyro, ArviZ, matplotlib
+        counts[own] = (int(frozen), tuple(int(t) for t in threshold))
+    assert counts[False] == (0, gc.get_threshold())  # the caller's collector as it was
+    assert counts[True][0] > 10_000 and counts[True][1] == GC_THRESHOLDS  # every module object of JAX, NumPyro, ArviZ, ...
     assert "own_process=True" in _CHILD_CODE  # the command's child is its own process
