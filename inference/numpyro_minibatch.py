@@ -1,13 +1,12 @@
 """Minibatch SVI on ``models.gmm_model``: the SVI of :mod:`inference.numpyro_svi` (AutoNormal guide over the
-global sites, z enumerated by TraceEnum_ELBO, Laplace start, preconditioned Adam) on batches of rows read from a
-``.npy`` file (or an array) that need never be in memory at once.
+global sites, Laplace start, preconditioned Adam) on batches of rows read from a ``.npy`` file (or an array) that
+need never be in memory at once.
 
-The model is the declared one with ``subsample_size=B``: the data plate is ``plate("data", N, subsample_size=B)``,
-so the batch's log-likelihood is scaled by ``N / B`` (NumPyro's plate does the scaling; z is still summed out per
-row, inside the scale) and the loss is an unbiased estimate of the full-data negative ELBO when every row is in
-a batch with probability ``B / N`` (tests/test_minibatch_svi.py measures it). The plate's own index draw is
-replaced by ``arange(B)`` (``handlers.substitute``): the rows are chosen on the host, and NumPyro's draw on CPU
-shuffles an ``arange(N)`` every step.
+The model is the declared one on a batch of B rows, each row's log-likelihood (z summed out) weighted N / B (the
+model's ``sample_weight`` path, :func:`minibatch_model`), so the loss is an unbiased estimate of the full-data
+negative ELBO when every row is in a batch with probability ``B / N`` (tests/test_minibatch_svi.py measures it).
+Not NumPyro's ``plate(subsample_size=B)`` with z enumerated: that scales each enumerated factor before the sum
+over z, a bias wherever a row's component is uncertain (measured, :func:`minibatch_model`).
 
 Batches (:mod:`inference.minibatch_rows`): each step's B rows are 16 runs of contiguous rows from uniformly random
 starts (wrapping), read by ``pread``: every row is in a batch with probability exactly ``B / N``. The batches of
@@ -15,24 +14,29 @@ starts (wrapping), read by ``pread``: every row is in a batch with probability e
 (``check_every x B x D`` floats, 52 MB at 200 x 4096 x 8), then trained in one jitted ``lax.scan``.
 
 Start: the MAP (``inference.numpyro_map``) of a random subsample of ``start_rows`` rows (default 10,000; all rows
-when N is smaller) with the full-data standardisation, or a given GMMParams; the guide's scales start at the
-Laplace ``1 / sqrt(H_ii)`` of the subsample's model scaled to N rows (the same plate), the preconditioner of Adam.
+when N is smaller) with the full-data standardisation, then, when that subsample is not every row, EM on all N rows
+from it (:func:`inference.minibatch_check.em_start`: the subsample's MAP is ~sqrt(N / 10,000) posterior sd from the
+N-row answer, and noisy steps travel that slowly); or a given GMMParams. The guide's scales start at the Laplace
+``1 / sqrt(H_ii)`` of the subsample's model scaled to N rows, the preconditioner of Adam.
 
 Step size: Adam (preconditioned by the starting scales, :func:`inference.numpyro_svi.preconditioned_adam`) whose
-rate decays exponentially from ``learning_rate`` (0.01) to ``final_learning_rate`` (0.005 here, not full SVI's
-1e-3) over ``num_steps``: a slowly decaying rate, not Robbins-Monro's 1/t, which at these step counts freezes the
-guide before it arrives (``MINIBATCH_DEFAULTS``' comment has the measurement).
+rate decays exponentially from ``learning_rate`` to ``final_learning_rate`` (half of it) over ``num_steps``; by
+default capped at ``NOISE_RATE * sqrt(B / N)`` (0.0043 at 50,000 rows, 0.00019 at 25,000,000 in batches of 4,096):
+near the optimum each step is noise of ~sqrt(N / B) posterior sd, and Adam's iterate jitters by ~sqrt(rate *
+sqrt(N / B)) sd. The guide reported is the average over the last chunk of steps (locations and log scales:
+Polyak-Ruppert tail averaging), not the last iterate. ``num_steps`` defaults to at least N / B steps and two chunks.
 
 ``converged`` (a stochastic objective): per chunk of ``check_every`` steps the mean loss and its standard error
 (the steps' sd / sqrt(check_every)), the chunk means of every guide location and log scale, and the gradient
 signal: per guide parameter, |chunk mean of Adam's running gradient| / (its standard error, from Adam's running
-squared gradient) -- about N(0, 1) at the optimum, and the one test that sees a guide crawling towards it (with
-noisy batches Adam's steps are small, so "the guide stopped moving" alone is fooled). A chunk passes when the mean
-loss is within two standard errors of the previous chunk's (or ``tol`` relative), no location moved by more than
-``param_tol`` of its guide scale nor log scale by more than ``param_tol``, the largest gradient signal is at most
-``MAX_GRADIENT_Z`` (4), and the steps so far have seen at least N rows (a guide cannot be surer than the rows it
-saw). ``converged`` is True after ``PATIENCE`` (2) passing chunks in a row; otherwise False with the failed
-conditions in ``info["warnings"]``; ``info["minibatch"]["chunks"]`` has the numbers.
+squared gradient) -- about N(0, 1) at the optimum. A chunk passes when the mean loss is within two standard errors
+of the previous chunk's (or ``tol`` relative), no location moved by more than ``param_tol`` of its guide scale nor
+log scale by more than ``param_tol``, the largest gradient signal is at most ``MAX_GRADIENT_Z`` (4), and the steps
+so far have seen at least N rows. After ``PATIENCE`` (2) passing chunks in a row, one exact pass: the gradient of
+the N-row potential at the guide's locations times its scales (:func:`inference.minibatch_check.full_gradient_z`)
+must be at most ``MAX_FULL_GRADIENT_Z`` (0.5): a chunk's noisy gradient cannot tell a guide 20 sd away from one at
+the optimum when N / B is in the thousands, all rows can. Otherwise False with the failed conditions in
+``info["warnings"]``; ``info["minibatch"]`` has the numbers (``chunks``, ``full_gradient_z``, ``start_em``).
 
 Missing values (NaN, at most 62 columns): the patterns found by the pre-pass are the model's ``missing`` tables
 (each batch's rows indexed into them), as in-memory SVI's. Sample weights are refused (one-line ValueError).
@@ -49,7 +53,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 from numpyro import handlers
-from numpyro.infer import SVI, TraceEnum_ELBO
+from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.initialization import init_to_value
@@ -60,6 +64,7 @@ from models.params import GMMParams
 
 from ._numpyro_common import (ChunkProgress, Missing, check_float_option, data_component_log_prob, data_responsibilities, missing_of, check_int_option, key_array, model_sites, params_from_site_draws,
                               prior_items, site_supports, to_unconstrained)
+from .minibatch_check import em_start, full_gradient_z
 from .minibatch_rows import PIECES, BatchReader, observed_table, open_rows, patterns_of, streamed_moments
 from .numpyro_map import starting_point
 from .numpyro_svi import FIXED_INIT_SCALE, LAPLACE_MAX_PARAMS, SVI_DEFAULTS, laplace_scales, preconditioned_adam
@@ -68,15 +73,17 @@ from .standardize import _result_in_data_units, prior_in_standard_units, to_stan
 
 __all__ = ["fit_minibatch_svi", "minibatch_model", "minibatch_loss", "MINIBATCH_DEFAULTS"]
 
-# Batches of 4096 rows, one particle, and a step size that decays only to half (0.01 -> 0.005): with noisy batches
-# Adam's steps follow the gradient's signal-to-noise ratio (~ sqrt(B / N) per posterior sd of distance), and the
-# full SVI's decay to 1e-3 froze the guide ~2 posterior sd short of the full-batch answer at N = 50,000, B = 1000
-# (measured; 0.8 sd with these defaults). param_tol 0.25: the chunk means of a guide at its optimum still jitter by
-# ~0.1-0.2 sd at this rate.
+# Batches of 4096 rows, one particle, and a step size that decays only to half (0.01 -> 0.005, then capped by
+# NOISE_RATE): with noisy batches Adam's steps follow the gradient's signal-to-noise ratio (~ sqrt(B / N) per
+# posterior sd of distance), and the full SVI's decay to 1e-3 froze the guide ~2 posterior sd short of the
+# full-batch answer at N = 50,000, B = 1000 (measured before the EM start). param_tol 0.25: the chunk means of a
+# guide at its optimum still jitter by ~0.1-0.2 sd.
 MINIBATCH_DEFAULTS = dict(SVI_DEFAULTS, batch_size=4096, num_particles=1, final_learning_rate=0.005, param_tol=0.25)
 START_ROWS = 10_000  # rows of the MAP start and the Laplace scales
 PATIENCE = 2  # passing chunks in a row for converged
 MAX_GRADIENT_Z = 4.0  # the largest |chunk-mean gradient| / its standard error of a guide at its optimum
+MAX_FULL_GRADIENT_Z = 0.5  # the largest N-row gradient times the guide's scale (inference.minibatch_check)
+NOISE_RATE = 0.015  # the step size's cap is NOISE_RATE * sqrt(B / N): Adam's jitter ~ sqrt(rate * sqrt(N / B)) sd
 
 
 # --------------------------------------------------------------------------- the compiled pieces
@@ -85,14 +92,17 @@ MAX_GRADIENT_Z = 4.0  # the largest |chunk-mean gradient| / its standard error o
 @functools.lru_cache(maxsize=None)
 def minibatch_model(num_components: int, prior: tuple, num_rows: int):
     """``model(x, sample_weight=None, missing=None)``: ``models.gmm_model`` on a batch ``x`` of B rows of
-    ``num_rows`` (``subsample_size=B``: the plate scales the batch by N / B), the plate's index draw replaced."""
+    ``num_rows``, each row's log-likelihood (z summed out) weighted N / B (``sample_weight``: the model's weighted
+    path). Not ``plate(subsample_size=B)`` with z enumerated: NumPyro scales each enumerated factor before the sum
+    over z, ``log sum_k exp(s a_k)`` instead of ``s log sum_k exp(a_k)``, biased wherever a row's component is
+    uncertain (26 nats at s = 2 on 25,000 rows of the (50,000, 8, 4) benchmark; measured session 16)."""
     kwargs = {name: (jnp.asarray(value) if isinstance(value, tuple) else value) for name, value in prior}
 
     def model(x, sample_weight=None, missing=None):
         batch = x.shape[0]
-        with handlers.substitute(data={"data": jnp.arange(batch)}):
-            return gmm_model(x, num_components=num_components, num_samples=num_rows, subsample_size=batch,
-                             missing=missing, **kwargs)
+        scale = jnp.full((batch,), num_rows / batch, x.dtype)
+        return gmm_model(x, num_components=num_components, num_samples=batch, sample_weight=scale, missing=missing,
+                         **kwargs)
 
     return model
 
@@ -106,9 +116,7 @@ def _guide(model, start_sites=None):
 def _svi(model, guide, static, precond):
     _, _, _, num_steps, lr, final_lr, particles = static[:7]
     optim = preconditioned_adam(lr, final_lr, num_steps, precond)
-    # the guide is wrapped so that its copy of the data plate does not draw indices either
-    return SVI(model, handlers.substitute(guide, data={"data": jnp.arange(static[7])}), optim,
-               TraceEnum_ELBO(num_particles=particles, max_plate_nesting=1))
+    return SVI(model, guide, optim, Trace_ELBO(num_particles=particles))  # z is summed out in the weighted model
 
 
 def _device(a):
@@ -177,8 +185,7 @@ def _programs(static: tuple):
     @jax.jit
     def finish(key, params, x_batch, observed, batch_pattern):
         guide = _guide(model)
-        handlers.seed(handlers.substitute(guide, data={"data": jnp.arange(x_batch.shape[0])}), key)(
-            x_batch, None, _missing(observed, batch_pattern))
+        handlers.seed(guide, key)(x_batch, None, _missing(observed, batch_pattern))
         draws = guide.sample_posterior(key, params, sample_shape=(num_draws,))
         median = guide.median(params)
         return {n: draws[n] for n in median}, median
@@ -192,8 +199,8 @@ def minibatch_loss(key, guide_params: dict, x_batch, num_rows: int, num_componen
     ``x_batch`` (B rows of ``num_rows``; ``missing`` its patterns or None); with ``x_batch`` all rows and
     ``num_rows`` = N, the full-data one."""
     model = minibatch_model(num_components, prior, num_rows)
-    guide = handlers.substitute(_guide(model), data={"data": jnp.arange(x_batch.shape[0])})
-    elbo = TraceEnum_ELBO(num_particles=num_particles, max_plate_nesting=1)
+    guide = _guide(model)
+    elbo = Trace_ELBO(num_particles=num_particles)
     return elbo.loss(key, guide_params, model, guide, jnp.asarray(x_batch), None, missing)
 
 
@@ -216,12 +223,15 @@ def _options(options: dict) -> dict:
 
 
 def _warnings(converged: bool, num_steps: int, last: dict | None, param_tol: float, batch_size: int,
-              num_rows: int) -> list[str]:
+              num_rows: int, full_z: float = 0.0) -> list[str]:
     if converged:
         return []
     if last is None:
         return [f"minibatch SVI ran {num_steps} steps, too few for its stopping rule (3 chunks): not converged"]
     why = []
+    if full_z > MAX_FULL_GRADIENT_Z:
+        why.append(f"the gradient over all {num_rows:,} rows at its guide's locations is up to {full_z:.3g} of the guide's "
+                   f"sd (at most {MAX_FULL_GRADIENT_Z:g}: a Newton step would move it that far)")
     if last["rows_seen"] < num_rows:
         why.append(f"it saw {last['rows_seen']:,} rows of {num_rows:,} (the guide cannot be surer than the rows it saw)")
     if last["gradient_z"] > MAX_GRADIENT_Z:
@@ -236,9 +246,9 @@ def _warnings(converged: bool, num_steps: int, last: dict | None, param_tol: flo
             + "; ".join(why or [f"the rule did not hold for {PATIENCE} chunks in a row"])
             + ", so its posterior means, sd and intervals are not to be trusted ("
             + ("raise num_steps or batch_size" if last["rows_seen"] < num_rows else
-               f"it saw every row; at N / batch_size = {num_rows / batch_size:,.0f} the step size (learning_rate -> "
-               "final_learning_rate) can be the limit: on 25,000,000 rows neither 10,000 steps nor batches of 32,768 "
-               "converged, README") + ")"]
+               f"it saw every row; at N / batch_size = {num_rows / batch_size:,.0f} each step is noise of "
+               f"~{np.sqrt(num_rows / batch_size):.0f} posterior sd: start closer, as the default EM start does, or "
+               "with an init= near the answer") + ")"]
 
 
 def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
@@ -268,6 +278,8 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
     num_components = int(num_components)
     batch_size = min(check_int_option("batch_size", opts["batch_size"]), num_rows)
     num_steps = check_int_option("num_steps", opts["num_steps"])
+    if options.get("num_steps") is None:  # the default runs long enough to see N rows, then two chunks
+        num_steps = max(num_steps, -(-num_rows // batch_size) + PATIENCE * check_int_option("check_every", opts["check_every"]))
     check_every = min(check_int_option("check_every", opts["check_every"]), num_steps)
     tol = float(opts["tol"]) if opts["tol"] == 0 else check_float_option("tol", opts["tol"])
     param_tol = check_float_option("param_tol", opts["param_tol"])
@@ -288,12 +300,19 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
     map_key, init_key, draw_key = jax.random.split(key, 3)
     start_params, start_compile, start_run = starting_point(map_key, x_start, num_components, init, prior_std or None,
                                                          map_options, None)
+    start_em = dict(used=False, reason="the MAP start saw every row" if isinstance(init, str) else "a given start")
+    if isinstance(init, str) and start_index.size < num_rows:  # carried to all N rows (inference.minibatch_check)
+        em_params, start_em = em_start(map_key, x, num_components, start_params, st, num_rows)
+        start_params = start_params if em_params is None else em_params
+    learning_rate = check_float_option("learning_rate", opts["learning_rate"])
+    final_learning_rate = check_float_option("final_learning_rate", opts["final_learning_rate"])
+    rate_cap = NOISE_RATE * float(np.sqrt(batch_size / num_rows))
+    if options.get("learning_rate") is None and rate_cap < learning_rate:  # the default: capped for N / B
+        learning_rate, final_learning_rate = rate_cap, final_learning_rate * rate_cap / learning_rate
     supports = site_supports(num_components, num_features, prior)
     num_params = sum(int(np.prod(s.shape)) for s in to_unconstrained(model_sites(start_params, jnp.float64), supports).values())
     laplace = opts["init_scale"] == "laplace" and num_params <= LAPLACE_MAX_PARAMS
-    static = (num_components, prior, num_rows, num_steps, check_float_option("learning_rate", opts["learning_rate"]),
-              check_float_option("final_learning_rate", opts["final_learning_rate"]),
-              check_int_option("num_particles", opts["num_particles"]), batch_size, laplace, num_draws)
+    static = (num_components, prior, num_rows, num_steps, learning_rate, final_learning_rate, check_int_option("num_particles", opts["num_particles"]), batch_size, laplace, num_draws)
     init_fn, chunk_fn, finish_fn = _programs(static)
     reader = BatchReader(rows, num_rows, st, batch_size, [0x5D] + list(seed))
     compile_start = time.perf_counter()
@@ -334,6 +353,14 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
             if passes >= PATIENCE:
                 converged = True
                 break
+    # the guide reported is its last chunk's average (Polyak-Ruppert tail averaging: locations, log scales), not the
+    # last step's iterate, which jitters by ~sqrt(rate * sqrt(N / B)) of a posterior sd
+    guide_params = dict(guide_params, **{f"{n}_auto_{part}": jnp.asarray(v if part == "loc" else np.exp(v))
+                                         for n, (loc, ls) in previous[2].items() for part, v in (("loc", loc), ("scale", ls))})
+    full_z, _ = full_gradient_z(minibatch_model(num_components, prior, num_rows), num_components, prior,
+                                {n: guide_params[f"{n}_auto_loc"] for n in supports},
+                                {n: guide_params[f"{n}_auto_scale"] for n in supports}, rows, num_rows, st, codes, observed)
+    converged = converged and full_z <= MAX_FULL_GRADIENT_Z
     last = reader.batch()
     draws, median = finish_fn(draw_key, guide_params, jnp.asarray(last), observed, _device(patterns_of(last, codes)))
     run_seconds = time.perf_counter() - compile_start
@@ -365,18 +392,21 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
             guide_init="laplace" if laplace else "fixed",
             laplace_fallbacks=int(fallbacks),
             guide_drift=dict(location=float(drift[0]), log_scale=float(drift[1])),
-            warnings=_warnings(converged, steps, chunk_stats[-1] if chunk_stats else None, param_tol, batch_size, num_rows),
+            warnings=_warnings(converged, steps, chunk_stats[-1] if chunk_stats else None, param_tol, batch_size, num_rows,
+                               full_z),
             guide_params={n: np.asarray(v) for n, v in guide_params.items()},
             guide_median=pivot,
             num_relabelled_draws=int(np.sum(np.any(perms != np.arange(num_components), axis=-1))),
             start_params=GMMParams(*(np.asarray(a) for a in start_params)),
             minibatch=dict(batch_size=batch_size, num_rows=num_rows, pieces=min(PIECES, batch_size),
                            start_rows=int(start_index.size), streamed=not in_memory, chunks=chunk_stats,
+                           start_em=start_em, full_gradient_z=full_z,
                            schedule=f"preconditioned Adam, rate {static[4]:g} -> {static[5]:g} exponentially over "
                                     f"{num_steps} steps",
                            converged_rule=f"loss chunk means within 2 standard errors (or tol {tol:g}), guide drift "
                                           f"<= {param_tol:g}, gradient z <= {MAX_GRADIENT_Z:g} and >= N rows seen, "
-                                          f"for {PATIENCE} chunks of {check_every} steps in a row"),
+                                          f"for {PATIENCE} chunks of {check_every} steps in a row; then the N-row "
+                                          f"gradient times the guide's sd <= {MAX_FULL_GRADIENT_Z:g}"),
             compile_seconds=start_compile, run_seconds=run_seconds + start_run, start_seconds=start_compile + start_run,
         ),
     )

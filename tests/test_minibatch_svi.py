@@ -122,7 +122,8 @@ def test_minibatch_svi_takes_missing_values_from_a_streamed_file(tmp_path):
 
 def test_the_warning_advises_more_steps_only_while_rows_are_unseen():
     """A guide that did not converge before seeing N rows is told to raise num_steps or batch_size; one that saw every
-    row and still moved is not (on 25,000,000 rows neither helped: README), and both name the failed conditions."""
+    row and still moved is not (on 25,000,000 rows from a subsample's MAP neither helped: README), and both name the
+    failed conditions."""
     from inference.numpyro_minibatch import _warnings
 
     chunk = dict(rows_seen=16_384_000, gradient_z=9.2, location_drift=0.73, scale_drift=0.14, loss_steady=True)
