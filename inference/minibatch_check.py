@@ -19,28 +19,37 @@ optimum (its mean gradient's standard error is ~sqrt(N / (B * steps)) sd). Deter
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
+from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import potential_energy
 
 from models.gmm import params_from_sites
+from models.linalg import cholesky, solve_lower
 from models.params import GMMParams
 
-from ._numpyro_common import Missing, data_component_log_prob, site_supports
+from ._numpyro_common import Missing, data_component_log_prob, enumerated, model_sites, site_supports, to_unconstrained
 from .em import fit_em
+from .laplace_mass import basis_hvps
 from .minibatch_rows import patterns_of
 from .standardize import Standardizer, to_data, to_standard
 
-__all__ = ["em_start", "full_gradient_z", "CHECK_ROWS", "EM_START_NATS", "EM_START_MAX_ITERS"]
+__all__ = ["em_start", "polished_start", "final_check", "full_potential", "full_gradient_z", "curvature_at", "newton_step", "newton_polish", "Curvature",
+           "CHECK_ROWS", "EM_START_NATS", "EM_START_MAX_ITERS", "NEWTON_PASSES", "NEWTON_TOL_SD", "MAX_NEWTON_SD"]
 
 CHECK_ROWS = 1 << 16  # rows per block of the gradient pass
 EM_START_NATS = 0.01  # EM's start tolerance: the log-likelihood of all rows changing by less between passes
 EM_START_MAX_ITERS = 100
+NEWTON_PASSES = 4  # passes over the rows for the Newton polish after EM
+NEWTON_TOL_SD = 0.05  # ... which stops once a Newton step is below this many marginal posterior sd
+MAX_NEWTON_SD = 0.5  # converged: the final guide's Newton step at most this many marginal posterior sd
 
 
 def em_start(key, x, num_components: int, start: GMMParams, st: Standardizer, num_rows: int):
@@ -65,7 +74,7 @@ def em_start(key, x, num_components: int, start: GMMParams, st: Standardizer, nu
 
 
 @functools.lru_cache(maxsize=16)
-def _gradient_programs(model, num_components: int, num_features: int, prior: tuple):
+def _programs(model, num_components: int, num_features: int, prior: tuple):
     supports = site_supports(num_components, num_features, prior)
 
     def constrained(u):
@@ -73,52 +82,171 @@ def _gradient_programs(model, num_components: int, num_features: int, prior: tup
 
     @jax.jit
     def data_gradient(u, x, mask, observed, pattern):
+        """(sum of the rows' log-likelihoods, its gradient): rows where ``mask``."""
         missing = None if observed is None else Missing(observed, pattern)
 
         def log_lik(u):
             joint = data_component_log_prob(params_from_sites(constrained(u)), x, missing)
             return jnp.sum(jnp.where(mask, logsumexp(joint, axis=-1), 0.0))
 
-        return jax.grad(log_lik)(u)
+        return jax.value_and_grad(log_lik)(u)
 
     @jax.jit
     def prior_gradient(u, x, observed, pattern):
-        """d(-log prior - log Jacobian)/du: the potential of the model with its data and assignment sites hidden."""
+        """(-log prior - log Jacobian, its gradient): the model's potential with its data and assignments hidden."""
         missing = None if observed is None else Missing(observed, pattern)
         args = (x, None) if missing is None else (x, None, missing)
         priors = handlers.block(handlers.seed(model, rng_seed=0), hide=["x", "z"])
-        return jax.grad(lambda v: potential_energy(priors, args, {}, v))(u)
+        return jax.value_and_grad(lambda v: potential_energy(priors, args, {}, v))(u)
 
-    return data_gradient, prior_gradient
+    @jax.jit
+    def curvature(u, x, observed, pattern):
+        """Cholesky factor of the Hessian (ravel order) of ``model``'s potential on the rows ``x`` (each weighted
+        N / len(x): the N-row Hessian estimated from them), and whether it is positive definite."""
+        missing = None if observed is None else Missing(observed, pattern)
+        args = (x, None) if missing is None else (x, None, missing)
+        flat, unravel = ravel_pytree(u)
+        hessian = basis_hvps(lambda v: potential_energy(enumerated(model), args, {}, unravel(v), enum=True), flat)
+        lower = cholesky(0.5 * (hessian + hessian.T))
+        ok = jnp.all(jnp.isfinite(lower)) & jnp.all(jnp.diagonal(lower) > 0)
+        return lower, ok
+
+    return data_gradient, prior_gradient, curvature
+
+
+def full_potential(model, num_components: int, prior: tuple, u: dict, rows, num_rows: int, st: Standardizer,
+                   codes=None, observed=None):
+    """(U, dU/du) of the N-row potential of ``model`` (prior, Jacobians and every row's marginal likelihood) at the
+    unconstrained ``u``, in one sequential pass over ``rows`` (data units, standardised here by ``st``) in blocks of
+    ``CHECK_ROWS``, the last padded and masked."""
+    data_gradient, prior_gradient, _ = _programs(model, num_components, int(rows.shape[1]), prior)
+    block = min(CHECK_ROWS, num_rows)
+    value = total = None
+    for first in range(0, num_rows, block):
+        x = (np.asarray(rows[first:first + block], np.float64) - st.loc) / st.scale
+        size = x.shape[0]
+        if total is None:  # the prior and Jacobian terms, once
+            value, total = prior_gradient(u, jnp.asarray(x), observed, _pattern(x, codes))
+        mask = np.arange(block) < size
+        if size < block:
+            x = np.concatenate([x, np.repeat(x[:1], block - size, axis=0)])
+        log_lik, g = data_gradient(u, jnp.asarray(x), jnp.asarray(mask), observed, _pattern(x, codes))
+        value, total = value - log_lik, jax.tree.map(lambda t, d: t - d, total, g)
+    return float(value), total
 
 
 def full_gradient_z(model, num_components: int, prior: tuple, locs: dict, scales: dict, rows, num_rows: int,
                     st: Standardizer, codes=None, observed=None):
-    """``max_i |dU/du_i| * scales_i`` over every guide location (module docstring), U the N-row potential of
-    ``model`` (the minibatch model of N rows, ``num_components`` and ``prior`` its), ``locs`` / ``scales`` the guide's (unconstrained, per site),
-    ``rows`` sliceable data-unit rows (standardised here by ``st``; ``codes`` / ``observed`` the missingness
-    patterns, None without NaN). One sequential pass in blocks of ``CHECK_ROWS``; the last block is padded and
-    masked.
+    """``max_i |dU/du_i| * scales_i`` over every guide location, U the N-row potential (:func:`full_potential`;
+    ``model`` the minibatch model of N rows, ``num_components`` and ``prior`` its).
 
     Returns
     -------
     (max z, {site: z array})
     """
-    data_gradient, prior_gradient = _gradient_programs(model, num_components, int(rows.shape[1]), prior)
-    block = min(CHECK_ROWS, num_rows)
-    total = None
-    for first in range(0, num_rows, block):
-        x = (np.asarray(rows[first:first + block], np.float64) - st.loc) / st.scale
-        size = x.shape[0]
-        if total is None:  # the prior and Jacobian terms, once
-            total = prior_gradient(locs, jnp.asarray(x), observed, _pattern(x, codes))
-        mask = np.arange(block) < size
-        if size < block:
-            x = np.concatenate([x, np.repeat(x[:1], block - size, axis=0)])
-        g = data_gradient(locs, jnp.asarray(x), jnp.asarray(mask), observed, _pattern(x, codes))
-        total = jax.tree.map(lambda t, d: t - d, total, g)
+    _, total = full_potential(model, num_components, prior, locs, rows, num_rows, st, codes, observed)
     z = {n: np.abs(np.asarray(total[n])) * np.asarray(scales[n]) for n in locs}
     return float(max(np.max(v) for v in z.values())), z
+
+
+class Curvature(NamedTuple):
+    """The N-row Hessian estimated from the start's rows: its Cholesky factor (P, P), the marginal posterior sd
+    ``sqrt(diag H^-1)`` (P,), and whether H was positive definite."""
+    lower: np.ndarray
+    marginal_sd: np.ndarray
+    ok: bool
+
+
+def curvature_at(model, num_components: int, prior: tuple, u: dict, x_start: np.ndarray, codes=None,
+                 observed=None) -> Curvature:
+    """The Hessian of the N-row potential at ``u`` estimated from ``x_start`` (standardised rows, each weighted
+    N / len(x_start) by the minibatch ``model``)."""
+    _, _, curvature = _programs(model, num_components, int(x_start.shape[1]), prior)
+    lower, ok = curvature(u, jnp.asarray(x_start), observed, _pattern(x_start, codes))
+    if not bool(ok):
+        return Curvature(None, None, False)
+    inverse = solve_lower(lower, jnp.eye(lower.shape[0], dtype=lower.dtype))  # L^-1: H^-1 = L^-T L^-1
+    return Curvature(np.asarray(lower), np.sqrt(np.sum(np.asarray(inverse) ** 2, axis=0)), True)
+
+
+def newton_step(curv: Curvature, gradient: dict):
+    """(the Newton step -H^-1 g as a dict like ``gradient``, its largest |entry| in marginal posterior sd)."""
+    flat, unravel = ravel_pytree(gradient)
+    lower = jnp.asarray(curv.lower)
+    step = -solve_triangular(lower.T, solve_triangular(lower, flat, lower=True), lower=False)
+    return unravel(step), float(np.max(np.abs(np.asarray(step)) / curv.marginal_sd))
+
+
+def newton_polish(model, num_components: int, prior: tuple, u: dict, curv: Curvature, rows, num_rows: int,
+                  st: Standardizer, codes=None, observed=None, max_passes: int = NEWTON_PASSES):
+    """Newton steps on the N-row potential from ``u`` (the Hessian ``curv`` fixed, each step halved until the
+    potential falls, one pass over the rows per evaluation) until a step is below ``NEWTON_TOL_SD`` marginal sd
+    or ``max_passes`` passes are spent.
+
+    Returns
+    -------
+    (u, info dict: passes, accepted steps, the last step's size in marginal sd)
+    """
+    value, gradient = full_potential(model, num_components, prior, u, rows, num_rows, st, codes, observed)
+    passes, accepted, size = 1, 0, np.inf
+    while passes < max_passes:
+        step, size = newton_step(curv, gradient)
+        if size < NEWTON_TOL_SD:
+            break
+        for shrink in (1.0, 0.5, 0.25):
+            trial = jax.tree.map(lambda a, d: a + shrink * d, u, step)
+            trial_value, trial_gradient = full_potential(model, num_components, prior, trial, rows, num_rows, st,
+                                                         codes, observed)
+            passes += 1
+            if np.isfinite(trial_value) and trial_value < value:
+                u, value, gradient, accepted = trial, trial_value, trial_gradient, accepted + 1
+                break
+            if passes >= max_passes:
+                break
+        else:
+            break  # no shrunk step lowered the potential: stay
+    _, size = newton_step(curv, gradient)
+    return u, dict(passes=passes, accepted=accepted, step_sd=float(size))
+
+
+def polished_start(model, num_components: int, prior: tuple, start: GMMParams, x_start: np.ndarray, rows,
+                   num_rows: int, st: Standardizer, codes=None, observed=None, polish: bool = True,
+                   max_params: int = 2048):
+    """The N-row curvature at ``start`` (standardised units; from the standardised ``x_start``), and, when
+    ``polish``, ``start`` moved by :func:`newton_polish`. No curvature above ``max_params`` parameters (P x P) or
+    where H is not positive definite: then ``start`` is returned as it is.
+
+    Returns
+    -------
+    (start, Curvature or None, info dict)
+    """
+    supports = site_supports(num_components, int(x_start.shape[1]), prior)
+    u = to_unconstrained(model_sites(start, jnp.float64), supports)
+    if sum(int(np.size(v)) for v in u.values()) > max_params:
+        return start, None, dict(polished=False, reason=f"more than {max_params} parameters")
+    curv = curvature_at(model, num_components, prior, u, x_start, codes, observed)
+    if not curv.ok:
+        return start, None, dict(polished=False, reason="the Hessian at the start is not positive definite")
+    if not polish:
+        return start, curv, dict(polished=False, reason="a given start")
+    u, info = newton_polish(model, num_components, prior, u, curv, rows, num_rows, st, codes, observed)
+    sites = {n: biject_to(supports[n])(v) for n, v in u.items()}
+    return GMMParams(*(np.asarray(a) for a in params_from_sites(sites))), curv, dict(info, polished=True)
+
+
+def final_check(model, num_components: int, prior: tuple, curv, locs: dict, scales: dict, rows, num_rows: int,
+                st: Standardizer, codes=None, observed=None):
+    """How far the guide's locations are from the N-row optimum: the Newton step there in marginal posterior sd
+    (with ``curv``), or without one the gradient times the guide's scales (:func:`full_gradient_z`).
+
+    Returns
+    -------
+    (size, "newton" | "diagonal")
+    """
+    if curv is None:
+        return full_gradient_z(model, num_components, prior, locs, scales, rows, num_rows, st, codes, observed)[0], "diagonal"
+    _, gradient = full_potential(model, num_components, prior, locs, rows, num_rows, st, codes, observed)
+    return newton_step(curv, gradient)[1], "newton"
 
 
 def _pattern(x, codes):

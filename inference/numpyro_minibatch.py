@@ -5,8 +5,8 @@ need never be in memory at once.
 The model is the declared one on a batch of B rows, each row's log-likelihood (z summed out) weighted N / B (the
 model's ``sample_weight`` path, :func:`minibatch_model`), so the loss is an unbiased estimate of the full-data
 negative ELBO when every row is in a batch with probability ``B / N`` (tests/test_minibatch_svi.py measures it).
-Not NumPyro's ``plate(subsample_size=B)`` with z enumerated: that scales each enumerated factor before the sum
-over z, a bias wherever a row's component is uncertain (measured, :func:`minibatch_model`).
+(Before session 16 it was ``plate(subsample_size=B)`` with z enumerated: TraceEnum_ELBO's loss was right, but
+the enumerated ``potential_energy`` behind the Laplace starting scales was not, :func:`minibatch_model`.)
 
 Batches (:mod:`inference.minibatch_rows`): each step's B rows are 16 runs of contiguous rows from uniformly random
 starts (wrapping), read by ``pread``: every row is in a batch with probability exactly ``B / N``. The batches of
@@ -64,7 +64,7 @@ from models.params import GMMParams
 
 from ._numpyro_common import (ChunkProgress, Missing, check_float_option, data_component_log_prob, data_responsibilities, missing_of, check_int_option, key_array, model_sites, params_from_site_draws,
                               prior_items, site_supports, to_unconstrained)
-from .minibatch_check import em_start, full_gradient_z
+from .minibatch_check import MAX_NEWTON_SD, em_start, final_check, polished_start
 from .minibatch_rows import PIECES, BatchReader, observed_table, open_rows, patterns_of, streamed_moments
 from .numpyro_map import starting_point
 from .numpyro_svi import FIXED_INIT_SCALE, LAPLACE_MAX_PARAMS, SVI_DEFAULTS, laplace_scales, preconditioned_adam
@@ -82,7 +82,6 @@ MINIBATCH_DEFAULTS = dict(SVI_DEFAULTS, batch_size=4096, num_particles=1, final_
 START_ROWS = 10_000  # rows of the MAP start and the Laplace scales
 PATIENCE = 2  # passing chunks in a row for converged
 MAX_GRADIENT_Z = 4.0  # the largest |chunk-mean gradient| / its standard error of a guide at its optimum
-MAX_FULL_GRADIENT_Z = 0.5  # the largest N-row gradient times the guide's scale (inference.minibatch_check)
 NOISE_RATE = 0.015  # the step size's cap is NOISE_RATE * sqrt(B / N): Adam's jitter ~ sqrt(rate * sqrt(N / B)) sd
 
 
@@ -93,9 +92,11 @@ NOISE_RATE = 0.015  # the step size's cap is NOISE_RATE * sqrt(B / N): Adam's ji
 def minibatch_model(num_components: int, prior: tuple, num_rows: int):
     """``model(x, sample_weight=None, missing=None)``: ``models.gmm_model`` on a batch ``x`` of B rows of
     ``num_rows``, each row's log-likelihood (z summed out) weighted N / B (``sample_weight``: the model's weighted
-    path). Not ``plate(subsample_size=B)`` with z enumerated: NumPyro scales each enumerated factor before the sum
-    over z, ``log sum_k exp(s a_k)`` instead of ``s log sum_k exp(a_k)``, biased wherever a row's component is
-    uncertain (26 nats at s = 2 on 25,000 rows of the (50,000, 8, 4) benchmark; measured session 16)."""
+    path, Trace_ELBO). Not ``plate(subsample_size=B)`` with z enumerated: NumPyro's enumerated log density
+    (``numpyro.contrib.funsor.infer_util._enum_log_density``, behind ``potential_energy(enum=True)`` and so the
+    Laplace scales) multiplies each site's log-probability by the plate's scale before the sum over z, giving
+    ``log sum_k exp(s a_k)`` instead of ``s log sum_k exp(a_k)``: 26 nats off at s = 2 on 25,000 rows of the
+    (50,000, 8, 4) benchmark (TraceEnum_ELBO's loss scales after the sum and was right)."""
     kwargs = {name: (jnp.asarray(value) if isinstance(value, tuple) else value) for name, value in prior}
 
     def model(x, sample_weight=None, missing=None):
@@ -223,15 +224,17 @@ def _options(options: dict) -> dict:
 
 
 def _warnings(converged: bool, num_steps: int, last: dict | None, param_tol: float, batch_size: int,
-              num_rows: int, full_z: float = 0.0) -> list[str]:
+              num_rows: int, full_z: float = 0.0, check_kind: str = "newton") -> list[str]:
     if converged:
         return []
     if last is None:
         return [f"minibatch SVI ran {num_steps} steps, too few for its stopping rule (3 chunks): not converged"]
     why = []
-    if full_z > MAX_FULL_GRADIENT_Z:
-        why.append(f"the gradient over all {num_rows:,} rows at its guide's locations is up to {full_z:.3g} of the guide's "
-                   f"sd (at most {MAX_FULL_GRADIENT_Z:g}: a Newton step would move it that far)")
+    if full_z > MAX_NEWTON_SD:
+        unit = ("marginal posterior sd (a Newton step on all of them)" if check_kind == "newton" else
+                "of the guide's sd (the gradient on all of them times its scales)")
+        why.append(f"by the gradient over all {num_rows:,} rows its guide's locations are up to {full_z:.3g} {unit} "
+                   f"from the optimum (at most {MAX_NEWTON_SD:g})")
     if last["rows_seen"] < num_rows:
         why.append(f"it saw {last['rows_seen']:,} rows of {num_rows:,} (the guide cannot be surer than the rows it saw)")
     if last["gradient_z"] > MAX_GRADIENT_Z:
@@ -304,6 +307,10 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
     if isinstance(init, str) and start_index.size < num_rows:  # carried to all N rows (inference.minibatch_check)
         em_params, start_em = em_start(map_key, x, num_components, start_params, st, num_rows)
         start_params = start_params if em_params is None else em_params
+    batch_model = minibatch_model(num_components, prior, num_rows)
+    start_params, curvature, start_newton = polished_start(
+        batch_model, num_components, prior, start_params, x_start, rows, num_rows, st, codes, observed,
+        polish=bool(start_em.get("used")), max_params=LAPLACE_MAX_PARAMS)
     learning_rate = check_float_option("learning_rate", opts["learning_rate"])
     final_learning_rate = check_float_option("final_learning_rate", opts["final_learning_rate"])
     rate_cap = NOISE_RATE * float(np.sqrt(batch_size / num_rows))
@@ -357,10 +364,10 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
     # last step's iterate, which jitters by ~sqrt(rate * sqrt(N / B)) of a posterior sd
     guide_params = dict(guide_params, **{f"{n}_auto_{part}": jnp.asarray(v if part == "loc" else np.exp(v))
                                          for n, (loc, ls) in previous[2].items() for part, v in (("loc", loc), ("scale", ls))})
-    full_z, _ = full_gradient_z(minibatch_model(num_components, prior, num_rows), num_components, prior,
+    full_z, check_kind = final_check(batch_model, num_components, prior, curvature,
                                 {n: guide_params[f"{n}_auto_loc"] for n in supports},
                                 {n: guide_params[f"{n}_auto_scale"] for n in supports}, rows, num_rows, st, codes, observed)
-    converged = converged and full_z <= MAX_FULL_GRADIENT_Z
+    converged = converged and full_z <= MAX_NEWTON_SD
     last = reader.batch()
     draws, median = finish_fn(draw_key, guide_params, jnp.asarray(last), observed, _device(patterns_of(last, codes)))
     run_seconds = time.perf_counter() - compile_start
@@ -393,20 +400,20 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
             laplace_fallbacks=int(fallbacks),
             guide_drift=dict(location=float(drift[0]), log_scale=float(drift[1])),
             warnings=_warnings(converged, steps, chunk_stats[-1] if chunk_stats else None, param_tol, batch_size, num_rows,
-                               full_z),
+                               full_z, check_kind),
             guide_params={n: np.asarray(v) for n, v in guide_params.items()},
             guide_median=pivot,
             num_relabelled_draws=int(np.sum(np.any(perms != np.arange(num_components), axis=-1))),
             start_params=GMMParams(*(np.asarray(a) for a in start_params)),
             minibatch=dict(batch_size=batch_size, num_rows=num_rows, pieces=min(PIECES, batch_size),
                            start_rows=int(start_index.size), streamed=not in_memory, chunks=chunk_stats,
-                           start_em=start_em, full_gradient_z=full_z,
+                           start_em=start_em, start_newton=start_newton, full_check=full_z, full_check_kind=check_kind,
                            schedule=f"preconditioned Adam, rate {static[4]:g} -> {static[5]:g} exponentially over "
                                     f"{num_steps} steps",
                            converged_rule=f"loss chunk means within 2 standard errors (or tol {tol:g}), guide drift "
                                           f"<= {param_tol:g}, gradient z <= {MAX_GRADIENT_Z:g} and >= N rows seen, "
                                           f"for {PATIENCE} chunks of {check_every} steps in a row; then the N-row "
-                                          f"gradient times the guide's sd <= {MAX_FULL_GRADIENT_Z:g}"),
+                                          f"Newton step from the guide's locations <= {MAX_NEWTON_SD:g} marginal sd"),
             compile_seconds=start_compile, run_seconds=run_seconds + start_run, start_seconds=start_compile + start_run,
         ),
     )
