@@ -28,7 +28,8 @@ There:
 
 Data streamed from disk (``--stream``, :mod:`analysis.streamed`): EM and hard EM read their rows in passes and
 SVI reads them in minibatches (``inference.numpyro_minibatch``: its cost is that of its batches, plus a MAP start
-on ``START_ROWS`` rows and one pre-pass over the file); MAP and NUTS need every row in memory and are skipped the
+on ``START_ROWS`` rows, one pre-pass over the file and, above ``START_ROWS`` rows, EM's passes from that start (at
+most ``MINIBATCH_EM_PASSES``), ``MINIBATCH_NEWTON_PASSES`` Newton passes and one check pass); MAP and NUTS need every row in memory and are skipped the
 same way (``plan_engines(..., streamed=reason)``: one note, the reason in ``metrics.json`` ``failed``), or, when
 only they were asked for, exit 2 naming ``--methods em,hard_em,svi`` and ``--stream never``.
 
@@ -83,6 +84,8 @@ EM_METHODS = ("em", "hard_em")
 STREAMING_METHODS = ("em", "hard_em", "svi")  # the engines that read a streamed file (svi: in minibatches)
 MINIBATCH_ROWS = 4096  # inference.numpyro_minibatch's default batch_size
 MINIBATCH_START_ROWS = 10_000  # inference.numpyro_minibatch.START_ROWS: the rows of its MAP start
+MINIBATCH_EM_PASSES = 100  # inference.minibatch_check.EM_START_MAX_ITERS: EM's passes from that start, at most
+MINIBATCH_NEWTON_PASSES = 4  # inference.minibatch_check.NEWTON_PASSES
 
 # The engines' defaults this estimate assumes when an option is not given (inference's *_DEFAULTS).
 _DEFAULTS = {
@@ -129,8 +132,14 @@ def estimate_seconds(method: str, n: int, k: int, d: int, options: dict, *, map_
         particles = float(options.get("num_particles", 1))
         start = 0.0 if options.get("init", "map") != "map" else estimate_seconds(
             "map", min(n, MINIBATCH_START_ROWS), k, d, options.get("map_options") or {})
-        prepass = n * d * 8 / 2e8  # one read of the file at ~200 MB/s
-        return _COMPILE_SECONDS["svi"] + o("num_steps") * particles * 4 * gradient_seconds(batch, k, d) + start + prepass
+        read = n * d * 8 / 2e8  # one read of the file at ~200 MB/s
+        steps = o("num_steps") if options.get("num_steps") is not None else max(o("num_steps"), n / batch + 400)
+        passes = 0.0  # inference.minibatch_check: EM from the subsample's MAP, Newton passes, the final check
+        if n > MINIBATCH_START_ROWS:
+            passes = estimate_seconds("em", n, k, d, {"max_iters": MINIBATCH_EM_PASSES}) + MINIBATCH_NEWTON_PASSES * (
+                gradient_seconds(n, k, d) + read)
+        return (_COMPILE_SECONDS["svi"] + steps * particles * 4 * gradient_seconds(batch, k, d) + start + read + passes
+                + gradient_seconds(n, k, d) + read)
     if method in EM_METHODS:
         cov = options.get("covariance_type", "full")
         return _COMPILE_SECONDS[method] + o("n_init") * o("max_iters") * gradient_seconds(n, k, d, cov)
