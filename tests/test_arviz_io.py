@@ -141,9 +141,17 @@ def test_loo_in_a_worker_process_is_the_in_process_loo(problem, monkeypatch):
     idata = arviz_io.to_inference_data(align_result(fake_result("nuts", truth, x, num_draws=200, seed=4), truth), x)
     here = arviz_io.loo_result(idata)
     monkeypatch.setattr(loo_pool, "MIN_VALUES", 0)
-    pending = arviz_io.submit_loo(idata)
-    assert pending.in_worker
-    worker = pending.result()
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pending = arviz_io.submit_loo(idata)
+        assert pending.in_worker
+        worker = pending.result()
+        pending._thread = None
+        gc.collect()  # the worker's Popen and its pipes are garbage now: nothing left open (the 25M report's notes)
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
     assert pending.worker_error is None  # the worker's own answer
     assert arviz_io.loo(idata, worker) == arviz_io.loo(idata, here)
     np.testing.assert_array_equal(np.asarray(worker["pareto_k"] if arviz_io.ARVIZ_MAJOR < 1 else worker.pareto_k),

@@ -73,14 +73,15 @@ class PendingLoo:
     def _run(self) -> None:
         posterior, log_likelihood = self._groups
         try:
-            process = start_worker("analysis.arviz_io.loo_pool", JAX_PLATFORMS="cpu", XLA_FLAGS="")
-            values = np.ascontiguousarray(log_likelihood["x"].values, np.float64)
-            send(process.stdin, pickle.dumps((posterior, {k: v.values for k, v in log_likelihood.coords.items()},
-                                              dict(log_likelihood.attrs), values.shape)))
-            process.stdin.write(memoryview(values).cast("B"))
-            process.stdin.close()
-            answer = pickle.loads(receive(process.stdout))
-            process.wait()
+            # ``with``: the pipes are closed and the process waited for on every way out (an unclosed stdout was a
+            # ResourceWarning in the report's notes once the Popen was collected)
+            with start_worker("analysis.arviz_io.loo_pool", JAX_PLATFORMS="cpu", XLA_FLAGS="") as process:
+                values = np.ascontiguousarray(log_likelihood["x"].values, np.float64)
+                send(process.stdin, pickle.dumps((posterior, {k: v.values for k, v in log_likelihood.coords.items()},
+                                                  dict(log_likelihood.attrs), values.shape)))
+                process.stdin.write(memoryview(values).cast("B"))
+                process.stdin.close()
+                answer = pickle.loads(receive(process.stdout))
             self._answer = answer
         except Exception as exc:  # noqa: BLE001 - computed here instead
             self._answer = (False, f"{type(exc).__name__}: {exc}")
