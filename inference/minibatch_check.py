@@ -19,6 +19,7 @@ optimum (its mean gradient's standard error is ~sqrt(N / (B * steps)) sd). Deter
 from __future__ import annotations
 
 import functools
+import os
 from typing import NamedTuple
 
 import jax
@@ -37,9 +38,10 @@ from models.params import GMMParams
 
 from ._numpyro_common import Missing, data_component_log_prob, enumerated, model_sites, site_supports, to_unconstrained
 from .em import fit_em
+from .host_readers import NpyRows
 from .laplace_mass import basis_hvps
 from .minibatch_rows import patterns_of
-from .standardize import Standardizer, to_data, to_standard
+from .standardize import Standardizer
 
 __all__ = ["em_start", "polished_start", "final_check", "full_potential", "full_gradient_z", "curvature_at", "newton_step", "newton_polish", "Curvature",
            "CHECK_ROWS", "EM_START_NATS", "EM_START_MAX_ITERS", "NEWTON_PASSES", "NEWTON_TOL_SD", "MAX_NEWTON_SD"]
@@ -47,28 +49,35 @@ __all__ = ["em_start", "polished_start", "final_check", "full_potential", "full_
 CHECK_ROWS = 1 << 16  # rows per block of the gradient pass
 EM_START_NATS = 0.01  # EM's start tolerance: the log-likelihood of all rows changing by less between passes
 EM_START_MAX_ITERS = 100
+IN_MEMORY_BYTES = 1 << 28  # em_start: an array up to this size is standardised in memory (a copy)
 NEWTON_PASSES = 4  # passes over the rows for the Newton polish after EM
 NEWTON_TOL_SD = 0.05  # ... which stops once a Newton step is below this many marginal posterior sd
 MAX_NEWTON_SD = 0.5  # converged: the final guide's Newton step at most this many marginal posterior sd
 
 
 def em_start(key, x, num_components: int, start: GMMParams, st: Standardizer, num_rows: int):
-    """EM on all rows of ``x`` (a ``.npy`` path or an array, data units) from ``start`` (standardised units).
+    """EM on all rows of ``x`` (a ``.npy`` path or an array, data units) from ``start``, in standardised units (as
+    the engines fit: EM's ``reg_covar`` is absolute, and on data of scale 1e-8 it would be the covariance). An
+    array of at most ``IN_MEMORY_BYTES`` is standardised in memory; anything else is read in standardised blocks.
 
     Returns
     -------
     (params in standardised units or None when EM's point is not usable, info dict: iterations, converged,
     seconds, and the reason when not used)
     """
+    rows = x if isinstance(x, np.ndarray) else NpyRows(os.fspath(x))
+    if isinstance(x, np.ndarray) and x.nbytes <= IN_MEMORY_BYTES:
+        data = (np.asarray(x, np.float64) - st.loc) / st.scale
+    else:
+        def data():
+            return ((np.asarray(rows[i:i + CHECK_ROWS], np.float64) - st.loc) / st.scale for i in range(0, num_rows, CHECK_ROWS))
     try:
-        fit = fit_em(key, x, num_components, init=to_data(start, st), tol=EM_START_NATS / num_rows,
-                     max_iters=EM_START_MAX_ITERS)
+        fit = fit_em(key, data, num_components, init=start, tol=EM_START_NATS / num_rows, max_iters=EM_START_MAX_ITERS)
     except (ValueError, FloatingPointError) as err:  # EM refusing what SVI takes: keep the subsample's MAP
         return None, dict(used=False, reason=f"EM raised: {err}")
     info = dict(iterations=int(fit.num_iters), converged=bool(fit.converged), seconds=float(fit.seconds))
-    params = to_standard(GMMParams(*(np.asarray(a, np.float64) for a in fit.params)), st)
-    weights = np.asarray(params.weights)
-    if not all(np.all(np.isfinite(np.asarray(a))) for a in params) or np.any(weights <= 0):
+    params = GMMParams(*(np.asarray(a, np.float64) for a in fit.params))
+    if not all(np.all(np.isfinite(np.asarray(a))) for a in params) or np.any(np.asarray(params.weights) <= 0):
         return None, dict(info, used=False, reason="EM's point has an empty or non-finite component")
     return params, dict(info, used=True)
 
