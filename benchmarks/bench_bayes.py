@@ -1,7 +1,7 @@
 """The Bayesian engines' cost where it is spent (issue 24): the potential's gradient inside a compiled loop, and
 NUTS's gradients per effective draw.
 
-Run: ``python benchmarks/bench_bayes.py [--grad-only | --nuts-only | --sharded | --peers PYTHON] [--repeats R]`` (prints one line per
+Run: ``python benchmarks/bench_bayes.py [--grad-only | --nuts-only | --sharded | --peers PYTHON | --minibatch PATH] [--repeats R]`` (prints one line per
 measurement and the load average; a benchmark, not a test: ratios from one run on a shared machine).
 
 1. ms per gradient of NumPyro's potential (``models.gmm_model``, z enumerated, standardised data, float64) inside
@@ -18,6 +18,10 @@ measurement and the load average; a benchmark, not a test: ratios from one run o
 4. ``--peers PYTHON`` (alone): our NUTS (defaults, and ``laplace_mass=False``) against PyMC's NUTS and nutpie on the
    same standardised rows, model and priors, from the same fitted point (``peer_samplers.py``, run by PYTHON, a
    Python with ``pymc`` and ``nutpie``, one BLAS thread); min bulk ESS per second, and our ratio to each.
+5. ``--minibatch PATH.npy`` (alone): minibatch SVI on the streamed file against EM on the same file (both from a
+   cold start of their programs in this process, key 0, K = ``--components``): seconds, converged, SVI's stages
+   (EM start, Newton passes, the final check in marginal posterior sd) and the ratio of the two. ``--make N`` first
+   writes N rows of ``problem(1000, 8, 4)``'s truth to PATH (in 1,000,000-row pieces).
 """
 
 from __future__ import annotations
@@ -291,6 +295,34 @@ def sharded(repeats: int, rounds: int = 2, nuts_too: bool = True):
                       f"{result.info['sampling_seconds']:.1f} s, leapfrog/draw {steps.mean():.1f}  [{load()}]", flush=True)
 
 
+def minibatch(path: str, num_components: int, make: int | None) -> None:
+    """Minibatch SVI against EM on one streamed ``.npy`` (module docstring, item 5)."""
+    from inference import fit
+
+    if make:
+        _, truth = problem(1000, 8, 4)
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(make, 8))
+        keys = jax.random.split(jax.random.PRNGKey(0), -(-make // 1_000_000))
+        for i, first in enumerate(range(0, make, 1_000_000)):
+            rows = min(1_000_000, make - first)
+            out[first:first + rows] = np.asarray(models.sample(keys[i], truth, rows)[0])
+        out.flush()
+        del out
+    seconds = {}
+    for method in ("em", "svi"):
+        start = time.perf_counter()
+        r = fit(method, jax.random.PRNGKey(0), path, num_components, **({"progress": False} if method == "svi" else {}))
+        seconds[method] = time.perf_counter() - start
+        line = f"{method}: {seconds[method]:.1f} s, converged {r.converged}, {r.num_iters} iterations/steps"
+        if method == "svi":
+            mb = r.info["minibatch"]
+            line += (f"; EM start {mb['start_em'].get('iterations')} passes ({mb['start_em'].get('seconds', 0):.1f} s), "
+                     f"Newton {mb['start_newton']}, final check {mb['full_check']:.3g} ({mb['full_check_kind']}), "
+                     f"warnings {r.info['warnings']}")
+        print(line, flush=True)
+    print(f"minibatch SVI / EM: {seconds['svi'] / seconds['em']:.2f}x  ({load()})", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grad-only", action="store_true")
@@ -303,8 +335,14 @@ def main():
     parser.add_argument("--peers", metavar="PYTHON", default=None,
                         help="alone: ours against PyMC and nutpie at --nuts-shape, run by PYTHON (which has pymc and nutpie)")
     parser.add_argument("--peer-samplers", default="nutpie,pymc", help="with --peers: which (PyMC did not finish (50,000, 8, 4) in 21 min)")
+    parser.add_argument("--minibatch", metavar="PATH", default=None, help="alone: minibatch SVI against EM on a streamed .npy")
+    parser.add_argument("--make", type=int, default=None, help="with --minibatch: first write this many rows to PATH")
+    parser.add_argument("--components", type=int, default=4, help="with --minibatch: K (default 4)")
     args = parser.parse_args()
     print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} cores, {load()}", flush=True)
+    if args.minibatch:
+        minibatch(args.minibatch, args.components, args.make)
+        return
     if args.sharded:
         sharded(args.repeats, nuts_too=not args.no_nuts)
         return
