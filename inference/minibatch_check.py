@@ -1,25 +1,27 @@
-"""Minibatch SVI's two full-data passes (:mod:`inference.numpyro_minibatch`): the start carried to all N rows by EM,
-and the exact check of where the guide ended.
+"""Minibatch SVI's passes over all N rows (:mod:`inference.numpyro_minibatch`): the start carried to the N-row
+answer, and the exact check of where the guide ended.
 
 Why: with N / B batches per pass, each step's gradient is the full one plus noise of ~sqrt(N / B) posterior sd, so a
 start from a subsample's MAP (~sqrt(N / start rows) sd from the N-row answer: ~50 sd at 25,000,000 rows) is
 travelled in far more passes than EM needs, and a chunk of steps cannot tell a guide 20 sd away from one at the
 optimum (its mean gradient's standard error is ~sqrt(N / (B * steps)) sd). Deterministic passes can:
 
-* :func:`em_start`: EM (``inference.em``, streamed for a file) on all N rows from the subsample's MAP, to a
-  tolerance of ``EM_START_NATS`` nats in all (maximum likelihood: the prior's pull is O(1 / N) of a posterior sd
-  at the N > start rows where this runs);
-* :func:`full_gradient_z`: the gradient of the N-row potential (NumPyro's: prior, likelihood, Jacobians, in the
-  unconstrained space the guide lives in) at the guide's locations, summed over every row in blocks of
-  ``CHECK_ROWS``, times the guide's scales: ``z_i = |dU/du_i| * sigma_i``. For the mean-field guide ``sigma_i``
-  is ``1 / sqrt(H_ii)``, so ``z_i`` is how many conditional posterior sd a Newton step along ``u_i`` would
-  move it; 0 at the optimum up to the guide's O(sigma^2) offset from the mode (Bernstein-von Mises).
+* :func:`em_start`: EM (``inference.em``, in standardised units, streamed for a file) on all N rows from the
+  subsample's MAP, to ``EM_START_NATS`` nats in all (maximum likelihood: the prior's pull is O(1 / N) of a posterior
+  sd at the N > start rows where this runs). EM can still stop far off where it is slow (overlapping clusters), so
+* :func:`polished_start`: at most ``NEWTON_PASSES`` passes of Newton steps on the N-row potential
+  (:func:`full_potential`: prior, Jacobians and every row's marginal likelihood, NumPyro's unconstrained space),
+  with the Hessian estimated from the start's rows scaled to N (:func:`curvature_at`), each step halved until the
+  potential falls (:func:`newton_polish`);
+* :func:`final_check`: the Newton step from the guide's locations in marginal posterior sd (``sqrt(diag H^-1)``),
+  or without a Hessian the gradient times the guide's scales (:func:`full_gradient_z`: for the mean-field guide
+  ``1 / sqrt(H_ii)``, so each entry is how many conditional sd a Newton step along it would move); 0 at the optimum
+  up to the guide's O(sigma^2) offset from the mode (Bernstein-von Mises).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from typing import NamedTuple
 
 import jax
@@ -38,7 +40,6 @@ from models.params import GMMParams
 
 from ._numpyro_common import Missing, data_component_log_prob, enumerated, model_sites, site_supports, to_unconstrained
 from .em import fit_em
-from .host_readers import NpyRows
 from .laplace_mass import basis_hvps
 from .minibatch_rows import patterns_of
 from .standardize import Standardizer
@@ -55,22 +56,22 @@ NEWTON_TOL_SD = 0.05  # ... which stops once a Newton step is below this many ma
 MAX_NEWTON_SD = 0.5  # converged: the final guide's Newton step at most this many marginal posterior sd
 
 
-def em_start(key, x, num_components: int, start: GMMParams, st: Standardizer, num_rows: int):
-    """EM on all rows of ``x`` (a ``.npy`` path or an array, data units) from ``start``, in standardised units (as
-    the engines fit: EM's ``reg_covar`` is absolute, and on data of scale 1e-8 it would be the covariance). An
-    array of at most ``IN_MEMORY_BYTES`` is standardised in memory; anything else is read in standardised blocks.
+def em_start(key, rows, num_components: int, start: GMMParams, st: Standardizer, num_rows: int):
+    """EM on all ``rows`` (an array, or ``inference.minibatch_rows.open_rows``'s reader of a ``.npy``; data units)
+    from ``start``, in standardised units (as the engines fit: EM's ``reg_covar`` is absolute, and on data of scale
+    1e-8 it would be the covariance). An array of at most ``IN_MEMORY_BYTES`` is standardised in memory; anything
+    else is read in standardised blocks.
 
     Returns
     -------
     (params in standardised units or None when EM's point is not usable, info dict: iterations, converged,
     seconds, and the reason when not used)
     """
-    rows = x if isinstance(x, np.ndarray) else NpyRows(os.fspath(x))
-    if isinstance(x, np.ndarray) and x.nbytes <= IN_MEMORY_BYTES:
-        data = (np.asarray(x, np.float64) - st.loc) / st.scale
+    if isinstance(rows, np.ndarray) and rows.nbytes <= IN_MEMORY_BYTES:
+        data = (np.asarray(rows, np.float64) - st.loc) / st.scale
     else:
         def data():
-            return ((np.asarray(rows[i:i + CHECK_ROWS], np.float64) - st.loc) / st.scale for i in range(0, num_rows, CHECK_ROWS))
+            return _standardised_blocks(rows, num_rows, st, CHECK_ROWS)
     try:
         fit = fit_em(key, data, num_components, init=start, tol=EM_START_NATS / num_rows, max_iters=EM_START_MAX_ITERS)
     except (ValueError, FloatingPointError) as err:  # EM refusing what SVI takes: keep the subsample's MAP
@@ -131,8 +132,7 @@ def full_potential(model, num_components: int, prior: tuple, u: dict, rows, num_
     data_gradient, prior_gradient, _ = _programs(model, num_components, int(rows.shape[1]), prior)
     block = min(CHECK_ROWS, num_rows)
     value = total = None
-    for first in range(0, num_rows, block):
-        x = (np.asarray(rows[first:first + block], np.float64) - st.loc) / st.scale
+    for x in _standardised_blocks(rows, num_rows, st, block):
         size = x.shape[0]
         if total is None:  # the prior and Jacobian terms, once
             value, total = prior_gradient(u, jnp.asarray(x), observed, _pattern(x, codes))
@@ -256,6 +256,11 @@ def final_check(model, num_components: int, prior: tuple, curv, locs: dict, scal
         return full_gradient_z(model, num_components, prior, locs, scales, rows, num_rows, st, codes, observed)[0], "diagonal"
     _, gradient = full_potential(model, num_components, prior, locs, rows, num_rows, st, codes, observed)
     return newton_step(curv, gradient)[1], "newton"
+
+
+def _standardised_blocks(rows, num_rows: int, st: Standardizer, block: int):
+    """The rows in order, ``block`` at a time, float64 and standardised by ``st``."""
+    return ((np.asarray(rows[i:i + block], np.float64) - st.loc) / st.scale for i in range(0, num_rows, block))
 
 
 def _pattern(x, codes):

@@ -109,9 +109,9 @@ def minibatch_model(num_components: int, prior: tuple, num_rows: int):
 
 
 def _guide(model, start_sites=None):
-    blocked = handlers.block(model, hide=["z"])
+    """AutoNormal over the global sites (the weighted batch model has no z site)."""
     init = {} if start_sites is None else dict(init_loc_fn=init_to_value(values=start_sites))
-    return AutoNormal(blocked, init_scale=FIXED_INIT_SCALE, **init)
+    return AutoNormal(model, init_scale=FIXED_INIT_SCALE, **init)
 
 
 def _svi(model, guide, static, precond):
@@ -305,7 +305,7 @@ def fit_minibatch_svi(key, x, num_components: int, **options) -> FitResult:
                                                          map_options, None)
     start_em = dict(used=False, reason="the MAP start saw every row" if isinstance(init, str) else "a given start")
     if isinstance(init, str) and start_index.size < num_rows:  # carried to all N rows (inference.minibatch_check)
-        em_params, start_em = em_start(map_key, x, num_components, start_params, st, num_rows)
+        em_params, start_em = em_start(map_key, rows, num_components, start_params, st, num_rows)
         start_params = start_params if em_params is None else em_params
     batch_model = minibatch_model(num_components, prior, num_rows)
     start_params, curvature, start_newton = polished_start(
