@@ -1,6 +1,13 @@
-"""Enumerated MAP on ``models.gmm_model``: AutoDelta over the global sites, z summed out by
-TraceEnum_ELBO, Adam with an exponentially decaying learning rate, vmapped restarts (stopped together once the
-best has converged and the others are hopeless)."""
+"""Enumerated MAP on ``models.gmm_model``: the mode of the posterior of the global sites with z summed out, from
+vmapped restarts (stopped together once the best has converged and the others are hopeless).
+
+Two optimisers of the same objective (AutoDelta's: log p(x | theta) + log p(theta), constrained sites):
+
+* ``"ecm"`` (the default up to D = 33): EM's E-step and a conditional M-step from the moments
+  (:mod:`inference.map_ecm`), so a pass costs what EM's does;
+* ``"adam"``: AutoDelta + TraceEnum_ELBO, Adam with an exponentially decaying learning rate (the engine before
+  session 17, and the default above D = 33, where a component's Newton system outgrows the E-step).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ from numpyro.infer import SVI
 from numpyro.infer.autoguide import AutoDelta
 from numpyro.infer.initialization import init_to_value
 
-from models.gmm import params_from_sites
+from models.gmm import params_from_sites, sites_from_params
 from models.params import GMMParams
 
 from ._numpyro_common import (
@@ -39,12 +46,13 @@ from ._numpyro_common import (
     with_checked_weights,
 )
 from .random_keys import split_key
+from .restarts import TRAIL_LOOKBACK, TRAIL_MARGIN, trailing_restarts  # noqa: F401  (re-exported)
 from .result import FitResult
+from .em_rows import in_memory_rows
+from .map_ecm import MAX_COORDINATES, coordinates, prior_arrays, run_ecm
+from .rows import make_mesh
 from .sharded_potential import devices_used, lapack_work, row_mesh
-from .validate import check_num_components
-
-TRAIL_LOOKBACK = 4  # chunks a trailing restart's rate is measured over
-TRAIL_MARGIN = 4.0  # ... and how much faster it may still improve without being stopped
+from .validate import check_choice, check_num_components
 
 MAP_DEFAULTS = dict(
     init="kmeans++",
@@ -58,36 +66,18 @@ MAP_DEFAULTS = dict(
     prior=None,
     sample_weight=None,
     devices=None,
+    optimizer="auto",
 )
+OPTIMIZERS = ("auto", "ecm", "adam")
+TIE = 1e-10  # relative: restarts' losses this close are one optimum
+DEGENERATE_WARNING = ("MAP: every restart collapsed a component onto a few rows (a conditional sd below 1e-7 of the "
+                      "data's): the posterior is unbounded there and this point is not a mode; use fewer components")
 
 
 def adam_with_decay(learning_rate: float, final_learning_rate: float, num_steps: int):
     """NumPyro Adam whose step size decays exponentially from ``learning_rate`` to ``final_learning_rate``."""
     decay = (final_learning_rate / learning_rate) ** (1.0 / max(num_steps, 1))
     return numpyro.optim.Adam(lambda step: learning_rate * decay**step)
-
-
-def trailing_restarts(chunk, loss, converged, losses, num_checks: int, min_checks: int = 1):
-    """Which restarts still run, and whether the run can end now because every one still running is hopeless.
-
-    A restart still running is hopeless when the leader (lowest loss) has converged and the restart, improving at
-    ``TRAIL_MARGIN`` times its rate over its last ``TRAIL_LOOKBACK`` chunks until the step cap, would still end
-    above the leader's loss: restarts run in lock-step (vmapped), so one stuck in a worse optimum held every restart
-    to the step cap (MAP at 50,000 rows: 37-46 s against 3.4-3.7 s when all converge; README). Adam's step decays
-    exponentially here, so a restart's rate falls; the rule errs only where a restart would leave a plateau
-    faster than that margin. Shapes: ``chunk``, ``loss``, ``converged`` (R,); ``losses`` (R, num_checks, check_every).
-
-    Returns
-    -------
-    (running (R,) bool, stop () bool)
-    """
-    running = (chunk < num_checks) & ((chunk < min_checks) | ~converged)
-    finite = jnp.where(jnp.isfinite(loss), loss, jnp.inf)
-    leader = jnp.argmin(finite)
-    past = jnp.take_along_axis(losses[..., -1], jnp.clip(chunk - 1 - TRAIL_LOOKBACK, 0, num_checks - 1)[:, None], axis=1)[:, 0]
-    reach = TRAIL_MARGIN * jnp.maximum(past - loss, 0.0) / TRAIL_LOOKBACK * (num_checks - chunk)
-    hopeless = running & (chunk > TRAIL_LOOKBACK) & (loss - finite[leader] > reach)
-    return running, converged[leader] & ~running[leader] & jnp.any(running) & jnp.all(~running | hopeless)
 
 
 def _build_map_runner(num_components, prior, num_steps, learning_rate, final_learning_rate, tol, check_every, stop_trailing=True):
@@ -191,16 +181,73 @@ def map_point(key, x: np.ndarray, num_components: int, **options):
     start_sites = model_sites(GMMParams(*starts), x.dtype)
     if not isinstance(opts["stop_trailing"], (bool, np.bool_)):
         raise ValueError(f"stop_trailing must be True or False, got {opts['stop_trailing']!r}")
-    static = (num_components, prior, num_steps, learning_rate, final_learning_rate, tol, check_every, bool(opts["stop_trailing"]))
+    optimizer = check_choice("optimizer", opts["optimizer"], OPTIMIZERS)
+    if optimizer == "auto":
+        optimizer = "ecm" if coordinates(x.shape[1]) <= MAX_COORDINATES else "adam"
     missing = missing_of(x)
-    mesh = row_mesh(opts["devices"], x.shape[0], missing, work=lapack_work(num_components, x.shape[1], n_init))
-    out, compile_seconds, run_seconds = compiled_call(
-        _build_map_runner, static, split_key(run_key, n_init), start_sites, assign_key, jnp.asarray(x),
-        None if weights is None else jnp.asarray(weights, x.dtype), missing, mesh=mesh, rows=(3, 4),
-    )
-    used = dict(opts, n_init=n_init, num_steps=num_steps, check_every=check_every, prior=dict(prior), devices=devices_used(mesh))
+    if optimizer == "ecm":
+        mesh = row_mesh(opts["devices"], x.shape[0], missing)
+        out, compile_seconds, run_seconds = _ecm_point(starts, x, num_components, prior, weights, missing, mesh,
+                                                       tol, num_steps, bool(opts["stop_trailing"]), assign_key)
+        check_every = 1  # a log-likelihood per pass
+    else:
+        static = (num_components, prior, num_steps, learning_rate, final_learning_rate, tol, check_every, bool(opts["stop_trailing"]))
+        mesh = row_mesh(opts["devices"], x.shape[0], missing, work=lapack_work(num_components, x.shape[1], n_init))
+        out, compile_seconds, run_seconds = compiled_call(
+            _build_map_runner, static, split_key(run_key, n_init), start_sites, assign_key, jnp.asarray(x),
+            None if weights is None else jnp.asarray(weights, x.dtype), missing, mesh=mesh, rows=(3, 4),
+        )
+    used = dict(opts, n_init=n_init, num_steps=num_steps, check_every=check_every, prior=dict(prior), devices=devices_used(mesh),
+                optimizer=optimizer)
     del used["sample_weight"]
     return out, used, compile_seconds + init_compile, run_seconds
+
+
+def _ecm_point(starts: GMMParams, x, num_components: int, prior: tuple, weights, missing, mesh, tol: float,
+               max_iters: int, stop_trailing: bool, assign_key):
+    """:func:`map_point` by ECM (:mod:`inference.map_ecm`): the restarts on EM's rows, then the best one's
+    responsibilities and assignments. Returns (outputs as :func:`_build_map_runner`'s, compile s, run s)."""
+    rows = in_memory_rows(x, weights, num_components, None, make_mesh(jax.devices()[:1]) if mesh is None else mesh)
+    center = np.asarray(rows.center, np.float64)
+    starts = GMMParams(*(np.asarray(a, np.float64) for a in starts))
+    starts = starts._replace(means=starts.means - center)
+    state, running, compile_seconds, run_seconds = run_ecm(
+        starts, rows, prior_arrays(prior, x.shape[1], center), tol, max_iters=max_iters, stop_trailing=stop_trailing)
+    loss, degenerate = np.asarray(state.loss), np.asarray(state.degenerate)
+    if not np.isfinite(loss).any():
+        raise FloatingPointError("MAP (ECM) reached a non-finite log posterior from every start; check the scale of x")
+    eligible = np.isfinite(loss) & (~degenerate if not degenerate.all() else True)
+    lowest = np.min(np.where(eligible, loss, np.inf))
+    # the first restart within rounding of the lowest loss: restarts that reach one optimum (often with their labels
+    # permuted) differ there by rounding only, which must not pick the labels (weights x 1e-6 gave the other order)
+    best = int(np.flatnonzero(eligible & (loss <= lowest + TIE * (1 + abs(lowest))))[0])
+    point = GMMParams(*(np.asarray(a)[best] for a in state.point))
+    params = point._replace(means=point.means + center)
+    finish, finish_compile, finish_run = compiled_call(
+        _build_finish, (num_components, prior, weights is not None), params, assign_key, jnp.asarray(x), missing)
+    iterations = np.asarray(state.iteration)
+    return dict(
+        sites=finish[0], params=params, restart_losses=loss, restart_steps=iterations,
+        restarts_stopped=int(np.sum(np.asarray(running))), restarts_degenerate=int(degenerate.sum()),
+        degenerate=bool(degenerate[best]),
+        converged=bool(np.asarray(state.converged)[best]) and not degenerate[best],
+        chunks=int(iterations[best]), losses=np.asarray(state.losses)[best][:, None],
+        log_liks=np.asarray(state.log_liks)[best], responsibilities=finish[1], assignments=finish[2],
+    ), compile_seconds + finish_compile, run_seconds + finish_run
+
+
+def _build_finish(num_components: int, prior: tuple, weighted: bool):
+    """``(params, assign_key, x, missing) -> (sites, responsibilities, assignments)`` of an ECM point, as the Adam
+    runner gives them."""
+    model = make_model(num_components, prior)
+
+    def finish(params, assign_key, x, missing):
+        sites = sites_from_params(params)
+        assign = (bayes_assignments(assign_key, params, x, temperature=0, missing=missing) if weighted
+                  else discrete_assignments(assign_key, model, sites, x, temperature=0, missing=missing))
+        return sites, data_responsibilities(params, x, missing), assign
+
+    return finish
 
 
 def starting_point(key, x: np.ndarray, num_components: int, init, prior, map_options,
@@ -283,6 +330,8 @@ def fit_map(key, x, num_components: int, **options) -> FitResult:
             restart_losses=np.asarray(out["restart_losses"]),
             restart_steps=np.asarray(out["restart_steps"]),
             restarts_stopped=int(out["restarts_stopped"]),
+            **({"restarts_degenerate": out["restarts_degenerate"]} if "restarts_degenerate" in out else {}),
+            **({"warnings": [DEGENERATE_WARNING]} if out.get("degenerate") else {}),
             compile_seconds=compile_seconds,
             run_seconds=run_seconds,
             **weight_info(options, x),

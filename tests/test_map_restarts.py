@@ -47,8 +47,9 @@ def test_a_restart_that_cannot_reach_the_converged_leader_is_hopeless():
 
 
 def test_a_restart_stuck_in_a_worse_optimum_is_stopped_and_changes_nothing():
-    """(5,000, 5, 3), key 0: one of four restarts sits in a worse optimum (loss 25,035 against 23,542) and ran to the
-    3,000-step cap while the others converged in 200; it is now stopped within a few chunks of the leader."""
+    """(5,000, 5, 3), key 0, Adam: one of four restarts sits in a worse optimum (loss 25,035 against 23,542) and ran to
+    the 3,000-step cap while the others converged in 200; it is now stopped within a few chunks of the leader. (The
+    ECM converges in that optimum in ~70 passes: nothing trails there.)"""
     import sys
     from pathlib import Path
 
@@ -57,8 +58,8 @@ def test_a_restart_stuck_in_a_worse_optimum_is_stopped_and_changes_nothing():
 
     x, _ = problem(5000, 5, 3)
     x = (x - x.mean(axis=0)) / x.std(axis=0)
-    stopped = fit("map", jax.random.PRNGKey(0), x, 3)
-    full = fit("map", jax.random.PRNGKey(0), x, 3, stop_trailing=False)
+    stopped = fit("map", jax.random.PRNGKey(0), x, 3, optimizer="adam")
+    full = fit("map", jax.random.PRNGKey(0), x, 3, stop_trailing=False, optimizer="adam")
     assert stopped.info["restarts_stopped"] == 1 and full.info["restarts_stopped"] == 0
     assert full.info["restart_steps"].max() == 3000 and stopped.info["restart_steps"].max() <= 500
     for a, b in zip(stopped.params, full.params):
