@@ -60,7 +60,7 @@ from .em_loop import e_step
 from .restarts import trailing_restarts
 
 WEIGHT_FLOOR = 1e-12  # relative: the least weight a component keeps
-NEWTON_STEPS = 16  # damped Newton iterations per M-step, at most
+NEWTON_STEPS = 50  # damped Newton iterations per M-step, at most (a far start took 16-40)
 STEP_GROWTH = 4.0  # SQUAREM's mstep: step_max grows (shrinks) by this after an accepted (refused) longest step
 COLLAPSE_SD = 1e-7  # standardised units: a component's conditional sd below this has collapsed (module docstring)
 ROUNDING = 64 * float(np.finfo(np.float64).eps)  # relative: a change of a term this small is its rounding
