@@ -69,7 +69,7 @@ MAP_DEFAULTS = dict(
     optimizer="auto",
 )
 OPTIMIZERS = ("auto", "ecm", "adam")
-TIE = 1e-10  # relative: restarts' losses this close are one optimum
+TIE = 1e-10  # relative: restarts' losses this close (or within tol) are one optimum
 DEGENERATE_WARNING = ("MAP: every restart collapsed a component onto a few rows (a conditional sd below 1e-7 of the "
                       "data's): the posterior is unbounded there and this point is not a mode; use fewer components")
 
@@ -218,9 +218,10 @@ def _ecm_point(starts: GMMParams, x, num_components: int, prior: tuple, weights,
         raise FloatingPointError("MAP (ECM) reached a non-finite log posterior from every start; check the scale of x")
     eligible = np.isfinite(loss) & (~degenerate if not degenerate.all() else True)
     lowest = np.min(np.where(eligible, loss, np.inf))
-    # the first restart within rounding of the lowest loss: restarts that reach one optimum (often with their labels
-    # permuted) differ there by rounding only, which must not pick the labels (weights x 1e-6 gave the other order)
-    best = int(np.flatnonzero(eligible & (loss <= lowest + TIE * (1 + abs(lowest))))[0])
+    # the first restart within the convergence tolerance of the lowest loss: restarts that reach one optimum (often
+    # with their labels permuted) differ there by less, which must not pick the labels (weights x 1e-6 gave the other
+    # order, and NUTS started from the permuted point drew other trajectories)
+    best = int(np.flatnonzero(eligible & (loss <= lowest + max(TIE, tol) * (1 + abs(lowest))))[0])
     point = GMMParams(*(np.asarray(a)[best] for a in state.point))
     params = point._replace(means=point.means + center)
     finish, finish_compile, finish_run = compiled_call(

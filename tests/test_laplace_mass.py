@@ -128,7 +128,11 @@ def test_auto_keeps_the_laplace_metric_where_the_posterior_is_gaussian():
     """The seed problem (14 parameters): "auto" tries the Laplace metric on the first chain, its warm-up passes,
     and the run is the ``laplace_mass=True`` run draw for draw (same keys, same starts)."""
     x, _ = _data(500, 0)
-    common = dict(num_warmup=200, num_samples=300, progress=False, num_assignment_draws=0)
+    # One divergent transition in the trial's warm-up flips "auto" to the adapted metric, so the outcome is a draw:
+    # with the Adam MAP start 19 of keys 0-19 kept the Laplace metric, with the ECM start (the default since session
+    # 17, the same mode to 1e-6 nats) 15 of 20 (Fisher's exact p ~ 0.18). This test pins the start it was written on.
+    common = dict(num_warmup=200, num_samples=300, progress=False, num_assignment_draws=0,
+                  map_options=dict(optimizer="adam"))
     auto = fit("nuts", jax.random.PRNGKey(3), x, 2, **common)
     forced = fit("nuts", jax.random.PRNGKey(3), x, 2, laplace_mass=True, **common)
     assert auto.info["options"]["laplace_mass"] is True and auto.info["laplace_trial_seconds"] == 0.0

@@ -135,3 +135,16 @@ def test_auto_takes_adam_beyond_twenty_features(rng):
     assert fit("map", jax.random.PRNGKey(0), x[:, :20], 1).info["options"]["optimizer"] == "ecm"
     with pytest.raises(ValueError, match="optimizer"):
         fit("map", jax.random.PRNGKey(0), x, 1, optimizer="lbfgs")
+
+
+def test_points_repeated_many_times_are_refused_or_flagged():
+    """Replay of scikit-learn#7953: two distinct rows, each repeated 500 times. With 5 components: a one-line error
+    (fewer distinct rows than components). With 2, each component sits on its point, where the model's posterior
+    only stops shrinking the covariance at scales of ~e^-2000 (the LogNormal prior on the scales against 500 rows):
+    the fit is flagged, never reported converged."""
+    x = np.repeat(np.array([[0.0, 1.0], [3.0, -2.0]]), 500, axis=0)
+    with pytest.raises(ValueError, match="num_components"):
+        fit("map", jax.random.PRNGKey(0), x, 5)
+    result = fit("map", jax.random.PRNGKey(0), x, 2)
+    assert not result.converged
+    assert any("collapsed" in line for line in result.info["warnings"])
