@@ -49,6 +49,9 @@ class Progress:
 
     def __call__(self, message: str) -> None:
         if self.sink is True:
-            print(f"[{self.label} {time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
+            # one write, newline included: print() writes the text and its newline separately, and a report killed
+            # between the two (Ctrl-C while drawing figures) left the supervisor's "interrupted" line glued to it
+            sys.stderr.write(f"[{self.label} {time.perf_counter() - self.start:6.1f}s] {message}\n")
+            sys.stderr.flush()
         elif callable(self.sink):
             self.sink(message)

@@ -1,7 +1,7 @@
 """The Bayesian engines' cost where it is spent (issue 24): the potential's gradient inside a compiled loop, and
 NUTS's gradients per effective draw.
 
-Run: ``python benchmarks/bench_bayes.py [--grad-only | --nuts-only | --sharded | --peers PYTHON | --minibatch PATH] [--repeats R]`` (prints one line per
+Run: ``python benchmarks/bench_bayes.py [--grad-only | --nuts-only | --sharded | --peers PYTHON | --minibatch PATH | --map-vs-em] [--repeats R]`` (prints one line per
 measurement and the load average; a benchmark, not a test: ratios from one run on a shared machine).
 
 1. ms per gradient of NumPyro's potential (``models.gmm_model``, z enumerated, standardised data, float64) inside
@@ -22,6 +22,9 @@ measurement and the load average; a benchmark, not a test: ratios from one run o
    cold start of their programs in this process, key 0, K = ``--components``): seconds, converged, SVI's stages
    (EM start, Newton passes, the final check in marginal posterior sd) and the ratio of the two. ``--make N`` first
    writes N rows of ``problem(1000, 8, 4)``'s truth to PATH (in 1,000,000-row pieces).
+6. ``--map-vs-em`` (alone): MAP's fit (its default ECM, ``inference.map_ecm``, and Adam) against EM's at
+   (50,000, 8, 4), warm, best of ``--repeats``, and NUTS's fixed cost before its first draw (MAP start + Laplace
+   Hessian), warm.
 """
 
 from __future__ import annotations
@@ -286,13 +289,43 @@ def sharded(repeats: int, rounds: int = 2, nuts_too: bool = True):
         x, truth = problem(50_000, 8, 4)  # short runs: MAP's optimisation, and NUTS from the truth (no MAP start)
         for _ in range(rounds):
             for n in (1, every):
-                result = fit("map", jax.random.PRNGKey(0), x, 4, n_init=1, num_steps=500, tol=0.0, devices=jax.devices()[:n])
+                result = fit("map", jax.random.PRNGKey(0), x, 4, n_init=1, num_steps=500, tol=0.0, devices=jax.devices()[:n],
+                             optimizer="adam")  # 500 gradient steps, as measured before the ECM
                 print(f"MAP (50000, 8, 4), 500 steps, on {n} device(s): run {result.info['run_seconds']:.1f} s  [{load()}]", flush=True)
                 result = fit("nuts", jax.random.PRNGKey(0), x, 4, init=truth, num_chains=1, num_warmup=150, num_samples=150,
                              progress=False, num_assignment_draws=0, devices=jax.devices()[:n])
                 steps = np.asarray(result.trace["num_steps"])
                 print(f"NUTS (50000, 8, 4), 1 chain, 150 + 150 draws from the truth, on {n} device(s): sampling+warm-up "
                       f"{result.info['sampling_seconds']:.1f} s, leapfrog/draw {steps.mean():.1f}  [{load()}]", flush=True)
+
+
+def map_vs_em(repeats: int) -> None:
+    """MAP (its default ECM, and Adam) against EM's fit at (50,000, 8, 4), warm (each program compiled by a first fit),
+    interleaved, key 0; and NUTS's fixed cost before its first draw (its MAP start and the Laplace metric's Hessian)."""
+    from inference import fit
+
+    x, _ = problem(50_000, 8, 4)
+    runs = {"em": {}, "map": {}, "map_adam": {"optimizer": "adam"}}
+    seconds = {name: [] for name in runs}
+    for attempt in range(repeats + 1):  # the first round compiles
+        for name, options in runs.items():
+            start = time.perf_counter()
+            r = fit(name.split("_")[0], jax.random.PRNGKey(0), x, 4, **options)
+            if attempt:
+                seconds[name].append(time.perf_counter() - start)
+                loss = r.info.get("restart_losses", np.array([np.nan])).min()
+                print(f"{name}: {seconds[name][-1]:.3f} s, converged {r.converged}, {r.num_iters} iterations/passes/steps, "
+                      f"loss {loss:.6f}  [{load()}]", flush=True)
+    best = {name: min(v) for name, v in seconds.items()}
+    print(f"MAP (ECM) / EM: {best['map'] / best['em']:.2f}x (target <= 5x); MAP (Adam) / EM: "
+          f"{best['map_adam'] / best['em']:.1f}x  (best of {repeats} each)", flush=True)
+    common = dict(num_chains=2, num_warmup=10, num_samples=10, progress=False, num_assignment_draws=0)
+    for attempt in range(repeats + 1):
+        r = fit("nuts", jax.random.PRNGKey(0), x, 4, **common)
+        if attempt:
+            print(f"NUTS fixed cost: MAP start {r.info['start_seconds']:.2f} s + Laplace Hessian "
+                  f"{r.info['laplace_mass_seconds']:.2f} s = {r.info['start_seconds'] + r.info['laplace_mass_seconds']:.2f} s "
+                  f"(target <= 3 s warm)  [{load()}]", flush=True)
 
 
 def minibatch(path: str, num_components: int, make: int | None) -> None:
@@ -338,10 +371,14 @@ def main():
     parser.add_argument("--minibatch", metavar="PATH", default=None, help="alone: minibatch SVI against EM on a streamed .npy")
     parser.add_argument("--make", type=int, default=None, help="with --minibatch: first write this many rows to PATH")
     parser.add_argument("--components", type=int, default=4, help="with --minibatch: K (default 4)")
+    parser.add_argument("--map-vs-em", action="store_true", help="alone: MAP (ECM, Adam) against EM and NUTS's fixed cost")
     args = parser.parse_args()
     print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} cores, {load()}", flush=True)
     if args.minibatch:
         minibatch(args.minibatch, args.components, args.make)
+        return
+    if args.map_vs_em:
+        map_vs_em(args.repeats)
         return
     if args.sharded:
         sharded(args.repeats, nuts_too=not args.no_nuts)
