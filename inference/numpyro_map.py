@@ -294,6 +294,9 @@ def fit_map(key, x, num_components: int, **options) -> FitResult:
     prior : dict of ``gmm_model`` prior overrides (concentration, mean_loc, mean_scale, ...).
     sample_weight : (N,) non-negative row weights (row n's log-likelihood counts w_n times; integer
         weights = repeated rows); the loss and log-likelihoods are then weighted.
+    optimizer : "auto" (default: "ecm" up to D = 20, else "adam") | "ecm" (:mod:`inference.map_ecm`: ``num_steps``
+        caps its passes, ``tol`` its Aitken stop; ``learning_rate``, ``final_learning_rate``, ``check_every`` unused;
+        ``info["restarts_degenerate"]`` counts restarts stopped on a collapsed component) | "adam".
     devices : the devices the rows are split over (``inference.sharded_potential.row_mesh``: None = every device
         from ``AUTO_MIN_ROWS`` rows, a list of ``jax.Device`` or a mesh); ``info["options"]["devices"]`` says which.
 
