@@ -34,8 +34,9 @@ Rubin 1977, sec. 3.1; McLachlan & Krishnan 2008, sec. 1.6.1) maximises, with r_n
 
 The restarts advance together in one ``while_loop`` (the E-steps vmapped, the M-step one batch of R x K components)
 and the hopeless ones are stopped as Adam's are (:func:`inference.restarts.trailing_restarts`). No LAPACK call is
-batched over more than one (P, P) matrix (``models.linalg``): the E-step's are EM's, the Newton systems' go through
-``models.linalg``, and the objective inverts its (D, D) factor in plain array operations.
+batched over more than one (P, P) matrix (``models.linalg``): the E-step's are EM's, the Newton systems' and the
+objective's (D, D) inverses go through ``models.linalg``, and the inverse's derivative is matrix products
+(:func:`_inverse_lower`), so the Hessians' tangents add no LAPACK call.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from models.linalg import cholesky, inverse_lower, solve_lower, vmap_is_safe
 from models.params import GMMParams
 
 from . import executable_store
+from ._numpyro_common import PRIOR_KEYS
 from .compiled_cache import remember_compiled
 from .em_loop import e_step
 from .restarts import trailing_restarts
@@ -66,11 +68,10 @@ COLLAPSE_SD = 1e-7  # standardised units: a component's conditional sd below thi
 ROUNDING = 64 * float(np.finfo(np.float64).eps)  # relative: a change of a term this small is its rounding
 NEWTON_TOL = 1e-11  # an M-step's Newton decrement, relative to its term, below which it stops
 MAX_COORDINATES = 230  # P per component above which optimizer="auto" takes Adam (D > 20)
-PRIOR_NAMES = ("concentration", "mean_loc", "mean_scale", "scale_loc", "scale_log_sd", "lkj_concentration")
 
 
 def coordinates(num_features: int) -> int:
-    """P: a component's mean, log scales and correlation coordinates, D (D + 3) / 2."""
+    """P: a component's mean, log Cholesky diagonal and lower entries (:func:`to_coordinates`), D (D + 3) / 2."""
     return num_features * (num_features + 3) // 2
 
 
@@ -87,7 +88,7 @@ class Prior(NamedTuple):
 
 def prior_arrays(prior: tuple, num_features: int, center) -> Prior:
     """:class:`Prior` from ``inference._numpyro_common.prior_items`` (overrides; the rest ``gmm_model``'s defaults)."""
-    defaults = {name: p.default for name, p in inspect.signature(gmm_model).parameters.items() if name in PRIOR_NAMES}
+    defaults = {name: p.default for name, p in inspect.signature(gmm_model).parameters.items() if name in PRIOR_KEYS}
     given = {**defaults, **{name: (np.asarray(v) if isinstance(v, tuple) else v) for name, v in prior}}
     vec = lambda v: np.broadcast_to(np.asarray(v, np.float64), (num_features,)).copy()
     return Prior(np.float64(given["concentration"]), vec(given["mean_loc"]) - np.asarray(center, np.float64),
@@ -293,7 +294,6 @@ class EcmState(NamedTuple):
     phase: jnp.ndarray  # (R,) what ``params`` is: 0 a cycle's start x0, 1 x1 = F(x0), 2 SQUAREM's x'
     params: GMMParams  # (R, ...) the next point to evaluate
     anchor: GMMParams  # (R, ...) this cycle's x0
-    first: GMMParams  # (R, ...) x1
     fallback: GMMParams  # (R, ...) x2 = F(x1), taken when x' is worse than x1
     first_lp: jnp.ndarray  # (R,) log posterior at x1
     step_max: jnp.ndarray  # (R,) the longest extrapolation allowed (SQUAREM's step.max: x STEP_GROWTH when reached)
@@ -351,7 +351,6 @@ def ecm_program(starts: GMMParams, data, prior: Prior, tol, *, layout, max_iters
             step(s.phase, (s.phase + 1) % 3),
             step(s.params, params),
             step(s.anchor, anchor),
-            step(s.first, where(start, mapped, s.first)),
             step(s.fallback, where(first, mapped, s.fallback)),
             step(s.first_lp, jnp.where(first, log_post, s.first_lp)),
             step(s.step_max, step_max),
@@ -374,7 +373,7 @@ def ecm_program(starts: GMMParams, data, prior: Prior, tol, *, layout, max_iters
     history = jnp.full((num_restarts, max_iters), jnp.nan, dtype)
     scalars = jnp.full(num_restarts, jnp.nan, dtype)
     state = EcmState(jnp.zeros(num_restarts, jnp.int32), jnp.zeros(num_restarts, jnp.int32), starts, starts, starts,
-                     starts, scalars, jnp.ones(num_restarts, dtype), -jnp.ones(num_restarts, dtype),
+                     scalars, jnp.ones(num_restarts, dtype), -jnp.ones(num_restarts, dtype),
                      jnp.full((num_restarts, 3), jnp.nan, dtype), starts,
                      jnp.full(num_restarts, jnp.inf, dtype), scalars, jnp.zeros(num_restarts, bool),
                      jnp.zeros(num_restarts, bool), history, history)

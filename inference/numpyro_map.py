@@ -3,10 +3,10 @@ vmapped restarts (stopped together once the best has converged and the others ar
 
 Two optimisers of the same objective (AutoDelta's: log p(x | theta) + log p(theta), constrained sites):
 
-* ``"ecm"`` (the default up to D = 33): EM's E-step and a conditional M-step from the moments
-  (:mod:`inference.map_ecm`), so a pass costs what EM's does;
+* ``"ecm"`` (the default up to D = 20, ``map_ecm.MAX_COORDINATES``): EM's E-step and a conditional M-step from the
+  moments (:mod:`inference.map_ecm`), so a pass costs what EM's does;
 * ``"adam"``: AutoDelta + TraceEnum_ELBO, Adam with an exponentially decaying learning rate (the engine before
-  session 17, and the default above D = 33, where a component's Newton system outgrows the E-step).
+  session 17, and the default above D = 20, where a component's Newton system outgrows the E-step).
 """
 
 from __future__ import annotations
